@@ -1,0 +1,92 @@
+"""Offline ClearML sessions: list them, and upload them to a server once one is configured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from mlrig.errors import ConfigError
+from mlrig.settings import Settings
+
+IMPORTED_FILE = "imported.json"
+
+
+class Session(BaseModel):
+    """One offline task session (a zip written when the task closed)."""
+
+    offline_id: str
+    path: str
+    imported_as: str | None
+
+
+def imported_index(sessions_dir: Path) -> dict[str, str]:
+    """Offline id -> server task id, for the sessions already uploaded."""
+    path = sessions_dir / IMPORTED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def list_sessions(settings: Settings) -> list[Session]:
+    """Every offline session in the project, oldest first."""
+    sessions_dir = settings.clearml_sessions_dir
+    if not sessions_dir.is_dir():
+        return []
+    imported = imported_index(sessions_dir)
+    zips = sorted(sessions_dir.glob("offline-*.zip"), key=lambda path: path.stat().st_mtime)
+    return [
+        Session(offline_id=path.stem, path=str(path), imported_as=imported.get(path.stem))
+        for path in zips
+    ]
+
+
+def require_server(settings: Settings) -> None:
+    """Raises ConfigError unless a ClearML server and its credentials are configured."""
+    missing = [
+        name
+        for name, value in (
+            ("CLEARML_API_HOST", settings.clearml_api_host),
+            ("CLEARML_API_ACCESS_KEY", settings.clearml_access_key),
+            ("CLEARML_API_SECRET_KEY", settings.clearml_secret_key),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            f"No ClearML server is configured ({', '.join(missing)} not set). Set them to your "
+            "server's API address and credentials, then run `mlrig clearml import` again; "
+            "the offline sessions stay where they are until then."
+        )
+
+
+def import_sessions(settings: Settings) -> list[Session]:
+    """Upload every session not yet imported; returns them with their new server task ids.
+
+    Raises:
+        ConfigError: no server configured, or the server refused the upload.
+    """
+    require_server(settings)
+    from clearml import Task
+
+    from mlrig.tracking import configure_clearml
+
+    configure_clearml(settings)
+    Task.set_offline(offline_mode=False)
+    sessions_dir = settings.clearml_sessions_dir
+    imported = imported_index(sessions_dir)
+    done = []
+    for session in list_sessions(settings):
+        if session.imported_as:
+            continue
+        try:
+            task_id = Task.import_offline_session(session.path)
+        except Exception as error:  # the SDK raises many types for network and auth errors
+            raise ConfigError(
+                f"ClearML at {settings.clearml_api_host} refused session {session.offline_id}: "
+                f"{error}. Check CLEARML_API_HOST and the credentials; "
+                f"{len(done)} session(s) were imported before this one."
+            ) from None
+        imported[session.offline_id] = str(task_id)
+        (sessions_dir / IMPORTED_FILE).write_text(json.dumps(imported, indent=2) + "\n")
+        done.append(session.model_copy(update={"imported_as": str(task_id)}))
+    return done

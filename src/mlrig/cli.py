@@ -1,0 +1,228 @@
+"""The `mlrig` command line. Heavy libraries load inside commands, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlrig import __version__
+from mlrig.errors import exits_cleanly
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mlrig: DVC pipeline, MLflow tracking and registry, ClearML automation, in one repo.",
+)
+clearml_app = typer.Typer(no_args_is_help=True, help="ClearML offline sessions.")
+app.add_typer(clearml_app, name="clearml")
+console = Console(stderr=True)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mlrig {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """mlrig: DVC pipeline, MLflow tracking and registry, ClearML automation, in one repo."""
+
+
+@app.command()
+@exits_cleanly
+def run(
+    set_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set-param",
+            "-S",
+            help="Override a param, e.g. -S split.seed=7 (saved to params.yaml).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-run every stage, even unchanged ones.")] = False,
+    push: Annotated[
+        bool, typer.Option(help="Push outputs and run-cache to the DVC remote.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mlrig.pipeline import run_pipeline
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        current = progress.add_task("starting", total=None)
+
+        def on_stage(stage: str) -> None:
+            progress.update(current, description=f"stage {stage}")
+            progress.console.print(f"[green]✓[/] started {stage}")
+
+        summary = run_pipeline(
+            settings,
+            set_param or [],
+            force=force,
+            push=push,
+            on_stage=on_stage,
+            on_phase=lambda phase: progress.update(current, description=phase),
+        )
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    if summary.up_to_date:
+        typer.echo("Pipeline up to date: no stage re-ran.")
+    else:
+        typer.echo(f"Pipeline run {summary.pipeline_run_id}: {len(summary.stages_run)} stages ran.")
+    typer.echo(f"Report:    {summary.report}")
+    typer.echo(
+        f"MLflow:    {summary.runs_recorded} experiment runs recorded by this pipeline run, "
+        f"{summary.runs_in_experiment} runs in the experiment"
+    )
+    if champion := summary.champion:
+        status = (
+            f"{champion.registered_model} v{champion.version}"
+            if champion.version
+            else "not registered"
+        )
+        typer.echo(
+            f"Champion:  {champion.experiment} ({champion.metric}={champion.value:.4f}), "
+            f"{status} @champion; {champion.reason}"
+        )
+    typer.echo(f"MLflow UI: {summary.mlflow_ui}")
+
+
+@app.command()
+@exits_cleanly
+def report(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report paths as JSON.")
+    ] = False,
+) -> None:
+    """Bring the report up to date (dvc repro report) and print where it is."""
+    from mlrig.pipeline import REPORT_DIR, run_dvc
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    import os
+
+    with console.status("updating the report"):
+        run_dvc(
+            ["repro", "report"],
+            settings.root,
+            dict(os.environ),
+            settings.state_dir / "logs" / "report.log",
+            lambda stage: None,
+        )
+    paths = {kind: str(settings.root / REPORT_DIR / f"report.{kind}") for kind in ("md", "html")}
+    typer.echo(json.dumps(paths) if as_json else f"Report: {paths['html']}\n        {paths['md']}")
+
+
+@app.command()
+@exits_cleanly
+def compare(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    params_file: Annotated[
+        Path, typer.Option("--params", help="params.yaml to read experiments from.")
+    ] = Path("params.yaml"),
+) -> None:
+    """Print the experiment table: params, held-out metrics, fit time, MLflow run."""
+    from mlrig.metrics import LOWER_IS_BETTER
+    from mlrig.params import TrainParams, load_section
+    from mlrig.results import load_results, read_champion
+    from mlrig.settings import load_settings
+
+    root = load_settings().root
+    names = list(load_section(root / params_file, "train", TrainParams).experiments)
+    results = load_results(root / "outputs/train", root / "outputs/evaluate", names)
+    champion = read_champion(root / "outputs/register")
+    if as_json:
+        rows = [
+            {
+                "experiment": result.name,
+                "family": result.record.family,
+                "params": result.record.params,
+                "metrics": result.metrics,
+                "fit_seconds": result.record.fit_seconds,
+                "mlflow_run_id": result.record.mlflow_run_id,
+                "clearml_task_id": result.record.clearml_task_id,
+                "champion": bool(champion and champion.experiment == result.name),
+            }
+            for result in results
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    metric_names = list(results[0].metrics)
+    table = Table(title="experiments (held-out test set)")
+    for column in ("experiment", "family", "params"):
+        table.add_column(column)
+    for metric in metric_names:
+        table.add_column(f"{metric} {'↓' if metric in LOWER_IS_BETTER else '↑'}", justify="right")
+    table.add_column("fit (s)", justify="right")
+    table.add_column("MLflow run")
+    for result in results:
+        crown = " 🏆" if champion and champion.experiment == result.name else ""
+        params_text = ", ".join(
+            f"{k}={v}" for k, v in result.record.params.items() if v is not None
+        )
+        table.add_row(
+            result.name + crown,
+            result.record.family,
+            params_text or "defaults",
+            *(f"{result.metrics[m]:.4f}" for m in metric_names),
+            f"{result.record.fit_seconds:.3f}",
+            result.record.mlflow_run_id[:12],
+        )
+    Console().print(table)
+
+
+@clearml_app.command("list")
+@exits_cleanly
+def clearml_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
+) -> None:
+    """List the offline ClearML sessions recorded in this project."""
+    from mlrig.clearml_sessions import list_sessions
+    from mlrig.settings import load_settings
+
+    sessions = list_sessions(load_settings())
+    if as_json:
+        typer.echo(json.dumps([session.model_dump() for session in sessions], indent=2))
+        return
+    for session in sessions:
+        state = f"imported as {session.imported_as}" if session.imported_as else "not imported"
+        typer.echo(f"{session.offline_id}  {state}")
+    typer.echo(f"{len(sessions)} offline session(s)")
+
+
+@clearml_app.command("import")
+@exits_cleanly
+def clearml_import() -> None:
+    """Upload the offline sessions to the configured ClearML server (CLEARML_API_*)."""
+    from mlrig.clearml_sessions import import_sessions
+    from mlrig.settings import load_settings
+
+    imported = import_sessions(load_settings())
+    for session in imported:
+        typer.echo(f"{session.offline_id} -> {session.imported_as}")
+    typer.echo(f"{len(imported)} session(s) imported")

@@ -1,0 +1,59 @@
+"""User-facing errors and the one way a command turns them into an exit code."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Exit codes mean something: 1 a run failed, 2 the input (data, params, config) is wrong.
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class MlrigError(Exception):
+    """A problem the user can fix; its message names the problem and what to do.
+
+    Args:
+        message: one paragraph naming the file, column, param or setting at fault and the fix.
+        exit_code: the process exit code when this error ends a command.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DataError(MlrigError):
+    """The input table cannot be used: missing, unreadable, or failing an expectation."""
+
+
+class ParamsError(MlrigError):
+    """params.yaml (or a `-S` override) has an unknown key or a value of the wrong type."""
+
+
+class ConfigError(MlrigError):
+    """An infrastructure setting (environment variable) is missing or wrong."""
+
+
+def report_error(error: MlrigError) -> None:
+    """Print a user error to stderr the same way everywhere, without a traceback."""
+    sys.stderr.write(f"error: {error}\n")
+
+
+def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn an `MlrigError` raised by a command into its message and exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except MlrigError as error:
+            report_error(error)
+            raise SystemExit(error.exit_code) from None
+
+    return wrapper

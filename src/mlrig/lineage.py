@@ -1,0 +1,36 @@
+"""Lineage facts every run carries: git commit, DVC-style data hashes, pipeline run id."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of a file's bytes: the hash DVC 3 records for that file in dvc.lock and its cache."""
+    digest = hashlib.md5()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out commit, suffixed `-dirty` when tracked files changed; `unknown` off git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit

@@ -1,0 +1,264 @@
+"""The schema of params.yaml: one section per step, each step reads only its own.
+
+Loading validates everything up front, so a wrong type or an unknown model family is reported
+with its dotted key before any stage runs.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from mlrig.errors import ParamsError
+
+TaskKind = Literal["classification", "regression"]
+BUILTIN_DATASETS = ("breast_cancer", "wine", "diabetes")
+
+
+class Section(BaseModel):
+    """A params section: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(Section):
+    """Where the table comes from and what its target is."""
+
+    source: str = Field(
+        "builtin:breast_cancer",
+        description="builtin:<breast_cancer|wine|diabetes>, synthetic:<rows>, or a CSV/Parquet path",
+    )
+    target: str = Field("target", description="name of the target column in a file source")
+    task: Literal["auto", "classification", "regression"] = "auto"
+    seed: int = Field(42, description="seed of the synthetic generator")
+
+
+class ValidateParams(Section):
+    """Expectations on the table; a table that fails one stops the pipeline."""
+
+    min_rows: int = Field(20, ge=2)
+    min_rows_per_class: int = Field(2, ge=1)
+    max_classes: int = Field(100, ge=2)
+    max_missing_fraction: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class SplitParams(Section):
+    """The held-out test set."""
+
+    test_size: float = Field(0.25, gt=0.0, lt=1.0)
+    seed: int = 42
+
+
+class LinearParams(Section):
+    """Logistic regression (classification) or ridge (regression, alpha = 1/C)."""
+
+    C: float = Field(1.0, gt=0.0, description="inverse regularization strength")
+    max_iter: int = Field(1000, ge=1)
+
+
+class RandomForestParams(Section):
+    n_estimators: int = Field(200, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(1, ge=1)
+
+
+class GradientBoostingParams(Section):
+    """Histogram gradient boosting (handles missing values natively)."""
+
+    learning_rate: float = Field(0.1, gt=0.0)
+    max_iter: int = Field(200, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+
+
+class KnnParams(Section):
+    n_neighbors: int = Field(15, ge=1)
+
+
+class BaselineParams(Section):
+    """Predicts the most frequent class (classification) or the mean (regression)."""
+
+
+class LinearExperiment(Section):
+    family: Literal["linear"]
+    params: LinearParams = LinearParams()
+
+
+class RandomForestExperiment(Section):
+    family: Literal["random_forest"]
+    params: RandomForestParams = RandomForestParams()
+
+
+class GradientBoostingExperiment(Section):
+    family: Literal["gradient_boosting"]
+    params: GradientBoostingParams = GradientBoostingParams()
+
+
+class KnnExperiment(Section):
+    family: Literal["knn"]
+    params: KnnParams = KnnParams()
+
+
+class BaselineExperiment(Section):
+    family: Literal["baseline"]
+    params: BaselineParams = BaselineParams()
+
+
+Experiment = Annotated[
+    LinearExperiment
+    | RandomForestExperiment
+    | GradientBoostingExperiment
+    | KnnExperiment
+    | BaselineExperiment,
+    Field(discriminator="family"),
+]
+MODEL_FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")
+
+
+class TrainParams(Section):
+    """One DVC stage per experiment (`train@<name>`), so each is cached on its own."""
+
+    seed: int = 42
+    experiments: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")], Experiment] = Field(
+        min_length=1
+    )
+
+
+class CompareParams(Section):
+    """How the champion is chosen and where it is registered."""
+
+    metric: str = Field("auto", description="auto: f1 for classification, rmse for regression")
+    registered_model: str = Field("auto", description="auto: mlrig-<dataset name>")
+
+
+class ReportParams(Section):
+    title: str = "mlrig experiment report"
+
+
+class Params(Section):
+    """The whole params.yaml."""
+
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    train: TrainParams
+    compare: CompareParams = CompareParams()
+    report: ReportParams = ReportParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip mode keeps the user's comments and key order
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def read_params_file(path: Path) -> Any:
+    """Read params.yaml as a round-trip document (comments kept).
+
+    Raises:
+        ParamsError: the file is missing or not valid YAML.
+    """
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ParamsError(f"Cannot read {path}: {error.strerror}. Restore it from git.") from None
+    try:
+        document = _yaml().load(text)
+    except YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}. Fix the file.") from None
+    if not isinstance(document, dict):
+        raise ParamsError(f"{path} must hold a mapping of step names to their params.")
+    return document
+
+
+def describe_validation_error(error: ValidationError, origin: str) -> str:
+    """One line per problem, each naming the dotted params key, what is wrong and the value."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]).replace("validate_", "validate")
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {problem['msg']}{shown}")
+    families = ", ".join(MODEL_FAMILIES)
+    return (
+        f"{origin} has invalid params:\n" + "\n".join(lines) + "\n"
+        f"Fix them in params.yaml or in your -S override. Model families: {families}."
+    )
+
+
+def validate_params(document: Any, origin: str = "params.yaml") -> Params:
+    """Validate a params document against the schema.
+
+    Raises:
+        ParamsError: listing every wrong key with what is expected.
+    """
+    try:
+        return Params.model_validate(document)
+    except ValidationError as error:
+        raise ParamsError(describe_validation_error(error, origin)) from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml."""
+    return validate_params(read_params_file(path), origin=str(path))
+
+
+def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
+    """Read and validate the section of params.yaml that one step owns."""
+    document = read_params_file(path)
+    try:
+        return schema.model_validate(document.get(name, {}))
+    except ValidationError as error:
+        raise ParamsError(describe_validation_error(error, f"{path} [{name}]")) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `key.path=value` as `dvc exp run -S` does; the value is parsed as YAML.
+
+    Raises:
+        ParamsError: when the text has no `=` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(
+            f"Override {text!r} is not of the form key.path=value, e.g. split.seed=7."
+        )
+    try:
+        value = _yaml().load(raw) if raw.strip() else ""
+    except YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(document: Any, overrides: list[str]) -> Any:
+    """Set each `key.path=value` in the params document, creating mappings on the way."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = document
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                path = ".".join(keys[: depth + 1])
+                raise ParamsError(f"Override {text!r}: {path} is a value, not a section.")
+            node = child
+        node[keys[-1]] = value
+    return document
+
+
+def dump_params(document: Any) -> str:
+    """Serialize a round-trip params document back to YAML text."""
+    buffer = io.StringIO()
+    _yaml().dump(document, buffer)
+    return buffer.getvalue()

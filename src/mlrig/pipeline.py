@@ -1,0 +1,297 @@
+"""`mlrig run`: check the input, apply overrides, run `dvc repro` under one MLflow parent run.
+
+Everything a user can get wrong (params, the data source, the data itself) is checked before
+any stage runs, so bad input changes nothing: no new runs, no registry change, no outputs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlrig.errors import EXIT_FAILED, MlrigError
+from mlrig.metrics import primary_metric
+from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
+from mlrig.results import Champion, read_champion
+from mlrig.settings import Settings
+from mlrig.tracking import TAG_GIT_COMMIT, TAG_PIPELINE_RUN, TAG_STEP, setup_mlflow
+
+PARAMS_FILE = "params.yaml"
+REPORT_DIR = "reports"
+REGISTER_DIR = Path("outputs/register")
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
+LOG_TAIL_LINES = 25
+
+
+class RunSummary(BaseModel):
+    """What a pipeline run did, for the closing message and `--json`."""
+
+    pipeline_run_id: str | None
+    stages_run: list[str]
+    up_to_date: bool
+    runs_recorded: int
+    runs_in_experiment: int
+    champion: Champion | None
+    report: str
+    mlflow_ui: str
+    log: str | None
+
+
+@contextmanager
+def exclusive_run(settings: Settings) -> Iterator[None]:
+    """Hold the project's run lock; a second `mlrig run` on the same checkout is refused."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = settings.state_dir / "run.lock"
+    with lock_path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise MlrigError(
+                f"Another pipeline run ({holder}) is running in {settings.root}. Wait for it to "
+                "finish, or use a separate clone to run pipelines side by side.",
+                exit_code=EXIT_FAILED,
+            ) from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
+def prepare_params(root: Path, overrides: list[str]) -> tuple[Params, str | None]:
+    """Validate params.yaml with the overrides applied.
+
+    Returns:
+        The params, and the new params.yaml text when the overrides change it (else None).
+    """
+    path = root / PARAMS_FILE
+    document = apply_overrides(read_params_file(path), overrides)
+    origin = f"{PARAMS_FILE} with -S overrides" if overrides else PARAMS_FILE
+    params = validate_params(document, origin)
+    text = dump_params(document)
+    return params, (text if overrides and text != path.read_text() else None)
+
+
+def preflight(params: Params, root: Path) -> None:
+    """Run the ingest and validate checks in memory, so bad data fails before any stage runs.
+
+    Raises:
+        DataError: the source cannot be read or the table fails validation.
+        ParamsError: compare.metric does not fit the task.
+    """
+    from steps.ingest import ingest
+    from steps.validate import raise_for_failures, validate_table
+
+    table, meta = ingest(params.ingest, root)
+    raise_for_failures(validate_table(table, meta, params.validate_), meta.source)
+    primary_metric(params.compare.metric, meta.task)
+
+
+def changed_stages(root: Path) -> list[str]:
+    """Stages `dvc repro` would run (empty when the pipeline is up to date)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return list(repo.status())
+
+
+def new_pipeline_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def stage_environment(
+    settings: Settings, parent_run_id: str, pipeline_run_id: str
+) -> dict[str, str]:
+    """The environment of `dvc repro`: this interpreter first on PATH, the run ids set."""
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
+    environment["MLRIG_PIPELINE_RUN_ID"] = pipeline_run_id
+    environment["MLRIG_PROJECT_DIR"] = str(settings.root)
+    return environment
+
+
+def run_dvc(
+    arguments: list[str],
+    root: Path,
+    environment: dict[str, str],
+    log_path: Path,
+    on_stage: Callable[[str], None],
+) -> list[str]:
+    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
+
+    Returns:
+        The stages that ran.
+
+    Raises:
+        MlrigError: dvc failed; the message names the stage and ends with the log's last lines.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "dvc", *arguments],
+            cwd=root,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if match := RUNNING_STAGE.match(line):
+                started.append(match.group(1))
+                on_stage(match.group(1))
+    if process.returncode != 0:
+        tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
+        where = f"stage {started[-1]!r}" if started else f"dvc {arguments[0]}"
+        raise MlrigError(
+            f"The pipeline failed in {where} (dvc exited with {process.returncode}). "
+            f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
+            exit_code=EXIT_FAILED,
+        )
+    return started
+
+
+def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, int]:
+    """Experiment runs recorded by this pipeline run, and all runs in the MLflow experiment."""
+    from mlflow import MlflowClient
+
+    experiment_id = setup_mlflow(settings)
+    client = MlflowClient(settings.tracking_uri)
+    total = len(client.search_runs([experiment_id], max_results=50000))
+    if not pipeline_run_id:
+        return 0, total
+    query = f"tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = 'train'"
+    return len(client.search_runs([experiment_id], query, max_results=50000)), total
+
+
+def mlflow_ui_command(settings: Settings) -> str:
+    """The command that opens the MLflow UI on the runs."""
+    if not settings.uses_local_mlflow:
+        return f"open {settings.tracking_uri}"
+    store = settings.tracking_uri.replace(str(settings.root) + "/", "")
+    return f"cd {settings.root} && uv run mlflow ui --backend-store-uri {store} --port 5000"
+
+
+def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -> str:
+    """Open the pipeline's parent MLflow run; returns its id (the run stays open)."""
+    from mlflow import MlflowClient
+
+    from mlrig.lineage import git_commit
+
+    experiment_id = setup_mlflow(settings)
+    client = MlflowClient(settings.tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {pipeline_run_id}",
+        tags={
+            TAG_PIPELINE_RUN: pipeline_run_id,
+            TAG_GIT_COMMIT: git_commit(settings.root),
+            TAG_STEP: "pipeline",
+        },
+    )
+    flat: dict[str, Any] = {
+        f"ingest.{key}": value for key, value in params.ingest.model_dump().items()
+    } | {
+        "split.test_size": params.split.test_size,
+        "experiments": ",".join(params.train.experiments),
+    }
+    for key, value in flat.items():
+        client.log_param(run.info.run_id, key, str(value))
+    return run.info.run_id
+
+
+def finish_parent_run(settings: Settings, run_id: str, succeeded: bool) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(settings.tracking_uri).set_terminated(
+        run_id, "FINISHED" if succeeded else "FAILED"
+    )
+
+
+def run_pipeline(
+    settings: Settings,
+    overrides: list[str],
+    *,
+    force: bool = False,
+    push: bool = True,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> RunSummary:
+    """Run the whole pipeline once.
+
+    Args:
+        settings: where to track and store.
+        overrides: `key.path=value` params overrides, saved to params.yaml once they pass checks.
+        force: re-run every stage even when DVC finds it unchanged.
+        push: `dvc push` outputs and run-cache to the DVC remote afterwards.
+        on_stage: called with each stage name as DVC starts it (for progress).
+        on_phase: called with what is happening between stages (for progress).
+
+    Returns:
+        What ran, what was recorded, and where the results are.
+    """
+    root = settings.root
+    with exclusive_run(settings):
+        on_phase("checking params and data")
+        params, new_params_text = prepare_params(root, overrides)
+        preflight(params, root)
+        if new_params_text is not None:
+            (root / PARAMS_FILE).write_text(new_params_text)
+        on_phase("checking what changed")
+        stages = changed_stages(root)
+        pipeline_run_id = parent_run_id = log_path = None
+        started: list[str] = []
+        if stages or force:
+            pipeline_run_id = new_pipeline_run_id()
+            parent_run_id = start_parent_run(settings, pipeline_run_id, params)
+            log_path = settings.state_dir / "logs" / f"{pipeline_run_id}.log"
+            environment = stage_environment(settings, parent_run_id, pipeline_run_id)
+            succeeded = False
+            try:
+                started = run_dvc(
+                    ["repro", *(["--force"] if force else [])],
+                    root,
+                    environment,
+                    log_path,
+                    on_stage,
+                )
+                succeeded = True
+            finally:
+                finish_parent_run(settings, parent_run_id, succeeded)
+        if push:
+            on_phase("pushing to the DVC remote")
+            push_log = settings.state_dir / "logs" / "push.log"
+            run_dvc(["push", "--run-cache"], root, dict(os.environ), push_log, on_stage)
+        on_phase("counting runs")
+        recorded, total = count_runs(settings, pipeline_run_id)
+    return RunSummary(
+        pipeline_run_id=pipeline_run_id,
+        stages_run=started,
+        up_to_date=not started,
+        runs_recorded=recorded,
+        runs_in_experiment=total,
+        champion=read_champion(root / REGISTER_DIR),
+        report=str(root / REPORT_DIR / "report.html"),
+        mlflow_ui=mlflow_ui_command(settings),
+        log=str(log_path) if log_path else None,
+    )

@@ -1,0 +1,98 @@
+"""Infrastructure settings, read from the environment (12-factor) into one object.
+
+Experiment settings live in params.yaml (see `mlrig.params`); this module only says where
+things run and where they are stored. Nothing is read at import time: call `load_settings()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlrig.errors import ConfigError
+
+STATE_DIR_NAME = ".mlrig"
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """Return the nearest folder at or above `start` that holds a `dvc.yaml`.
+
+    Raises:
+        ConfigError: when no such folder exists.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    raise ConfigError(
+        f"No dvc.yaml found in {here} or any folder above it. Run mlrig from inside an mlrig "
+        "project (the folder you cloned), or set MLRIG_PROJECT_DIR to it."
+    )
+
+
+class Settings(BaseSettings):
+    """Where mlrig tracks and stores things; every field has an environment variable."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    project_dir: Path | None = Field(default=None, alias="MLRIG_PROJECT_DIR")
+    mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = Field(default="mlrig", alias="MLRIG_EXPERIMENT")
+    clearml_api_host: str | None = Field(default=None, alias="CLEARML_API_HOST")
+    clearml_access_key: SecretStr | None = Field(default=None, alias="CLEARML_API_ACCESS_KEY")
+    clearml_secret_key: SecretStr | None = Field(default=None, alias="CLEARML_API_SECRET_KEY")
+    clearml_offline: bool | None = Field(default=None, alias="CLEARML_OFFLINE_MODE")
+    clearml_project: str = Field(default="mlrig", alias="MLRIG_CLEARML_PROJECT")
+    parent_run_id: str | None = Field(default=None, alias="MLRIG_PARENT_RUN_ID")
+    pipeline_run_id: str | None = Field(default=None, alias="MLRIG_PIPELINE_RUN_ID")
+
+    @property
+    def root(self) -> Path:
+        """The project folder (the one holding dvc.yaml)."""
+        return (self.project_dir or find_project_dir()).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        """Git-ignored folder for everything mlrig keeps locally (stores, sessions, remote)."""
+        return self.root / STATE_DIR_NAME
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: the configured server, else a SQLite store in the project."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def uses_local_mlflow(self) -> bool:
+        """True when runs go to the embedded SQLite store rather than a server."""
+        return not self.mlflow_tracking_uri
+
+    @property
+    def artifact_root(self) -> Path:
+        """Artifact folder of the embedded MLflow store."""
+        return self.state_dir / "mlartifacts"
+
+    @property
+    def clearml_is_offline(self) -> bool:
+        """ClearML records offline sessions unless a server is configured (or offline is forced)."""
+        if self.clearml_offline is not None:
+            return self.clearml_offline
+        return not self.clearml_api_host
+
+    @property
+    def clearml_cache_dir(self) -> Path:
+        """ClearML's cache folder; offline sessions land in its `offline/` subfolder."""
+        return self.state_dir / "clearml"
+
+    @property
+    def clearml_sessions_dir(self) -> Path:
+        """Where offline ClearML sessions (one zip per task) are written."""
+        return self.clearml_cache_dir / "offline"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()

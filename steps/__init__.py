@@ -1,0 +1,1 @@
+"""Pipeline steps: one package per step, each a typed core function plus a thin CLI."""

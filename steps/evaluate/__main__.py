@@ -1,0 +1,3 @@
+from steps.evaluate.evaluate import app
+
+app()

@@ -1,0 +1,3 @@
+from steps.ingest.ingest import app
+
+app()

@@ -1,0 +1,215 @@
+"""Ingest: turn the configured source into a Parquet table with a meta.json.
+
+Sources (param `ingest.source`): `builtin:<breast_cancer|wine|diabetes>` (scikit-learn's bundled
+datasets), `synthetic:<rows>` (a generated classification table), or a CSV/Parquet path whose
+target column is `ingest.target`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlrig.errors import DataError, exits_cleanly
+from mlrig.params import BUILTIN_DATASETS, IngestParams, TaskKind, load_section
+from mlrig.tables import TABLE_FILE, TableMeta, write_meta
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+BUILTIN_TASKS: dict[str, TaskKind] = {
+    "breast_cancer": "classification",
+    "wine": "classification",
+    "diabetes": "regression",
+}
+SYNTHETIC_FEATURES = 20
+MAX_CLASS_LEVELS = 20  # an integer target with more distinct values than this is regression
+
+
+def load_builtin(name: str) -> pd.DataFrame:
+    """Load one of scikit-learn's bundled datasets with its target as column `target`."""
+    from sklearn import datasets
+
+    if name not in BUILTIN_DATASETS:
+        choices = ", ".join(f"builtin:{known}" for known in BUILTIN_DATASETS)
+        raise DataError(
+            f"Unknown builtin dataset {name!r} (ingest.source). Choose one of {choices}."
+        )
+    loader = getattr(datasets, f"load_{name}")
+    return loader(as_frame=True).frame
+
+
+def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
+    """Generate a classification table of `spec` rows (`synthetic:<rows>`, `_` allowed)."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    try:
+        rows = int(spec.replace("_", ""))
+    except ValueError:
+        rows = 0
+    if rows < 2:
+        raise DataError(
+            f"ingest.source synthetic:{spec} needs a row count of at least 2, "
+            "e.g. synthetic:100000."
+        )
+    features, target = make_classification(
+        n_samples=rows,
+        n_features=SYNTHETIC_FEATURES,
+        n_informative=SYNTHETIC_FEATURES // 2,
+        random_state=seed,
+    )
+    table = pd.DataFrame(features, columns=[f"x{i:02d}" for i in range(SYNTHETIC_FEATURES)])
+    table["target"] = target
+    return table
+
+
+def duplicate_csv_columns(path: Path) -> list[str]:
+    """Header names that appear twice (pandas would silently rename them to `name.1`)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as stream:
+        header = next(csv.reader(stream), [])
+    return sorted(name for name, count in Counter(header).items() if count > 1)
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, turning every way it can fail into a `DataError`."""
+    import pandas as pd
+    import pyarrow
+
+    where = f"{path} (ingest.source)"
+    if not path.exists():
+        raise DataError(
+            f"Data file {where} does not exist. Check the path, relative to the project."
+        )
+    if path.is_dir():
+        raise DataError(f"{where} is a folder; point ingest.source at a .csv or .parquet file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"Data file {where} is empty. Export the table again.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".csv", ".txt"}:
+            if duplicates := duplicate_csv_columns(path):
+                raise DataError(
+                    f"{where} has duplicate column names: {', '.join(duplicates)}. "
+                    "Rename them so every column is unique."
+                )
+            return pd.read_csv(path)
+        if suffix in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+    except PermissionError:
+        raise DataError(f"Data file {where} is not readable: permission denied.") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"Data file {where} has no columns. Export the table again.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pyarrow.ArrowException, OSError) as error:
+        raise DataError(f"Data file {where} cannot be parsed: {error}".rstrip(".") + ".") from None
+    raise DataError(f"{where} has suffix {suffix!r}; mlrig reads .csv and .parquet files.")
+
+
+def infer_task(target: pd.Series) -> TaskKind:
+    """Classification for labels (text, booleans, few integer levels), regression otherwise."""
+    from pandas.api import types
+
+    if not types.is_numeric_dtype(target) or types.is_bool_dtype(target):
+        return "classification"
+    values = target.dropna()
+    is_integral = bool((values == values.round()).all())
+    return (
+        "classification" if is_integral and values.nunique() <= MAX_CLASS_LEVELS else "regression"
+    )
+
+
+def load_source(params: IngestParams, root: Path) -> tuple[pd.DataFrame, str, str]:
+    """Return the raw table, its target column and a dataset name for the configured source."""
+    kind, _, rest = params.source.partition(":")
+    if kind == "builtin":
+        return load_builtin(rest), "target", rest
+    if kind == "synthetic":
+        return make_synthetic(rest, params.seed), "target", f"synthetic_{rest}"
+    path = Path(params.source)
+    table = read_file(path if path.is_absolute() else root / path)
+    return table, params.target, path.stem
+
+
+def ingest(params: IngestParams, root: Path) -> tuple[pd.DataFrame, TableMeta]:
+    """Load the configured source and describe it.
+
+    Args:
+        params: the `ingest` section of params.yaml.
+        root: the project folder; relative source paths are resolved against it.
+
+    Returns:
+        The table (column names as text) and its `TableMeta`.
+
+    Raises:
+        DataError: the source is unknown, missing, unreadable, empty or lacks the target column.
+    """
+    table, target, dataset = load_source(params, root)
+    table.columns = [str(column) for column in table.columns]
+    if duplicated := sorted(set(table.columns[table.columns.duplicated()])):
+        raise DataError(f"{params.source} has duplicate columns: {', '.join(duplicated)}.")
+    if table.empty:
+        raise DataError(f"{params.source} (ingest.source) has no rows. Export the table again.")
+    if target not in table.columns:
+        shown = ", ".join(table.columns[:20]) + (" ..." if len(table.columns) > 20 else "")
+        raise DataError(
+            f"Target column {target!r} (ingest.target) is not in {params.source}. "
+            f"Its columns are: {shown}. Set -S ingest.target=<column>."
+        )
+    task = infer_task(table[target]) if params.task == "auto" else params.task
+    if task == "classification":
+        table[target] = (
+            table[target].astype(str) if table[target].dtype == object else table[target]
+        )
+    meta = TableMeta(
+        dataset=dataset,
+        source=params.source,
+        target=target,
+        task=task,
+        features=[column for column in table.columns if column != target],
+        rows=len(table),
+        classes=sorted(map(str, table[target].dropna().unique()))
+        if task == "classification"
+        else [],
+    )
+    return table, meta
+
+
+def write_table(table: pd.DataFrame, meta: TableMeta, out_dir: Path) -> None:
+    """Write the table and its meta into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out_dir / TABLE_FILE, index=False)
+    write_meta(meta, out_dir)
+
+
+app = typer.Typer(add_completion=False, help="Ingest the configured source into a Parquet table.")
+
+
+@app.command()
+@exits_cleanly
+def main(
+    out_dir: Annotated[Path, typer.Option(help="folder for table.parquet and meta.json")],
+    params: Annotated[Path, typer.Option(help="params.yaml; reads its `ingest` section")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Ingest the source named by `ingest.source`."""
+    from mlrig.settings import load_settings
+    from mlrig.tracking import tracked_step
+
+    settings = load_settings()
+    section = load_section(params, "ingest", IngestParams)
+    table, meta = ingest(section, settings.root)
+    with tracked_step(settings, "ingest", "ingest") as run:
+        write_table(table, meta, out_dir)
+        run.log_params(section.model_dump())
+        run.log_metrics({"rows": float(meta.rows), "features": float(len(meta.features))})
+    typer.echo(
+        f"ingest: {meta.rows} rows, {len(meta.features)} features, {meta.task} ({meta.dataset})"
+    )

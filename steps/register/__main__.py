@@ -1,0 +1,3 @@
+from steps.register.register import app
+
+app()

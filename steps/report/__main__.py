@@ -1,0 +1,3 @@
+from steps.report.report import app
+
+app()

@@ -1,0 +1,3 @@
+from steps.split.split import app
+
+app()

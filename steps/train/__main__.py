@@ -1,0 +1,3 @@
+from steps.train.train import app
+
+app()

@@ -1,0 +1,149 @@
+"""Train: fit one experiment from `train.experiments` and log it to MLflow and ClearML.
+
+DVC runs one instance of this stage per experiment (`train@<name>`), so each is cached on its
+own. The fitted model is written in MLflow's format as the stage's output (the evaluate and
+register steps read it from there) and logged to the experiment's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlrig.errors import ParamsError, exits_cleanly
+from mlrig.params import TrainParams, load_section
+from mlrig.results import RUN_FILE, TrainRecord
+from mlrig.tables import TableMeta, features_and_target, read_meta, read_parquet
+from steps.split import TRAIN_FILE
+from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from mlrig.tracking import StepRun
+
+MODEL_DIR = "model"
+EXAMPLE_ROWS = 5
+
+
+def as_float_frame(features: pd.DataFrame) -> pd.DataFrame:
+    """Features as float64, so the model's signature accepts ints and missing values alike."""
+    return features.astype("float64")
+
+
+def fit(
+    train_table: pd.DataFrame, meta: TableMeta, name: str, params: TrainParams
+) -> tuple[Pipeline, float]:
+    """Fit experiment `name` on the train table.
+
+    Returns:
+        The fitted pipeline and the fit time in seconds.
+
+    Raises:
+        ParamsError: `name` is not in `train.experiments`.
+    """
+    if name not in params.experiments:
+        known = ", ".join(params.experiments)
+        raise ParamsError(f"Experiment {name!r} is not in train.experiments ({known}).")
+    experiment = params.experiments[name]
+    pipeline = build_pipeline(experiment.family, experiment.params, meta.task, params.seed)
+    features, target = features_and_target(train_table, meta)
+    started = time.perf_counter()
+    pipeline.fit(as_float_frame(features), target)
+    return pipeline, time.perf_counter() - started
+
+
+def save_and_log_model(
+    pipeline: Pipeline, train_table: pd.DataFrame, meta: TableMeta, model_dir: Path
+) -> str:
+    """Write the model in MLflow format to `model_dir` and log it to the active run.
+
+    Returns:
+        The logged model's URI (what the registry registers).
+    """
+    import shutil
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = as_float_frame(features_and_target(train_table, meta)[0].head(EXAMPLE_ROWS))
+    signature = infer_signature(example, pipeline.predict(example))
+    model_format = {
+        "signature": signature,
+        "input_example": example,
+        "pip_requirements": mlflow.sklearn.get_default_pip_requirements(),
+        "skops_trusted_types": SKOPS_TRUSTED_TYPES,
+    }
+    shutil.rmtree(model_dir, ignore_errors=True)
+    mlflow.sklearn.save_model(pipeline, model_dir, **model_format)
+    info = mlflow.sklearn.log_model(pipeline, name=MODEL_DIR, **model_format)
+    return info.model_uri
+
+
+def log_training(run: StepRun, name: str, params: TrainParams, meta: TableMeta) -> dict[str, Any]:
+    """Log the experiment's params to both trackers; returns them flat."""
+    experiment = params.experiments[name]
+    flat = {
+        "experiment": name,
+        "family": experiment.family,
+        "seed": params.seed,
+        "task": meta.task,
+        "dataset": meta.dataset,
+        **experiment.params.model_dump(),
+    }
+    run.log_params(flat)
+    return flat
+
+
+app = typer.Typer(add_completion=False, help="Fit one experiment and log it.")
+
+
+@app.command()
+@exits_cleanly
+def main(
+    experiment: Annotated[str, typer.Option(help="key in train.experiments")],
+    split_dir: Annotated[Path, typer.Option(help="folder with train.parquet")],
+    out_dir: Annotated[Path, typer.Option(help="folder for the model and run.json")],
+    params: Annotated[Path, typer.Option(help="params.yaml; reads its `train` section")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Fit the experiment, write its model and log the run."""
+    from mlrig.lineage import file_md5
+    from mlrig.settings import load_settings
+    from mlrig.tracking import TAG_DATA_MD5, TAG_EXPERIMENT, tracked_step
+
+    section = load_section(params, "train", TrainParams)
+    meta = read_meta(split_dir)
+    train_table = read_parquet(split_dir / TRAIN_FILE)
+    pipeline, fit_seconds = fit(train_table, meta, experiment, section)
+    train_md5 = file_md5(split_dir / TRAIN_FILE)
+    settings = load_settings()
+    tags = {TAG_EXPERIMENT: experiment, TAG_DATA_MD5: train_md5}
+    with tracked_step(
+        settings, "train", f"train@{experiment}", new_mlflow_run=True, tags=tags
+    ) as run:
+        flat = log_training(run, experiment, section, meta)
+        run.log_metrics({"fit_seconds": fit_seconds})
+        model_uri = save_and_log_model(pipeline, train_table, meta, out_dir / MODEL_DIR)
+        record = TrainRecord(
+            experiment=experiment,
+            family=flat["family"],
+            params=section.experiments[experiment].params.model_dump(),
+            task=meta.task,
+            dataset=meta.dataset,
+            train_md5=train_md5,
+            fit_seconds=round(fit_seconds, 4),
+            mlflow_run_id=run.mlflow_run_id or "",
+            mlflow_model_uri=model_uri,
+            clearml_task_id=run.clearml_task_id,
+        )
+        (out_dir / RUN_FILE).write_text(json.dumps(record.model_dump(), indent=2) + "\n")
+    typer.echo(
+        f"train@{experiment}: fitted in {fit_seconds:.2f}s, MLflow run {record.mlflow_run_id}"
+    )

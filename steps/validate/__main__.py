@@ -1,0 +1,3 @@
+from steps.validate.validate import app
+
+app()

@@ -1,0 +1,209 @@
+"""Validate: check the ingested table against the expectations in params.
+
+A table that fails any check stops the pipeline here, with every failed check named, and no
+report is written (so nothing downstream can run on it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import BaseModel
+
+from mlrig.errors import DataError, exits_cleanly
+from mlrig.params import ValidateParams, load_section
+from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REPORT_FILE = "report.json"
+
+
+class Check(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class ValidationReport(BaseModel):
+    dataset: str
+    rows: int
+    features: int
+    passed: bool
+    checks: list[Check]
+
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.passed]
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (
+        f" and {len(names) - limit} more" if len(names) > limit else ""
+    )
+
+
+def check_rows(table: pd.DataFrame, params: ValidateParams) -> Check:
+    return Check(
+        name="enough rows",
+        passed=len(table) >= params.min_rows,
+        detail=f"{len(table)} rows (validate.min_rows = {params.min_rows})",
+    )
+
+
+def check_features(table: pd.DataFrame, meta: TableMeta) -> Check:
+    from pandas.api import types
+
+    if not meta.features:
+        return Check(
+            name="numeric features", passed=False, detail="the table has no feature columns"
+        )
+    text_columns = [
+        name
+        for name in meta.features
+        if not types.is_numeric_dtype(table[name]) or types.is_bool_dtype(table[name])
+    ]
+    return Check(
+        name="numeric features",
+        passed=not text_columns,
+        detail=(
+            f"non-numeric feature columns: {_listed(text_columns)}; encode them as numbers or drop them"
+            if text_columns
+            else f"all {len(meta.features)} features are numeric"
+        ),
+    )
+
+
+def check_missing(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -> Check:
+    fractions = table[meta.features].isna().mean()
+    too_sparse = [
+        f"{name} ({fraction:.0%})"
+        for name, fraction in fractions.items()
+        if fraction > params.max_missing_fraction
+    ]
+    return Check(
+        name="missing values",
+        passed=not too_sparse,
+        detail=(
+            f"columns over validate.max_missing_fraction = {params.max_missing_fraction:.0%}: "
+            f"{_listed(too_sparse)}"
+            if too_sparse
+            else f"no column misses more than {params.max_missing_fraction:.0%}"
+        ),
+    )
+
+
+def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -> list[Check]:
+    target = table[meta.target]
+    missing = int(target.isna().sum())
+    checks = [
+        Check(
+            name="target complete",
+            passed=missing == 0,
+            detail=f"{missing} rows have no value in target column {meta.target!r}",
+        ),
+        Check(
+            name="target not constant",
+            passed=target.nunique() > 1,
+            detail=f"target column {meta.target!r} has {target.nunique()} distinct value(s)",
+        ),
+    ]
+    if meta.task == "classification":
+        counts = target.value_counts()
+        rare = [
+            f"{label!r} ({count})"
+            for label, count in counts.items()
+            if count < params.min_rows_per_class
+        ]
+        checks += [
+            Check(
+                name="classes",
+                passed=2 <= len(counts) <= params.max_classes,
+                detail=f"{len(counts)} classes (need 2 to validate.max_classes = {params.max_classes})",
+            ),
+            Check(
+                name="rows per class",
+                passed=not rare,
+                detail=(
+                    f"classes below validate.min_rows_per_class = {params.min_rows_per_class}: "
+                    f"{_listed(rare)}"
+                    if rare
+                    else f"every class has at least {params.min_rows_per_class} rows"
+                ),
+            ),
+        ]
+    return checks
+
+
+def validate_table(
+    table: pd.DataFrame, meta: TableMeta, params: ValidateParams
+) -> ValidationReport:
+    """Run every check on the table.
+
+    Args:
+        table: the ingested table.
+        meta: what its columns are.
+        params: the `validate` section of params.yaml.
+
+    Returns:
+        The report; `passed` is False when any check failed.
+    """
+    checks = [
+        check_rows(table, params),
+        check_features(table, meta),
+        check_missing(table, meta, params),
+        *check_target(table, meta, params),
+    ]
+    return ValidationReport(
+        dataset=meta.dataset,
+        rows=len(table),
+        features=len(meta.features),
+        passed=all(check.passed for check in checks),
+        checks=checks,
+    )
+
+
+def raise_for_failures(report: ValidationReport, source: str) -> None:
+    """Raise one `DataError` that lists every failed check.
+
+    Raises:
+        DataError: when the report did not pass.
+    """
+    if report.passed:
+        return
+    lines = "\n".join(f"  {check.name}: {check.detail}" for check in report.failures())
+    raise DataError(
+        f"The data from {source} failed validation:\n{lines}\n"
+        "Fix the data or the expectations in params.yaml (validate section); nothing was changed."
+    )
+
+
+app = typer.Typer(add_completion=False, help="Check the ingested table against the expectations.")
+
+
+@app.command()
+@exits_cleanly
+def main(
+    table_dir: Annotated[Path, typer.Option(help="folder with the ingested table.parquet")],
+    out_dir: Annotated[Path, typer.Option(help="folder for the validation report.json")],
+    params: Annotated[Path, typer.Option(help="params.yaml; reads its `validate` section")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Validate the ingested table; exit non-zero, naming each failed check, on bad data."""
+    from mlrig.settings import load_settings
+    from mlrig.tracking import tracked_step
+
+    section = load_section(params, "validate", ValidateParams)
+    meta = read_meta(table_dir)
+    report = validate_table(read_parquet(table_dir / TABLE_FILE), meta, section)
+    raise_for_failures(report, meta.source)
+    with tracked_step(load_settings(), "validate", "validate") as run:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / REPORT_FILE).write_text(json.dumps(report.model_dump(), indent=2) + "\n")
+        run.log_params(section.model_dump())
+        run.log_metrics({"rows": float(report.rows), "checks_passed": float(len(report.checks))})
+    typer.echo(f"validate: {len(report.checks)} checks passed on {report.rows} rows")
