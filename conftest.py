@@ -1,0 +1,39 @@
+"""Fixtures shared by the step tests (beside each step) and tests/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlrig.settings import Settings
+
+REPO_ROOT = Path(__file__).parent
+TRACKING_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "CLEARML_API_HOST",
+    "CLEARML_API_ACCESS_KEY",
+    "CLEARML_API_SECRET_KEY",
+    "CLEARML_CACHE_DIR",
+    "CLEARML_CONFIG_FILE",
+    "CLEARML_OFFLINE_MODE",
+    "MLRIG_PARENT_RUN_ID",
+    "MLRIG_PIPELINE_RUN_ID",
+)
+
+
+@pytest.fixture
+def project_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings of a throwaway project: its own SQLite MLflow store and ClearML sessions."""
+    for name in TRACKING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("MLRIG_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLRIG_EXPERIMENT", f"test-{os.getpid()}-{tmp_path.name}")
+    yield Settings()
