@@ -36,4 +36,8 @@ def project_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     (project / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("MLRIG_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLRIG_EXPERIMENT", f"test-{os.getpid()}-{tmp_path.name}")
+    # set here so that what mlrig.tracking sets in os.environ is undone after the test
+    monkeypatch.setenv("CLEARML_CACHE_DIR", str(project / ".mlrig" / "clearml"))
+    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
+    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(REPO_ROOT / "src/mlrig/clearml-offline.conf"))
     yield Settings()

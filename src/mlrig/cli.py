@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -72,12 +73,15 @@ def run(
         console=console,
         transient=True,
         disable=as_json,
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as progress:
         current = progress.add_task("starting", total=None)
 
         def on_stage(stage: str) -> None:
             progress.update(current, description=f"stage {stage}")
-            progress.console.print(f"[green]✓[/] started {stage}")
+            if not as_json:
+                console.print(f"[green]▶[/] {stage}")
 
         summary = run_pipeline(
             settings,
@@ -193,7 +197,8 @@ def compare(
             f"{result.record.fit_seconds:.3f}",
             result.record.mlflow_run_id[:12],
         )
-    Console().print(table)
+    # a pipe gets the whole table rather than columns cut to 80 characters
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @clearml_app.command("list")

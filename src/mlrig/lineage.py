@@ -19,13 +19,14 @@ def file_md5(path: Path) -> str:
 
 
 def git_commit(root: Path) -> str:
-    """The checked-out commit, suffixed `-dirty` when tracked files changed; `unknown` off git."""
+    """The checked-out commit, `-dirty` if tracked files but dvc.lock changed; else `unknown`."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # dvc.lock is rewritten by the run itself; it does not make the code dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
             cwd=root,
             capture_output=True,
             text=True,

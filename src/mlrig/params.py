@@ -31,7 +31,7 @@ class IngestParams(Section):
 
     source: str = Field(
         "builtin:breast_cancer",
-        description="builtin:<breast_cancer|wine|diabetes>, synthetic:<rows>, or a CSV/Parquet path",
+        description="builtin:<name>, synthetic:<rows>, or a CSV/Parquet path",
     )
     target: str = Field("target", description="name of the target column in a file source")
     task: Literal["auto", "classification", "regression"] = "auto"
@@ -181,11 +181,25 @@ def read_params_file(path: Path) -> Any:
     return document
 
 
-def describe_validation_error(error: ValidationError, origin: str) -> str:
+def dotted_key(location: tuple[str | int, ...], prefix: tuple[str, ...] = ()) -> str:
+    """The params key of a pydantic error location, as a user writes it in params.yaml or -S.
+
+    Pydantic puts the discriminator (the family) after the experiment name; no such key exists.
+    """
+    parts = [*prefix, *map(str, location)]
+    for index in range(len(parts) - 2, 1, -1):
+        if parts[index - 2] == "experiments" and parts[index] in MODEL_FAMILIES:
+            del parts[index]
+    return ".".join(parts)
+
+
+def describe_validation_error(
+    error: ValidationError, origin: str, prefix: tuple[str, ...] = ()
+) -> str:
     """One line per problem, each naming the dotted params key, what is wrong and the value."""
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"]).replace("validate_", "validate")
+        key = dotted_key(problem["loc"], prefix)
         value = problem.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  {key}: {problem['msg']}{shown}")
@@ -217,9 +231,10 @@ def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
     """Read and validate the section of params.yaml that one step owns."""
     document = read_params_file(path)
     try:
-        return schema.model_validate(document.get(name, {}))
+        # a section whose keys are all commented out reads as None: it means the defaults
+        return schema.model_validate(document.get(name) or {})
     except ValidationError as error:
-        raise ParamsError(describe_validation_error(error, f"{path} [{name}]")) from None
+        raise ParamsError(describe_validation_error(error, str(path), prefix=(name,))) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -91,14 +91,16 @@ def preflight(params: Params, root: Path) -> None:
     """Run the ingest and validate checks in memory, so bad data fails before any stage runs.
 
     Raises:
-        DataError: the source cannot be read or the table fails validation.
+        DataError: the source cannot be read, the table fails validation or cannot be split.
         ParamsError: compare.metric does not fit the task.
     """
     from steps.ingest import ingest
+    from steps.split import split_table
     from steps.validate import raise_for_failures, validate_table
 
     table, meta = ingest(params.ingest, root)
     raise_for_failures(validate_table(table, meta, params.validate_), meta.source)
+    split_table(table, meta, params.split)
     primary_metric(params.compare.metric, meta.task)
 
 

@@ -42,7 +42,7 @@ class ExperimentResult(BaseModel):
 
 
 class Champion(BaseModel):
-    """The register step's decision."""
+    """The register step's decision about the best experiment of this run."""
 
     experiment: str
     metric: str
@@ -50,6 +50,7 @@ class Champion(BaseModel):
     mlflow_run_id: str
     registered_model: str
     registered: bool
+    is_champion: bool
     version: str | None
     previous_version: str | None
     reason: str

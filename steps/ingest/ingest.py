@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -40,7 +41,7 @@ def load_builtin(name: str) -> pd.DataFrame:
     if name not in BUILTIN_DATASETS:
         choices = ", ".join(f"builtin:{known}" for known in BUILTIN_DATASETS)
         raise DataError(
-            f"Unknown builtin dataset {name!r} (ingest.source). Choose one of {choices}."
+            f"Unknown builtin dataset builtin:{name} (ingest.source). Choose one of {choices}."
         )
     loader = getattr(datasets, f"load_{name}")
     return loader(as_frame=True).frame
@@ -100,15 +101,25 @@ def read_file(path: Path) -> pd.DataFrame:
                     f"{where} has duplicate column names: {', '.join(duplicates)}. "
                     "Rename them so every column is unique."
                 )
-            return pd.read_csv(path)
+            with warnings.catch_warnings():
+                # a row longer than the header would silently become the index: refuse it
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, index_col=False)
         if suffix in {".parquet", ".pq"}:
             return pd.read_parquet(path)
     except PermissionError:
         raise DataError(f"Data file {where} is not readable: permission denied.") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"Data file {where} has no columns. Export the table again.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pyarrow.ArrowException, OSError) as error:
-        raise DataError(f"Data file {where} cannot be parsed: {error}".rstrip(".") + ".") from None
+    except (
+        pd.errors.ParserError,
+        pd.errors.ParserWarning,
+        UnicodeDecodeError,
+        pyarrow.ArrowException,
+        OSError,
+    ) as error:
+        reason = str(error).strip().rstrip(".")
+        raise DataError(f"Data file {where} cannot be parsed: {reason}.") from None
     raise DataError(f"{where} has suffix {suffix!r}; mlrig reads .csv and .parquet files.")
 
 

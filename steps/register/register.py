@@ -174,6 +174,8 @@ def compare_and_register(
         mlflow_run_id=best.record.mlflow_run_id,
         registered_model=name,
         registered=promote,
+        is_champion=promote
+        or (incumbent is not None and incumbent.run_id == best.record.mlflow_run_id),
         version=version,
         previous_version=str(incumbent.version) if promote and incumbent else None,
         reason=reason,

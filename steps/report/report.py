@@ -122,7 +122,7 @@ def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tu
 
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
+        autoescape=select_autoescape(["html", "html.j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlrig.errors import exits_cleanly
+from mlrig.errors import DataError, exits_cleanly
 from mlrig.params import SplitParams, load_section
 from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_parquet, write_meta
 
@@ -34,13 +34,31 @@ def split_table(
 
     Returns:
         `(train_table, test_table)`; for classification every class is in both.
+
+    Raises:
+        DataError: the classes are too many or too small for `split.test_size` (every class
+            must land in both sets, or the held-out metrics are meaningless).
     """
     from sklearn.model_selection import train_test_split
 
     stratify = table[meta.target] if meta.task == "classification" else None
-    train_table, test_table = train_test_split(
-        table, test_size=params.test_size, random_state=params.seed, stratify=stratify
-    )
+    try:
+        train_table, test_table = train_test_split(
+            table, test_size=params.test_size, random_state=params.seed, stratify=stratify
+        )
+    except ValueError as error:
+        raise DataError(
+            f"Cannot split {len(table)} rows with split.test_size = {params.test_size}: {error} "
+            "Raise split.test_size or provide more rows per class."
+        ) from None
+    if stratify is not None:
+        missing = sorted(set(map(str, table[meta.target])) - set(map(str, test_table[meta.target])))
+        if missing:
+            raise DataError(
+                f"With split.test_size = {params.test_size} no test row is left for class(es) "
+                f"{', '.join(missing)}: too few rows. Raise split.test_size, add rows, or raise "
+                "validate.min_rows_per_class to reject such data."
+            )
     return train_table.reset_index(drop=True), test_table.reset_index(drop=True)
 
 

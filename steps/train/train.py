@@ -32,7 +32,11 @@ EXAMPLE_ROWS = 5
 
 
 def as_float_frame(features: pd.DataFrame) -> pd.DataFrame:
-    """Features as float64, so the model's signature accepts ints and missing values alike."""
+    """Features as float64: one column type whatever the file held, missing values included.
+
+    The logged signature then says `double` for every column; MLflow's scoring server converts
+    JSON integers to it (a Python caller of pyfunc `predict` passes floats).
+    """
     return features.astype("float64")
 
 

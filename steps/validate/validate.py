@@ -70,7 +70,8 @@ def check_features(table: pd.DataFrame, meta: TableMeta) -> Check:
         name="numeric features",
         passed=not text_columns,
         detail=(
-            f"non-numeric feature columns: {_listed(text_columns)}; encode them as numbers or drop them"
+            f"non-numeric feature columns: {_listed(text_columns)}; "
+            "encode them as numbers or drop them"
             if text_columns
             else f"all {len(meta.features)} features are numeric"
         ),
@@ -111,6 +112,17 @@ def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -
             detail=f"target column {meta.target!r} has {target.nunique()} distinct value(s)",
         ),
     ]
+    if meta.task == "regression":
+        from pandas.api import types
+
+        numeric = types.is_numeric_dtype(target) and not types.is_bool_dtype(target)
+        checks.append(
+            Check(
+                name="numeric target",
+                passed=numeric,
+                detail=f"regression needs a numeric target; {meta.target!r} is {target.dtype}",
+            )
+        )
     if meta.task == "classification":
         counts = target.value_counts()
         rare = [
@@ -122,7 +134,9 @@ def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -
             Check(
                 name="classes",
                 passed=2 <= len(counts) <= params.max_classes,
-                detail=f"{len(counts)} classes (need 2 to validate.max_classes = {params.max_classes})",
+                detail=(
+                    f"{len(counts)} classes (need 2 to validate.max_classes = {params.max_classes})"
+                ),
             ),
             Check(
                 name="rows per class",

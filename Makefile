@@ -1,0 +1,98 @@
+#################################################################################
+# GLOBALS                                                                       #
+#################################################################################
+
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+BOOTSTRAP_DIR := .mlrig/bootstrap
+UV ?= $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP_DIR)/bin/uv)
+PYTEST_ARGS ?=
+export UV_COMPILE_BYTECODE := 1
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.DEFAULT_GOAL := help
+
+#################################################################################
+# ENVIRONMENT                                                                   #
+#################################################################################
+
+$(BOOTSTRAP_DIR)/bin/uv:
+	$(PYTHON) -m venv $(BOOTSTRAP_DIR)
+	$(BOOTSTRAP_DIR)/bin/pip install --quiet uv==$(UV_VERSION)
+
+## Install the locked environment into .venv (uv is bootstrapped when missing)
+.PHONY: env
+env: $(if $(findstring $(BOOTSTRAP_DIR),$(UV)),$(UV))
+	$(UV) sync --locked --quiet
+
+#################################################################################
+# PIPELINE                                                                      #
+#################################################################################
+
+## Run the whole pipeline on the configured data (no server needed)
+.PHONY: run
+run: env
+	$(UV) run --locked mlrig run
+
+## Print the experiment table
+.PHONY: compare
+compare: env
+	$(UV) run --locked mlrig compare
+
+## Bring the report up to date and print where it is
+.PHONY: report
+report: env
+	$(UV) run --locked mlrig report
+
+## Open the MLflow UI on the local store (http://127.0.0.1:5000)
+.PHONY: ui
+ui: env
+	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db --port 5000
+
+## Scaffold a new step: make step NAME=my_step
+.PHONY: step
+step: env
+	$(UV) run --locked python -m mlrig.scaffold $(NAME)
+
+#################################################################################
+# QUALITY                                                                       #
+#################################################################################
+
+## Run the whole test suite (unit, integration, end to end)
+.PHONY: test
+test: env
+	$(UV) run --locked pytest $(PYTEST_ARGS)
+
+## Run the fast tests only (no end-to-end pipeline runs)
+.PHONY: test-fast
+test-fast: env
+	$(UV) run --locked pytest -m "not e2e" $(PYTEST_ARGS)
+
+## Lint the Python code (ruff check)
+.PHONY: lint-python
+lint-python: env
+	$(UV) run --locked ruff check src steps tests
+
+## Check the Python formatting (ruff format --check)
+.PHONY: lint-format
+lint-format: env
+	$(UV) run --locked ruff format --check src steps tests
+
+## Run every linter
+.PHONY: lint
+lint: lint-python lint-format
+
+## Remove pipeline outputs and everything mlrig keeps locally (MLflow store, sessions, remote)
+.PHONY: clean
+clean:
+	rm -rf outputs reports .mlrig
+
+#################################################################################
+# SELF-DOCUMENTING HELP                                                         #
+#################################################################################
+
+## Show this help
+.PHONY: help
+help:
+	@awk '/^## /{desc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(desc){split($$1,t,":"); printf "  \033[36m%-12s\033[0m %s\n", t[1], desc; desc=""}}' $(MAKEFILE_LIST)

@@ -1,0 +1,301 @@
+"""Register step: the champion is registered only when it beats the current one, in a real
+MLflow registry (the SQLite store of `project_settings`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+
+from mlrig.params import CompareParams, TrainParams
+from mlrig.results import Champion, ExperimentResult, TrainRecord
+from mlrig.settings import Settings
+from mlrig.tables import TableMeta
+from mlrig.tracking import setup_mlflow
+from steps.evaluate import model_metrics
+from steps.register import CHAMPION_ALIAS, PREVIOUS_ALIAS, compare_and_register
+from steps.register.register import best_result, registered_model_name
+from steps.train import fit
+from steps.train.families import SKOPS_TRUSTED_TYPES
+
+AUTO = CompareParams()
+
+
+@dataclass
+class Data:
+    train_table: pd.DataFrame
+    test_table: pd.DataFrame
+    meta: TableMeta
+
+
+def load_data(name: str) -> Data:
+    table = getattr(datasets, f"load_{name}")(as_frame=True).frame
+    task = "regression" if name == "diabetes" else "classification"
+    meta = TableMeta(
+        dataset=name,
+        source=f"builtin:{name}",
+        target="target",
+        task=task,
+        features=[column for column in table.columns if column != "target"],
+        rows=len(table),
+        classes=sorted(map(str, table["target"].unique())) if task == "classification" else [],
+    )
+    stratify = table["target"] if task == "classification" else None
+    train_table, test_table = train_test_split(
+        table, test_size=0.25, random_state=0, stratify=stratify
+    )
+    return Data(train_table.reset_index(drop=True), test_table.reset_index(drop=True), meta)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer() -> Data:
+    return load_data("breast_cancer")
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> Data:
+    return load_data("diabetes")
+
+
+@pytest.fixture
+def client(project_settings: Settings) -> MlflowClient:
+    setup_mlflow(project_settings)
+    return MlflowClient(project_settings.tracking_uri)
+
+
+TrainFn = Callable[..., ExperimentResult]
+
+
+@pytest.fixture
+def train(project_settings: Settings, client: MlflowClient) -> TrainFn:
+    """Fit a family, log its model under a new MLflow run, and score it on the test table."""
+    experiment_id = setup_mlflow(project_settings)
+
+    def train_experiment(data: Data, name: str, family: str, **params: Any) -> ExperimentResult:
+        train_params = TrainParams.model_validate(
+            {"seed": 0, "experiments": {name: {"family": family, "params": params}}}
+        )
+        pipeline, fit_seconds = fit(data.train_table, data.meta, name, train_params)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{name}") as run:
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            )
+        record = TrainRecord(
+            experiment=name,
+            family=family,
+            params=params,
+            task=data.meta.task,
+            dataset=data.meta.dataset,
+            train_md5="0" * 32,
+            fit_seconds=fit_seconds,
+            mlflow_run_id=run.info.run_id,
+            mlflow_model_uri=info.model_uri,
+            clearml_task_id=f"offline-{name}",
+        )
+        return ExperimentResult(
+            record=record, metrics=model_metrics(pipeline, data.test_table, data.meta)
+        )
+
+    return train_experiment
+
+
+def decide(
+    client: MlflowClient, data: Data, results: list[ExperimentResult], params=AUTO
+) -> Champion:
+    return compare_and_register(client, results, params, data.test_table, data.meta, "pipe-1")
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str:
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+def version_count(client: MlflowClient, name: str) -> int:
+    return len(client.search_model_versions(f"name = '{name}'"))
+
+
+def test_first_champion_is_registered_as_version_one(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    baseline = train(breast_cancer, "baseline", "baseline")
+    forest = train(breast_cancer, "forest", "random_forest", n_estimators=30)
+
+    champion = decide(client, breast_cancer, [baseline, forest])
+
+    assert champion.experiment == "forest"
+    assert champion.metric == "f1"
+    assert champion.value == forest.metrics["f1"]
+    assert champion.mlflow_run_id == forest.record.mlflow_run_id
+    assert champion.registered_model == "mlrig-breast_cancer"
+    assert (champion.registered, champion.version, champion.previous_version) == (True, "1", None)
+    assert champion.reason == "first champion of mlrig-breast_cancer"
+    version = client.get_model_version_by_alias("mlrig-breast_cancer", CHAMPION_ALIAS)
+    assert (str(version.version), version.run_id) == ("1", forest.record.mlflow_run_id)
+    assert version.tags["mlrig.experiment"] == "forest"
+    assert version.tags["mlrig.pipeline_run_id"] == "pipe-1"
+    assert float(version.tags["mlrig.metric.f1"]) == pytest.approx(forest.metrics["f1"], abs=1e-6)
+    # the champion alias serves the model that was trained
+    served = mlflow.sklearn.load_model(f"models:/mlrig-breast_cancer@{CHAMPION_ALIAS}")
+    features = breast_cancer.test_table[breast_cancer.meta.features].astype("float64")
+    assert model_metrics(served, breast_cancer.test_table, breast_cancer.meta) == forest.metrics
+    assert len(served.predict(features)) == len(features)
+
+
+def test_better_challenger_becomes_champion_and_the_old_one_previous(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    baseline = train(breast_cancer, "baseline", "baseline")
+    decide(client, breast_cancer, [baseline])
+    linear = train(breast_cancer, "linear", "linear")
+
+    champion = decide(client, breast_cancer, [linear])
+
+    assert champion.experiment == "linear"
+    assert (champion.registered, champion.version, champion.previous_version) == (True, "2", "1")
+    assert champion.reason.startswith(f"f1 {linear.metrics['f1']:.4f} beats champion version 1")
+    assert alias_version(client, "mlrig-breast_cancer", CHAMPION_ALIAS) == "2"
+    assert alias_version(client, "mlrig-breast_cancer", PREVIOUS_ALIAS) == "1"
+    assert client.get_model_version("mlrig-breast_cancer", "2").run_id == (
+        linear.record.mlflow_run_id
+    )
+
+
+def test_worse_challenger_keeps_the_champion_and_registers_nothing(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    linear = train(breast_cancer, "linear", "linear")
+    decide(client, breast_cancer, [linear])
+    baseline = train(breast_cancer, "baseline", "baseline")
+
+    champion = decide(client, breast_cancer, [baseline])
+
+    assert (champion.registered, champion.version, champion.previous_version) == (False, "1", None)
+    assert "does not beat champion version 1" in champion.reason
+    assert version_count(client, "mlrig-breast_cancer") == 1
+    assert alias_version(client, "mlrig-breast_cancer", CHAMPION_ALIAS) == "1"
+
+
+def test_tie_keeps_the_incumbent(client: MlflowClient, train: TrainFn, breast_cancer: Data) -> None:
+    first = train(breast_cancer, "linear", "linear")
+    decide(client, breast_cancer, [first])
+    rerun = train(breast_cancer, "linear_again", "linear")  # same data, same seed: same scores
+    assert rerun.record.mlflow_run_id != first.record.mlflow_run_id
+    assert rerun.metrics["f1"] == first.metrics["f1"]
+
+    champion = decide(client, breast_cancer, [rerun])
+
+    assert (champion.registered, champion.version) == (False, "1")
+    assert "does not beat" in champion.reason
+    assert version_count(client, "mlrig-breast_cancer") == 1
+    champion_version = client.get_model_version_by_alias("mlrig-breast_cancer", CHAMPION_ALIAS)
+    assert champion_version.run_id == first.record.mlflow_run_id
+
+
+def test_same_run_twice_is_already_the_champion(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    linear = train(breast_cancer, "linear", "linear")
+    decide(client, breast_cancer, [linear])
+
+    champion = decide(client, breast_cancer, [linear])
+
+    assert (champion.registered, champion.version, champion.previous_version) == (False, "1", None)
+    assert champion.reason == "linear is already the champion (version 1)"
+    assert version_count(client, "mlrig-breast_cancer") == 1
+
+
+def test_lower_rmse_wins_for_regression(
+    client: MlflowClient, train: TrainFn, diabetes: Data
+) -> None:
+    baseline = train(diabetes, "baseline", "baseline")
+    ridge = train(diabetes, "ridge", "linear")
+    knn = train(diabetes, "knn", "knn")
+    assert ridge.metrics["rmse"] < knn.metrics["rmse"] < baseline.metrics["rmse"]
+
+    first = decide(client, diabetes, [baseline, ridge, knn])
+
+    assert (first.experiment, first.metric, first.value) == ("ridge", "rmse", ridge.metrics["rmse"])
+    assert (first.registered, first.version) == (True, "1")
+    assert first.registered_model == "mlrig-diabetes"
+
+    # a challenger with a higher rmse does not replace it
+    second = decide(client, diabetes, [knn])
+
+    assert (second.registered, second.version) == (False, "1")
+    assert version_count(client, "mlrig-diabetes") == 1
+    assert client.get_model_version_by_alias("mlrig-diabetes", CHAMPION_ALIAS).run_id == (
+        ridge.record.mlflow_run_id
+    )
+
+
+def test_champion_that_cannot_score_the_new_data_is_replaced(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data, diabetes: Data
+) -> None:
+    shared = CompareParams(registered_model="shared")
+    decide(client, breast_cancer, [train(breast_cancer, "linear", "linear")], shared)
+
+    champion = decide(client, diabetes, [train(diabetes, "baseline", "baseline")], shared)
+
+    assert (champion.registered, champion.version, champion.previous_version) == (True, "2", "1")
+    assert champion.reason == "champion version 1 cannot score this data"
+
+
+def test_explicit_metric_decides(client: MlflowClient, train: TrainFn, breast_cancer: Data) -> None:
+    baseline = train(breast_cancer, "baseline", "baseline")
+    linear = train(breast_cancer, "linear", "linear")
+
+    champion = decide(client, breast_cancer, [baseline, linear], CompareParams(metric="log_loss"))
+
+    assert (champion.experiment, champion.metric) == ("linear", "log_loss")
+    assert champion.value == linear.metrics["log_loss"] < baseline.metrics["log_loss"]
+
+
+@pytest.mark.parametrize(
+    ("configured", "dataset", "expected"),
+    [
+        ("auto", "breast_cancer", "mlrig-breast_cancer"),
+        ("auto", "churn 2024/v2", "mlrig-churn_2024_v2"),
+        ("auto", "synthetic_1000", "mlrig-synthetic_1000"),
+        ("fraud-detector", "breast_cancer", "fraud-detector"),
+    ],
+)
+def test_registered_model_name(configured: str, dataset: str, expected: str) -> None:
+    meta = TableMeta(
+        dataset=dataset, source="x.csv", target="y", task="regression", features=["a"], rows=2
+    )
+
+    assert registered_model_name(CompareParams(registered_model=configured), meta) == expected
+
+
+def result(name: str, **metrics: float) -> ExperimentResult:
+    record = TrainRecord(
+        experiment=name,
+        family="linear",
+        params={},
+        task="classification",
+        dataset="d",
+        train_md5="0" * 32,
+        fit_seconds=0.0,
+        mlflow_run_id=f"run-{name}",
+        mlflow_model_uri=f"runs:/run-{name}/model",
+        clearml_task_id=f"offline-{name}",
+    )
+    return ExperimentResult(record=record, metrics=metrics)
+
+
+def test_best_result_picks_by_direction_and_first_listed_on_a_tie() -> None:
+    results = [result("a", f1=0.8, rmse=3.0), result("b", f1=0.9, rmse=2.0), result("c", f1=0.9)]
+
+    assert best_result(results, "f1").name == "b"
+    assert best_result(results[:2], "rmse").name == "b"
+    assert best_result(list(reversed(results[:2])), "rmse").name == "b"
+    assert best_result([result("x", mae=1.0), result("y", mae=1.0)], "mae").name == "x"

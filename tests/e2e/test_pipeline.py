@@ -1,0 +1,396 @@
+"""The whole pipeline, run as a user runs it, in a scratch copy of the repository.
+
+The tests share one copy and run in file order: the first run, a no-op re-run, a one-experiment
+change, bad inputs that must change nothing, then the champion served by MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, TRACKING_VARIABLES
+
+pytestmark = pytest.mark.e2e
+
+EXPERIMENTS = ["linear_c0_1", "linear_c10", "random_forest", "gradient_boosting", "knn", "baseline"]
+MODEL_NAME = "mlrig-breast_cancer"
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "mlrig", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"mlrig {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def dvc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(f"sqlite:///{self.root / '.mlrig/mlflow.db'}")
+
+    def runs(self) -> list:
+        client = self.client()
+        experiment = client.get_experiment_by_name("mlrig")
+        return client.search_runs([experiment.experiment_id], max_results=1000)
+
+    def versions(self, name: str = MODEL_NAME) -> list:
+        return self.client().search_model_versions(f"name = '{name}'")
+
+
+def copy_repository(destination: Path) -> None:
+    """Copy what a fresh clone holds: the files git tracks or would track."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("clone")
+    copy_repository(root)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
+        subprocess.run(command, cwd=root, check=True, capture_output=True)
+    env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
+    env.pop("MLRIG_PROJECT_DIR", None)
+    env.pop("MLRIG_EXPERIMENT", None)
+    yield Project(root=root, env=env)
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Project) -> subprocess.CompletedProcess[str]:
+    return project.run("run", check=True)
+
+
+def read_task_json(session_zip: Path) -> dict:
+    with zipfile.ZipFile(session_zip) as archive:
+        return json.loads(archive.read("task.json"))
+
+
+def test_first_run_prints_where_everything_is(project: Project, first_run) -> None:
+    out = first_run.stdout
+    assert "17 stages ran" in out
+    assert f"Report:    {project.root / 'reports/report.html'}" in out
+    assert "6 experiment runs recorded by this pipeline run" in out
+    assert f"{MODEL_NAME} v1 @champion" in out
+    assert "mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db" in out
+
+
+def test_runs_carry_params_metrics_models_and_lineage(project: Project, first_run) -> None:
+    runs = project.runs()
+    parents = [run for run in runs if run.data.tags["mlrig.step"] == "pipeline"]
+    children = [run for run in runs if run.data.tags["mlrig.step"] == "train"]
+    assert len(parents) == 1 and len(children) == len(EXPERIMENTS)
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project.root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    from mlrig.lineage import file_md5
+
+    train_md5 = file_md5(project.root / "outputs/split/train.parquet")
+    for run in children:
+        tags, data = run.data.tags, run.data
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["mlrig.git_commit"] == commit
+        assert tags["mlrig.data.md5"] == train_md5
+        assert tags["mlrig.pipeline_run_id"] == parent.data.tags["mlrig.pipeline_run_id"]
+        assert tags["mlrig.clearml_task_id"].startswith("offline-")
+        assert tags["mlrig.clearml_task_id.evaluate"].startswith("offline-")
+        assert data.params["family"] and data.params["experiment"] in EXPERIMENTS
+        assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(data.metrics)
+        assert 0.0 <= data.metrics["f1"] <= 1.0
+    models = project.client().search_logged_models([children[0].info.experiment_id])
+    assert {model.source_run_id for model in models} == {run.info.run_id for run in children}
+    assert all(model.model_id for model in models)
+
+
+def test_champion_alias_points_at_the_best_experiment(project: Project, first_run) -> None:
+    champion = json.loads((project.root / "outputs/register/champion.json").read_text())
+    best = max(
+        EXPERIMENTS,
+        key=lambda name: json.loads(
+            (project.root / f"outputs/evaluate/{name}/metrics.json").read_text()
+        )["f1"],
+    )
+    assert champion["experiment"] == best
+    version = project.client().get_model_version_by_alias(MODEL_NAME, "champion")
+    assert version.run_id == champion["mlflow_run_id"]
+    assert len(project.versions()) == 1
+
+
+def test_report_compares_every_experiment(project: Project, first_run) -> None:
+    html = (project.root / "reports/report.html").read_text()
+    markdown = (project.root / "reports/report.md").read_text()
+    for name in EXPERIMENTS:
+        assert name in html and name in markdown
+    assert html.count("data:image/png;base64,") >= 3
+    assert "<img" in html and 'src="http' not in html
+    champion = json.loads((project.root / "outputs/register/champion.json").read_text())
+    assert champion["mlflow_run_id"] in html
+    assert champion["reason"] in markdown
+
+
+def test_clearml_sessions_link_back_to_mlflow(project: Project, first_run) -> None:
+    sessions = sorted((project.root / ".mlrig/clearml/offline").glob("offline-*.zip"))
+    assert len(sessions) == 17  # ingest, validate, split, 6 train, 6 evaluate, register, report
+    runs = {
+        run.data.tags["mlrig.experiment"]: run
+        for run in project.runs()
+        if run.data.tags["mlrig.step"] == "train"
+    }
+    tasks = [read_task_json(session) for session in sessions]
+    for step in ("train", "evaluate"):
+        step_tasks = {task["name"]: task for task in tasks if f"step:{step}" in task["tags"]}
+        assert sorted(step_tasks) == sorted(f"{step}@{name}" for name in EXPERIMENTS)
+        for name, run in runs.items():
+            task = step_tasks[f"{step}@{name}"]
+            linked = task["hyperparams"]["properties"]["mlflow_run_id"]["value"]
+            assert linked == run.info.run_id
+            tag = "mlrig.clearml_task_id" + ("" if step == "train" else ".evaluate")
+            assert run.data.tags[tag] == task["id"]
+    ingest = next(task for task in tasks if task["name"] == "ingest")
+    assert ingest["hyperparams"]["params"]["source"]["value"] == "builtin:breast_cancer"
+    listed = project.run("clearml", "list", "--json", check=True)
+    assert len(json.loads(listed.stdout)) == 17
+
+
+def test_dvc_sees_a_clean_tracked_pipeline(project: Project, first_run) -> None:
+    assert "up to date" in project.dvc("status").stdout
+    assert "in sync" in project.dvc("status", "--cloud").stdout
+    metrics = json.loads(project.dvc("metrics", "show", "--json").stdout)
+    assert "f1" in json.dumps(metrics)
+    project.dvc("plots", "show", "-o", str(project.root / ".mlrig/dvc_plots"))
+    assert (project.root / ".mlrig/dvc_plots/index.html").is_file()
+
+
+def test_mlflow_cli_lists_the_runs(project: Project, first_run) -> None:
+    experiment_id = project.runs()[0].info.experiment_id
+    listed = subprocess.run(
+        [sys.executable, "-m", "mlflow", "runs", "list", "--experiment-id", experiment_id],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=project.env | {"MLFLOW_TRACKING_URI": "sqlite:///.mlrig/mlflow.db"},
+    )
+    for name in EXPERIMENTS:
+        assert f"train@{name}" in listed.stdout
+
+
+def test_compare_prints_the_table(project: Project, first_run) -> None:
+    rows = json.loads(project.run("compare", "--json", check=True).stdout)
+    assert [row["experiment"] for row in rows] == EXPERIMENTS
+    assert sum(row["champion"] for row in rows) == 1
+    assert "random_forest" in project.run("compare", check=True).stdout
+
+
+def test_second_run_reruns_nothing(project: Project, first_run) -> None:
+    before = len(project.runs())
+    second = project.run("run", "--json", check=True)
+    summary = json.loads(second.stdout)
+    assert summary["up_to_date"] is True and summary["stages_run"] == []
+    assert len(project.runs()) == before
+
+
+def test_changing_one_experiment_reruns_only_it(project: Project, first_run) -> None:
+    params_before = (project.root / "params.yaml").read_text()
+    changed = project.run(
+        "run", "--json", "-S", "train.experiments.knn.params.n_neighbors=5", check=True
+    )
+    summary = json.loads(changed.stdout)
+    assert sorted(summary["stages_run"]) == ["evaluate@knn", "register", "report", "train@knn"]
+    assert summary["runs_recorded"] == 1
+    params_after = (project.root / "params.yaml").read_text()
+    assert "n_neighbors: 5" in params_after
+    assert params_after.count("#") == params_before.count("#")  # comments kept
+
+
+BAD_INPUTS = {
+    "missing file": ("-S", "ingest.source=data/nope.csv", None, "does not exist"),
+    "empty file": ("-S", "ingest.source=data/empty.csv", "", "is empty"),
+    "missing target": ("-S", "ingest.source=data/no_target.csv", "a,b\n1,2\n3,4\n", "'target'"),
+    "non-numeric feature": (
+        "-S",
+        "ingest.source=data/text.csv",
+        "colour,size,target\n" + "".join(f"red,{i},{i % 2}\n" for i in range(40)),
+        "colour",
+    ),
+    "one class": (
+        "-S",
+        "ingest.source=data/one_class.csv",
+        "a,target\n" + "".join(f"{i},yes\n" for i in range(40)),
+        "distinct value",
+    ),
+    "too many missing": (
+        "-S",
+        "ingest.source=data/holes.csv",
+        "a,b,target\n" + "".join(f"{i},{'' if i % 2 else i},{i % 2}\n" for i in range(40)),
+        "b (50%)",
+    ),
+    "unknown family": ("-S", "train.experiments.knn.family=xgboost", None, "xgboost"),
+    "wrong param type": (
+        "-S",
+        "train.experiments.knn.params.n_neighbors=many",
+        None,
+        "n_neighbors",
+    ),
+    "unknown builtin": ("-S", "ingest.source=builtin:iris", None, "builtin:iris"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_and_changes_nothing(project: Project, first_run, case: str) -> None:
+    flag, override, content, expected = BAD_INPUTS[case]
+    if content is not None:
+        path = project.root / override.split("=", 1)[1]
+        path.write_text(content)
+    params_before = (project.root / "params.yaml").read_bytes()
+    runs_before, versions_before = len(project.runs()), len(project.versions())
+    result = project.run("run", flag, override)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (project.root / "params.yaml").read_bytes() == params_before
+    assert len(project.runs()) == runs_before
+    assert len(project.versions()) == versions_before
+    if content is not None:
+        path.unlink()
+    assert "up to date" in project.dvc("status").stdout
+
+
+def test_a_second_run_on_the_same_checkout_is_refused(project: Project, first_run) -> None:
+    import fcntl
+
+    lock_path = project.root / ".mlrig/run.lock"
+    with lock_path.open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = project.run("run")
+    assert result.returncode == 1
+    assert "Another pipeline run" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mlflow_serves_the_champion(project: Project, first_run) -> None:
+    import pandas as pd
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=project.root,
+        env=project.env | {"MLFLOW_TRACKING_URI": "sqlite:///.mlrig/mlflow.db"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        test_table = pd.read_parquet(project.root / "outputs/split/test.parquet").head(10)
+        features = test_table.drop(columns=["target"])
+        body = json.dumps({"dataframe_split": features.to_dict(orient="split") | {"index": None}})
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations",
+                    data=body.encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    predictions = json.loads(response.read())["predictions"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "mlflow models serve did not answer in 120 s"
+                time.sleep(1)
+        assert len(predictions) == 10
+        assert set(predictions) <= {0, 1}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_dvc_pull_restores_outputs_from_the_remote(project: Project, first_run) -> None:
+    shutil.rmtree(project.root / "outputs")
+    shutil.rmtree(project.root / ".dvc/cache")
+    project.dvc("pull")
+    assert "up to date" in project.dvc("status").stdout
+    assert (project.root / "outputs/register/champion.json").is_file()
+
+
+def test_regression_dataset_runs_end_to_end(project: Project, first_run) -> None:
+    result = project.run("run", "--json", "-S", "ingest.source=builtin:diabetes", check=True)
+    summary = json.loads(result.stdout)
+    assert summary["champion"]["metric"] == "rmse"
+    assert summary["champion"]["registered_model"] == "mlrig-diabetes"
+    assert summary["runs_recorded"] == len(EXPERIMENTS)
+    metrics = json.loads((project.root / "outputs/evaluate/linear_c10/metrics.json").read_text())
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    version = project.client().get_model_version_by_alias("mlrig-diabetes", "champion")
+    assert version.run_id == summary["champion"]["mlflow_run_id"]
+    report = (project.root / "reports/report.md").read_text()
+    assert "rmse" in report and "roc_auc" not in report
