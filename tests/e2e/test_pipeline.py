@@ -100,6 +100,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
     env.pop("MLRIG_PROJECT_DIR", None)
     env.pop("MLRIG_EXPERIMENT", None)
+    # as under `uv run`: the environment's tools (uvicorn for `mlflow models serve`) on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     yield Project(root=root, env=env)
 
 

@@ -115,7 +115,7 @@ def test_unknown_builtin_names_the_param_and_the_choices(tmp_path: Path) -> None
         ingest(IngestParams(source="builtin:iris"), tmp_path)
 
     message = str(caught.value)
-    assert "'iris'" in message
+    assert "builtin:iris (ingest.source)" in message
     assert "ingest.source" in message
     assert "builtin:breast_cancer, builtin:wine, builtin:diabetes" in message
 
