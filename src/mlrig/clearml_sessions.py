@@ -59,6 +59,41 @@ def require_server(settings: Settings) -> None:
         )
 
 
+def check_server(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail fast, naming the setting, when the ClearML API is unreachable or refuses the keys.
+
+    ClearML's SDK retries a dead server for minutes; a ping and a login answer in seconds.
+    """
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    host = (settings.clearml_api_host or "").rstrip("/")
+    session = requests.Session()
+    session.mount("http", HTTPAdapter(max_retries=Retry(total=2, backoff_factor=0.5)))
+    try:
+        session.get(f"{host}/debug.ping", timeout=timeout)
+        login = session.get(
+            f"{host}/auth.login",
+            auth=(
+                settings.clearml_access_key.get_secret_value(),  # type: ignore[union-attr]
+                settings.clearml_secret_key.get_secret_value(),  # type: ignore[union-attr]
+            ),
+            timeout=timeout,
+        )
+    except requests.RequestException as error:
+        raise ConfigError(
+            f"Cannot reach the ClearML API at {host} (CLEARML_API_HOST): "
+            f"{type(error).__name__}. Check the address and that the server is up; "
+            "the offline sessions stay where they are."
+        ) from None
+    if login.status_code in (401, 403):
+        raise ConfigError(
+            f"ClearML at {host} refused the credentials (CLEARML_API_ACCESS_KEY / "
+            "CLEARML_API_SECRET_KEY). Create a key pair in the ClearML web UI and set them."
+        )
+
+
 def import_sessions(settings: Settings) -> list[Session]:
     """Upload every session not yet imported; returns them with their new server task ids.
 
@@ -66,6 +101,7 @@ def import_sessions(settings: Settings) -> list[Session]:
         ConfigError: no server configured, or the server refused the upload.
     """
     require_server(settings)
+    check_server(settings)
     from clearml import Task
 
     from mlrig.tracking import configure_clearml

@@ -98,6 +98,10 @@ def run(
         typer.echo("Pipeline up to date: no stage re-ran.")
     else:
         typer.echo(f"Pipeline run {summary.pipeline_run_id}: {len(summary.stages_run)} stages ran.")
+        times = ", ".join(
+            f"{stage} {seconds:.1f}s" for stage, seconds in summary.stage_seconds.items()
+        )
+        typer.echo(f"Stages:    {times}")
     typer.echo(f"Report:    {summary.report}")
     typer.echo(
         f"MLflow:    {summary.runs_recorded} experiment runs recorded by this pipeline run, "

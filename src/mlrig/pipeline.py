@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ class RunSummary(BaseModel):
 
     pipeline_run_id: str | None
     stages_run: list[str]
+    stage_seconds: dict[str, float]
     up_to_date: bool
     runs_recorded: int
     runs_in_experiment: int
@@ -134,17 +136,18 @@ def run_dvc(
     environment: dict[str, str],
     log_path: Path,
     on_stage: Callable[[str], None],
-) -> list[str]:
+) -> dict[str, float]:
     """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
 
     Returns:
-        The stages that ran.
+        The stages that ran, each with its wall time in seconds (DVC's own work included).
 
     Raises:
         MlrigError: dvc failed; the message names the stage and ends with the log's last lines.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
+    started_at: list[float] = []
     with (
         log_path.open("w") as log,
         subprocess.Popen(
@@ -161,6 +164,7 @@ def run_dvc(
             log.write(line)
             if match := RUNNING_STAGE.match(line):
                 started.append(match.group(1))
+                started_at.append(time.monotonic())
                 on_stage(match.group(1))
     if process.returncode != 0:
         tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
@@ -170,7 +174,9 @@ def run_dvc(
             f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
             exit_code=EXIT_FAILED,
         )
-    return started
+    ends = [*started_at[1:], time.monotonic()]
+    timed = zip(started, started_at, ends, strict=True)
+    return {stage: round(end - start, 2) for stage, start, end in timed}
 
 
 def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, int]:
@@ -262,7 +268,7 @@ def run_pipeline(
         on_phase("checking what changed")
         stages = changed_stages(root)
         pipeline_run_id = parent_run_id = log_path = None
-        started: list[str] = []
+        stage_seconds: dict[str, float] = {}
         if stages or force:
             pipeline_run_id = new_pipeline_run_id()
             parent_run_id = start_parent_run(settings, pipeline_run_id, params)
@@ -270,7 +276,7 @@ def run_pipeline(
             environment = stage_environment(settings, parent_run_id, pipeline_run_id)
             succeeded = False
             try:
-                started = run_dvc(
+                stage_seconds = run_dvc(
                     ["repro", *(["--force"] if force else [])],
                     root,
                     environment,
@@ -288,8 +294,9 @@ def run_pipeline(
         recorded, total = count_runs(settings, pipeline_run_id)
     return RunSummary(
         pipeline_run_id=pipeline_run_id,
-        stages_run=started,
-        up_to_date=not started,
+        stages_run=list(stage_seconds),
+        stage_seconds=stage_seconds,
+        up_to_date=not stage_seconds,
         runs_recorded=recorded,
         runs_in_experiment=total,
         champion=read_champion(root / REGISTER_DIR),

@@ -1,0 +1,85 @@
+"""The `mlrig` command as a user meets it before and around a pipeline run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TRACKING_VARIABLES
+
+
+def mlrig(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
+    base.pop("MLRIG_PROJECT_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mlrig", *args],
+        cwd=cwd,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def empty_project(tmp_path: Path) -> Path:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  experiments:\n    base:\n      family: baseline\n"
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["compare"], ["report"], ["clearml"], ["clearml", "import"]]
+)
+def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
+    result = mlrig(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Usage" in result.stdout
+
+
+def test_outside_a_project_names_what_is_missing(tmp_path: Path) -> None:
+    result = mlrig("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "No dvc.yaml found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compare_before_any_run_says_to_run_first(empty_project: Path) -> None:
+    result = mlrig("compare", cwd=empty_project)
+    assert result.returncode == 2
+    assert "mlrig run" in result.stderr and "'base'" in result.stderr
+
+
+def test_clearml_import_without_a_server_names_the_settings(empty_project: Path) -> None:
+    result = mlrig("clearml", "import", cwd=empty_project)
+    assert result.returncode == 2
+    assert "CLEARML_API_HOST" in result.stderr and "CLEARML_API_SECRET_KEY" in result.stderr
+
+
+def test_clearml_import_to_an_unreachable_server_fails_fast(empty_project: Path) -> None:
+    sessions = empty_project / ".mlrig/clearml/offline"
+    sessions.mkdir(parents=True)
+    result = mlrig(
+        "clearml",
+        "import",
+        cwd=empty_project,
+        CLEARML_API_HOST="http://127.0.0.1:9",
+        CLEARML_API_ACCESS_KEY="key",
+        CLEARML_API_SECRET_KEY="not-printed-secret",
+    )
+    assert result.returncode == 2
+    assert "http://127.0.0.1:9 (CLEARML_API_HOST)" in result.stderr
+    assert "not-printed-secret" not in result.stderr + result.stdout
+    assert not (sessions / "imported.json").exists()
+
+
+def test_clearml_list_on_a_fresh_project_is_empty(empty_project: Path) -> None:
+    result = mlrig("clearml", "list", cwd=empty_project)
+    assert result.returncode == 0
+    assert "0 offline session(s)" in result.stdout
