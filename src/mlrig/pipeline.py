@@ -174,7 +174,7 @@ def run_dvc(
             f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
             exit_code=EXIT_FAILED,
         )
-    ends = [*started_at[1:], time.monotonic()]
+    ends = [*started_at[1:], time.monotonic()][: len(started_at)]
     timed = zip(started, started_at, ends, strict=True)
     return {stage: round(end - start, 2) for stage, start, end in timed}
 
