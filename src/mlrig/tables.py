@@ -34,25 +34,36 @@ def write_meta(meta: BaseModel, folder: Path) -> None:
     (folder / META_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 
+def require_output(path: Path) -> Path:
+    """The path of a file an upstream step wrote.
+
+    Raises:
+        DataError: it is missing (run the pipeline from the start).
+    """
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run the upstream steps first (mlrig run).")
+    return path
+
+
+def read_output(path: Path) -> str:
+    """The text of a file an upstream step wrote (DataError when it is missing)."""
+    return require_output(path).read_text()
+
+
 def read_meta(folder: Path) -> TableMeta:
     """Read the meta.json an upstream step wrote.
 
     Raises:
         DataError: the upstream output is missing (run the pipeline from the start).
     """
-    path = folder / META_FILE
-    if not path.is_file():
-        raise DataError(f"{path} is missing: run the upstream steps first (mlrig run).")
-    return TableMeta.model_validate_json(path.read_text())
+    return TableMeta.model_validate_json(read_output(folder / META_FILE))
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
     """Read a Parquet table an upstream step wrote."""
     import pandas as pd
 
-    if not path.is_file():
-        raise DataError(f"{path} is missing: run the upstream steps first (mlrig run).")
-    return pd.read_parquet(path)
+    return pd.read_parquet(require_output(path))
 
 
 def features_and_target(table: pd.DataFrame, meta: TableMeta) -> tuple[pd.DataFrame, pd.Series]:

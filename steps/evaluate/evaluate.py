@@ -15,7 +15,7 @@ import typer
 
 from mlrig.errors import exits_cleanly
 from mlrig.results import METRICS_FILE, RUN_FILE, TrainRecord
-from mlrig.tables import TableMeta, features_and_target, read_meta, read_parquet
+from mlrig.tables import TableMeta, features_and_target, read_meta, read_output, read_parquet
 from steps.split import TEST_FILE
 from steps.train import MODEL_DIR, as_float_frame
 
@@ -161,7 +161,7 @@ def main(
 
     settings = load_settings()
     meta = read_meta(split_dir)
-    record = TrainRecord.model_validate_json((model_dir / RUN_FILE).read_text())
+    record = TrainRecord.model_validate_json(read_output(model_dir / RUN_FILE))
     metrics, figures, curve = evaluate(
         str(model_dir / MODEL_DIR), read_parquet(split_dir / TEST_FILE), meta, experiment
     )

@@ -20,7 +20,7 @@ from mlrig.lineage import file_md5
 from mlrig.metrics import LOWER_IS_BETTER, task_metrics
 from mlrig.params import ReportParams, TrainParams, load_section
 from mlrig.results import Champion, ExperimentResult, load_results, read_champion
-from mlrig.tables import TABLE_FILE, TableMeta, read_meta
+from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from steps.evaluate import CURVE_FILE
 from steps.split import TEST_FILE, TRAIN_FILE
 
@@ -97,7 +97,7 @@ def build_figures(inputs: ReportInputs, evaluate_dir: Path) -> dict[str, Figure]
         "fit_time.png": fit_time_figure(inputs.results),
     }
     curves = {
-        result.name: json.loads((evaluate_dir / result.name / CURVE_FILE).read_text())
+        result.name: json.loads(read_output(evaluate_dir / result.name / CURVE_FILE))
         for result in inputs.results
     }
     curves = {name: curve for name, curve in curves.items() if curve}
@@ -185,14 +185,14 @@ def main(
         results=load_results(train_dir, evaluate_dir, names),
         champion=read_champion(register_dir),
         data_versions={
-            f"{folder.name}/{file}": file_md5(folder / file)
+            f"{folder.name}/{file}": file_md5(require_output(folder / file))
             for folder, file in (
                 (table_dir, TABLE_FILE),
                 (split_dir, TRAIN_FILE),
                 (split_dir, TEST_FILE),
             )
         },
-        validation=json.loads((validation_dir / "report.json").read_text()),
+        validation=json.loads(read_output(validation_dir / "report.json")),
         mlflow_ui=mlflow_ui_base(settings.tracking_uri),
         experiment_id=setup_mlflow(settings),
     )
