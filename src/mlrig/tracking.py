@@ -172,6 +172,8 @@ def tracked_step(
     task = start_clearml_task(settings, step, name, [f"{k}:{v}" for k, v in all_tags.items()])
     try:
         if not (mlflow_run_id or new_mlflow_run):
+            if settings.parent_run_id:  # a step without its own run belongs to the pipeline's
+                task.set_user_properties(mlflow_run_id=settings.parent_run_id)
             yield StepRun(step=step, clearml_task=task)
             return
         import mlflow

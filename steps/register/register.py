@@ -222,7 +222,7 @@ def main(
         (out_dir / CHAMPION_FILE).write_text(champion.model_dump_json(indent=2) + "\n")
         run.log_params({"metric": champion.metric, "registered_model": champion.registered_model})
         run.log_metrics({f"champion_{champion.metric}": champion.value})
-        run.clearml_task.set_user_properties(mlflow_run_id=champion.mlflow_run_id)
+        run.clearml_task.set_user_properties(mlflow_champion_run_id=champion.mlflow_run_id)
     if settings.parent_run_id:
         client.set_tag(settings.parent_run_id, "mlrig.champion", champion.experiment)
         client.log_metric(settings.parent_run_id, f"champion_{champion.metric}", champion.value)

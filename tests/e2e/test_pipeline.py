@@ -197,6 +197,11 @@ def test_clearml_sessions_link_back_to_mlflow(project: Project, first_run) -> No
             assert linked == run.info.run_id
             tag = "mlrig.clearml_task_id" + ("" if step == "train" else ".evaluate")
             assert run.data.tags[tag] == task["id"]
+    parent = next(run for run in project.runs() if run.data.tags["mlrig.step"] == "pipeline")
+    for name in ("ingest", "validate", "split", "register", "report"):
+        task = next(task for task in tasks if task["name"] == name)
+        linked = task["hyperparams"]["properties"]["mlflow_run_id"]["value"]
+        assert linked == parent.info.run_id, name
     ingest = next(task for task in tasks if task["name"] == "ingest")
     assert ingest["hyperparams"]["params"]["source"]["value"] == "builtin:breast_cancer"
     listed = project.run("clearml", "list", "--json", check=True)
