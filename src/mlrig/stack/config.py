@@ -1,0 +1,123 @@
+"""Where the stack keeps its data, which ports it uses, and its generated credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
+
+from mlrig.settings import Settings
+
+S3Kind = Literal["minio", "moto"]
+DVC_BUCKET = "mlrig-dvc"
+MLFLOW_BUCKET = "mlrig-mlflow"
+DVC_REMOTE_NAME = "stack"
+MLFLOW_ADMIN = "admin"
+REGION = "us-east-1"
+
+
+class StackPaths:
+    """Every file and folder of the stack, under `.mlrig/stack/`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.state_dir / "stack"
+        self.project = settings.root
+        self.postgres_data = self.root / "postgres" / "data"
+        self.postgres_sockets = self.root / "postgres" / "sockets"
+        self.s3_data = self.root / "s3"
+        self.mlflow_dir = self.root / "mlflow"
+        self.auth_config = self.mlflow_dir / "basic_auth.ini"
+        self.logs = self.root / "logs"
+        self.state_file = self.root / "stack.json"
+        self.secrets_file = self.root / "secrets.json"
+        self.env_file = self.root / "stack.env"
+
+    def pid_file(self, service: str) -> Path:
+        return self.root / f"{service}.pid"
+
+    def log_file(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+
+class StackState(BaseModel):
+    """The stack's ports and S3 implementation, chosen on first start and kept."""
+
+    s3_kind: S3Kind
+    postgres_port: int
+    s3_port: int
+    mlflow_port: int
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+
+class StackSecrets(BaseModel):
+    """Generated credentials; S3 keys may be replaced by the ones the endpoint issues."""
+
+    postgres_superuser_password: str
+    mlflow_db_password: str
+    mlflow_admin_password: str
+    s3_access_key: str
+    s3_secret_key: str
+
+    @classmethod
+    def generate(cls) -> StackSecrets:
+        return cls(
+            postgres_superuser_password=secrets.token_urlsafe(24),
+            mlflow_db_password=secrets.token_urlsafe(24),
+            mlflow_admin_password=secrets.token_urlsafe(24),
+            s3_access_key="mlrig" + secrets.token_hex(8),
+            s3_secret_key=secrets.token_urlsafe(30),
+        )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        os.fchmod(stream.fileno(), 0o600)
+        stream.write(text)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_model(path: Path, model: type[ModelT]) -> ModelT | None:
+    return model.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def save_secrets(paths: StackPaths, stack_secrets: StackSecrets) -> None:
+    write_private(paths.secrets_file, stack_secrets.model_dump_json(indent=2))
+
+
+def client_environment(state: StackState, stack_secrets: StackSecrets) -> dict[str, str]:
+    """What a shell, the pipeline, DVC and boto3 need to use the stack."""
+    return {
+        "MLFLOW_TRACKING_URI": state.mlflow_uri,
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+        "MLFLOW_TRACKING_PASSWORD": stack_secrets.mlflow_admin_password,
+        "AWS_ACCESS_KEY_ID": stack_secrets.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": stack_secrets.s3_secret_key,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": state.s3_endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
+        "MLRIG_DVC_REMOTE": DVC_REMOTE_NAME,
+    }
+
+
+def write_client_env(paths: StackPaths, environment: dict[str, str]) -> None:
+    lines = [f"export {key}={json.dumps(value)}" for key, value in environment.items()]
+    write_private(
+        paths.env_file,
+        "# written by `mlrig stack up`; secrets, keep private\n" + "\n".join(lines) + "\n",
+    )

@@ -1,0 +1,102 @@
+"""Start, find and stop the stack's server processes (detached, with pid files and logs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
+
+from mlrig.errors import EXIT_FAILED, MlrigError
+
+
+class StackError(MlrigError):
+    """A stack service did not start, or is not healthy."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_FAILED)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid recorded in `pid_file` when that process still runs."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" else None
+
+
+def start_detached(
+    command: list[str], *, env: dict[str, str], log_file: Path, pid_file: Path, cwd: Path
+) -> int:
+    """Start a server in its own session, output to `log_file`; returns its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    pid_file.write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def stop_process(pid_file: Path, timeout: float = 20.0) -> bool:
+    """Stop the process group of the pid in `pid_file`; returns whether one was running."""
+    pid = running_pid(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.TimeoutExpired:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        pass
+    return True
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log_file: Path) -> None:
+    """Poll `check` until it is true.
+
+    Raises:
+        StackError: naming `what` and the log to read, after `timeout` seconds.
+    """
+    poll = retry(
+        retry=retry_if_result(lambda ready: not ready),
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.5),
+    )(check)
+    try:
+        poll()
+    except RetryError:
+        tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
+        raise StackError(
+            f"{what} did not become ready in {timeout:.0f} s. Its log: {log_file}\n"
+            + "\n".join(f"  | {line}" for line in tail)
+        ) from None
