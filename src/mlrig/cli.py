@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 clearml_app = typer.Typer(no_args_is_help=True, help="ClearML offline sessions.")
 app.add_typer(clearml_app, name="clearml")
+stack_app = typer.Typer(
+    no_args_is_help=True, help="The local stack: PostgreSQL, S3 and an MLflow server on 127.0.0.1."
+)
+app.add_typer(stack_app, name="stack")
 console = Console(stderr=True)
 
 
@@ -57,6 +61,10 @@ def run(
     push: Annotated[
         bool, typer.Option(help="Push outputs and run-cache to the DVC remote.")
     ] = True,
+    stack: Annotated[
+        str | None,
+        typer.Option(help="Run against a stack: `local` loads the settings of `mlrig stack up`."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
@@ -65,6 +73,8 @@ def run(
     from mlrig.pipeline import run_pipeline
     from mlrig.settings import load_settings
 
+    if stack is not None:
+        use_stack(stack)
     settings = load_settings()
     with Progress(
         SpinnerColumn(),
@@ -118,6 +128,22 @@ def run(
             f"{status} @champion; {champion.reason}"
         )
     typer.echo(f"MLflow UI: {summary.mlflow_ui}")
+
+
+def use_stack(name: str) -> None:
+    """Load a stack's client settings into this process's environment (12-factor)."""
+    import os
+
+    from mlrig.errors import ConfigError
+    from mlrig.settings import load_settings
+    from mlrig.stack.manager import load_stack_environment
+
+    if name != "local":
+        raise ConfigError(
+            f"Unknown stack {name!r}: `--stack local` is the one mlrig starts. For other servers "
+            "set MLFLOW_TRACKING_URI, AWS_* and MLRIG_DVC_REMOTE in the environment instead."
+        )
+    os.environ.update(load_stack_environment(load_settings()))
 
 
 @app.command()
@@ -235,3 +261,64 @@ def clearml_import() -> None:
     for session in imported:
         typer.echo(f"{session.offline_id} -> {session.imported_as}")
     typer.echo(f"{len(imported)} session(s) imported")
+
+
+@stack_app.command("up")
+@exits_cleanly
+def stack_up_command() -> None:
+    """Start PostgreSQL, the S3 endpoint and the MLflow server (data in .mlrig/stack)."""
+    from mlrig.settings import load_settings
+    from mlrig.stack.manager import stack_up
+
+    with console.status("starting the stack") as status:
+        state = stack_up(load_settings(), on_step=lambda step: status.update(f"starting {step}"))
+    typer.echo(
+        f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} ({state.s3_kind}), "
+        f"PostgreSQL 127.0.0.1:{state.postgres_port}"
+    )
+    typer.echo('Point a shell at it: eval "$(mlrig stack env)"; run on it: mlrig run --stack local')
+
+
+@stack_app.command("down")
+@exits_cleanly
+def stack_down_command() -> None:
+    """Stop the stack's services; their data stays in .mlrig/stack."""
+    from mlrig.settings import load_settings
+    from mlrig.stack.manager import stack_down
+
+    stopped = stack_down(load_settings())
+    typer.echo(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
+
+
+@stack_app.command("status")
+@exits_cleanly
+def stack_status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show each service, where it listens and whether it is healthy (exit 1 if not)."""
+    from mlrig.settings import load_settings
+    from mlrig.stack.manager import stack_status
+
+    services = stack_status(load_settings())
+    if as_json:
+        typer.echo(json.dumps([service.model_dump() for service in services], indent=2))
+    else:
+        table = Table(title="mlrig local stack")
+        for column in ("service", "url", "pid", "health"):
+            table.add_column(column)
+        for service in services:
+            health = "[green]healthy[/]" if service.healthy else "[red]down[/]"
+            table.add_row(service.name, service.url, str(service.pid or "-"), health)
+        Console().print(table)
+    if not all(service.healthy for service in services):
+        raise typer.Exit(1)
+
+
+@stack_app.command("env")
+@exits_cleanly
+def stack_env_command() -> None:
+    """Print shell lines pointing MLflow, DVC and boto3 at the stack: eval "$(mlrig stack env)"."""
+    from mlrig.settings import load_settings
+    from mlrig.stack.manager import stack_env_lines
+
+    typer.echo(stack_env_lines(load_settings()))

@@ -289,7 +289,8 @@ def run_pipeline(
         if push:
             on_phase("pushing to the DVC remote")
             push_log = settings.state_dir / "logs" / "push.log"
-            run_dvc(["push", "--run-cache"], root, dict(os.environ), push_log, on_stage)
+            remote = ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+            run_dvc(["push", "--run-cache", *remote], root, dict(os.environ), push_log, on_stage)
         on_phase("counting runs")
         recorded, total = count_runs(settings, pipeline_run_id)
     return RunSummary(

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     clearml_secret_key: SecretStr | None = Field(default=None, alias="CLEARML_API_SECRET_KEY")
     clearml_offline: bool | None = Field(default=None, alias="CLEARML_OFFLINE_MODE")
     clearml_project: str = Field(default="mlrig", alias="MLRIG_CLEARML_PROJECT")
+    dvc_remote: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE")
     parent_run_id: str | None = Field(default=None, alias="MLRIG_PARENT_RUN_ID")
     pipeline_run_id: str | None = Field(default=None, alias="MLRIG_PIPELINE_RUN_ID")
 

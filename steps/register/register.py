@@ -130,8 +130,13 @@ def register(
         "mlrig.data.md5": best.record.train_md5,
         "mlrig.pipeline_run_id": pipeline_run_id or "",
     }
+    model_id = best.record.mlflow_model_uri.removeprefix("models:/")  # a LoggedModel's URI
     return client.create_model_version(
-        name, source=best.record.mlflow_model_uri, run_id=best.record.mlflow_run_id, tags=tags
+        name,
+        source=best.record.mlflow_model_uri,
+        run_id=best.record.mlflow_run_id,
+        tags=tags,
+        model_id=model_id,
     )
 
 

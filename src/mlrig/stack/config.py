@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mlrig.settings import Settings
 
@@ -68,6 +68,8 @@ class StackSecrets(BaseModel):
     mlflow_admin_password: str
     s3_access_key: str
     s3_secret_key: str
+    # signs the MLflow server's CSRF tokens; one per stack, kept across restarts
+    mlflow_flask_secret_key: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def generate(cls) -> StackSecrets:

@@ -81,22 +81,40 @@ def stop_process(pid_file: Path, timeout: float = 20.0) -> bool:
     return True
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, log_file: Path) -> None:
-    """Poll `check` until it is true.
+def log_tail(log_file: Path, lines: int = 10) -> str:
+    text = log_file.read_text(errors="replace").splitlines()[-lines:] if log_file.exists() else []
+    return "\n".join(f"  | {line}" for line in text)
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, log_file: Path, pid: int | None = None
+) -> None:
+    """Poll `check` until it is true, giving up early if process `pid` exits.
 
     Raises:
-        StackError: naming `what` and the log to read, after `timeout` seconds.
+        StackError: naming `what` and the log to read.
     """
+
+    def ready() -> bool:
+        if pid is not None and not psutil.pid_exists(pid):
+            raise StackError(
+                f"{what} exited while starting. Its log: {log_file}\n{log_tail(log_file)}"
+            )
+        if pid is not None and psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            raise StackError(
+                f"{what} exited while starting. Its log: {log_file}\n{log_tail(log_file)}"
+            )
+        return check()
+
     poll = retry(
-        retry=retry_if_result(lambda ready: not ready),
+        retry=retry_if_result(lambda answer: not answer),
         stop=stop_after_delay(timeout),
         wait=wait_fixed(0.5),
-    )(check)
+    )(ready)
     try:
         poll()
     except RetryError:
-        tail = log_file.read_text(errors="replace").splitlines()[-10:] if log_file.exists() else []
         raise StackError(
             f"{what} did not become ready in {timeout:.0f} s. Its log: {log_file}\n"
-            + "\n".join(f"  | {line}" for line in tail)
+            + log_tail(log_file)
         ) from None

@@ -142,26 +142,35 @@ def ensure_mlflow_database(state: StackState, stack_secrets: StackSecrets) -> No
     import psycopg2
     from psycopg2 import sql
 
-    connection = psycopg2.connect(
-        host="127.0.0.1",
-        port=state.postgres_port,
-        user="postgres",
-        password=stack_secrets.postgres_superuser_password,
-        dbname="postgres",
-    )
-    connection.autocommit = True
-    with connection, connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'")
-        if cursor.fetchone() is None:
-            cursor.execute(
-                sql.SQL("CREATE ROLE mlflow LOGIN PASSWORD {}").format(
-                    sql.Literal(stack_secrets.mlflow_db_password)
+    try:
+        connection = psycopg2.connect(
+            host="127.0.0.1",
+            port=state.postgres_port,
+            user="postgres",
+            password=stack_secrets.postgres_superuser_password,
+            dbname="postgres",
+        )
+    except psycopg2.Error as error:
+        raise StackError(
+            f"Cannot log in to the stack's PostgreSQL on port {state.postgres_port}: "
+            f"{str(error).strip()}. If .mlrig/stack/secrets.json was lost, remove "
+            ".mlrig/stack/postgres to start the database afresh."
+        ) from None
+    connection.autocommit = True  # CREATE DATABASE refuses to run in a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'")
+            if cursor.fetchone() is None:
+                cursor.execute(
+                    sql.SQL("CREATE ROLE mlflow LOGIN PASSWORD {}").format(
+                        sql.Literal(stack_secrets.mlflow_db_password)
+                    )
                 )
-            )
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
-        if cursor.fetchone() is None:
-            cursor.execute("CREATE DATABASE mlflow OWNER mlflow")
-    connection.close()
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
+            if cursor.fetchone() is None:
+                cursor.execute("CREATE DATABASE mlflow OWNER mlflow")
+    finally:
+        connection.close()
 
 
 def postgres_healthy(state: StackState, stack_secrets: StackSecrets) -> bool:
@@ -217,14 +226,16 @@ def start_s3(paths: StackPaths, state: StackState, stack_secrets: StackSecrets) 
     else:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
     log_file = paths.log_file("s3")
-    start_detached(
+    pid = start_detached(
         s3_command(paths, state),
         env=env,
         log_file=log_file,
         pid_file=paths.pid_file("s3"),
         cwd=paths.root,
     )
-    wait_until(lambda: port_open(state.s3_port), START_TIMEOUT, f"S3 ({state.s3_kind})", log_file)
+    wait_until(
+        lambda: port_open(state.s3_port), START_TIMEOUT, f"S3 ({state.s3_kind})", log_file, pid
+    )
     if state.s3_kind == "moto":
         stack_secrets = issue_moto_keys(state, stack_secrets)
     create_buckets(state, stack_secrets)
@@ -314,6 +325,7 @@ def mlflow_server_environment(
         "AWS_DEFAULT_REGION": REGION,
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
         "MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": stack_secrets.mlflow_flask_secret_key,
     }
 
 
@@ -328,7 +340,7 @@ def start_mlflow(paths: StackPaths, state: StackState, stack_secrets: StackSecre
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"postgresql://mlflow@127.0.0.1:{state.postgres_port}/mlflow",
+        f"postgresql+psycopg2://mlflow@127.0.0.1:{state.postgres_port}/mlflow",
         "--artifacts-destination",
         f"s3://{MLFLOW_BUCKET}/artifacts",
         "--host",
@@ -341,14 +353,14 @@ def start_mlflow(paths: StackPaths, state: StackState, stack_secrets: StackSecre
         "2",
     ]
     log_file = paths.log_file("mlflow")
-    start_detached(
+    pid = start_detached(
         command,
         env=mlflow_server_environment(state, stack_secrets, paths),
         log_file=log_file,
         pid_file=paths.pid_file("mlflow"),
         cwd=paths.root,
     )
-    wait_until(lambda: mlflow_healthy(state), START_TIMEOUT, "The MLflow server", log_file)
+    wait_until(lambda: mlflow_healthy(state), START_TIMEOUT, "The MLflow server", log_file, pid)
 
 
 def mlflow_healthy(state: StackState) -> bool:
