@@ -6,7 +6,8 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,28 @@ def check_s3_remote(name: str, url: str, remote: dict[str, Any]) -> str:
 # --- MLflow -------------------------------------------------------------------------------------
 
 
+@contextmanager
+def quick_http() -> Iterator[None]:
+    """MLflow's client retries a dead server for minutes; a check wants an answer in seconds."""
+    saved = {key: os.environ.get(key) for key in QUICK_HTTP}
+    os.environ.update(QUICK_HTTP)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def check_mlflow(settings: Settings) -> str:
     """Reachable, auth ok, can create an experiment, artifact store writable."""
-    os.environ.update({key: os.environ.get(key, value) for key, value in QUICK_HTTP.items()})
+    with quick_http():
+        return _check_mlflow(settings)
+
+
+def _check_mlflow(settings: Settings) -> str:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -223,6 +243,32 @@ def check_clearml(settings: Settings) -> str:
             str(error), "fix the CLEARML_API_* settings or unset CLEARML_API_HOST"
         ) from None
     return f"server {settings.clearml_api_host}: reachable, credentials accepted"
+
+
+def require_services(settings: Settings, *, dvc_remote: bool) -> None:
+    """Before a pipeline run: the MLflow store (and the DVC remote) answer, or a clear error.
+
+    Raises:
+        ConfigError: naming the setting at fault and the fix.
+    """
+    from mlrig.errors import ConfigError
+    from mlrig.tracking import setup_mlflow
+
+    with quick_http():
+        try:
+            setup_mlflow(settings)
+        except ConfigError:
+            raise
+        except Exception as error:  # connection errors surface as many types
+            raise ConfigError(
+                f"Cannot reach MLflow at {settings.tracking_uri} (MLFLOW_TRACKING_URI): "
+                f"{str(error).splitlines()[0]}. Start the server or fix the setting."
+            ) from None
+    if dvc_remote:
+        try:
+            check_dvc_remote(settings)
+        except CheckFailed as failure:
+            raise ConfigError(f"{failure.detail}. Fix: {failure.fix}.") from None
 
 
 def run_doctor(settings: Settings) -> list[Check]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlrig.doctor import require_services
 from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
@@ -263,6 +264,7 @@ def run_pipeline(
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
         preflight(params, root)
+        require_services(settings, dvc_remote=push)
         if new_params_text is not None:
             (root / PARAMS_FILE).write_text(new_params_text)
         on_phase("checking what changed")

@@ -50,9 +50,10 @@ def setup_mlflow(settings: Settings) -> str:
         location = settings.artifact_root.as_uri() if settings.uses_local_mlflow else None
         return mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
     except MlflowException as error:
+        first_line = error.message.splitlines()[0]
         raise ConfigError(
-            f"MLflow at {settings.tracking_uri} refused the request: {error.message}. "
-            "Check MLFLOW_TRACKING_URI and the MLFLOW_TRACKING_USERNAME/PASSWORD settings."
+            f"MLflow at {settings.tracking_uri} refused the request: {first_line}. "
+            "Check MLFLOW_TRACKING_URI and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."
         ) from None
 
 
@@ -208,16 +209,3 @@ def require_mlflow_run(settings: Settings, run_id: str) -> bool:
     except MlflowException:
         return False
     return True
-
-
-def ensure_store_reachable(settings: Settings) -> None:
-    """Fail early, naming the setting, when MLflow cannot be reached."""
-    try:
-        setup_mlflow(settings)
-    except ConfigError:
-        raise
-    except Exception as error:  # network errors surface as many types; all mean unreachable
-        raise ConfigError(
-            f"Cannot reach MLflow at {settings.tracking_uri}: {error}. "
-            "Start the server or fix MLFLOW_TRACKING_URI."
-        ) from None
