@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,36 @@ TRACKING_VARIABLES = (
     "MLRIG_PARENT_RUN_ID",
     "MLRIG_PIPELINE_RUN_ID",
 )
+
+
+def copy_repository(destination: Path) -> None:
+    """Copy what a fresh clone holds (the files git tracks or would track) and commit it."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
+        subprocess.run(command, cwd=destination, check=True, capture_output=True)
+
+
+def clean_environment(root: Path) -> dict[str, str]:
+    """The environment of a user's shell in `root`: no tracking settings, the venv's tools first."""
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
+    for name in ("MLRIG_PROJECT_DIR", "MLRIG_EXPERIMENT", "MLRIG_DVC_REMOTE"):
+        env.pop(name, None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 @pytest.fixture

@@ -44,6 +44,10 @@ def main(
     ] = False,
 ) -> None:
     """mlrig: DVC pipeline, MLflow tracking and registry, ClearML automation, in one repo."""
+    import os
+
+    # our own summary says where runs are; MLflow's "View run at" lines would break --json
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @app.command()

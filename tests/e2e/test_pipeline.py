@@ -7,7 +7,6 @@ change, bad inputs that must change nothing, then the champion served by MLflow.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TRACKING_VARIABLES
+from conftest import clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
 
@@ -74,34 +73,11 @@ class Project:
         return self.client().search_model_versions(f"name = '{name}'")
 
 
-def copy_repository(destination: Path) -> None:
-    """Copy what a fresh clone holds: the files git tracks or would track."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("clone")
     copy_repository(root)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
-        subprocess.run(command, cwd=root, check=True, capture_output=True)
-    env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
-    env.pop("MLRIG_PROJECT_DIR", None)
-    env.pop("MLRIG_EXPERIMENT", None)
-    # as under `uv run`: the environment's tools (uvicorn for `mlflow models serve`) on PATH
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = clean_environment(root)
     yield Project(root=root, env=env)
 
 

@@ -53,6 +53,26 @@ def as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", POSTGRES_USER, "--", *command]
 
 
+def require_reachable_by_server_user(folder: Path) -> None:
+    """The `postgres` account must be able to enter every folder above its data.
+
+    Raises:
+        StackError: naming the first folder that blocks it and the fix.
+    """
+    if os.geteuid() != 0:
+        return
+    for parent in reversed(folder.resolve().parents):
+        reachable = subprocess.run(
+            ["runuser", "-u", POSTGRES_USER, "--", "test", "-x", str(parent)], check=False
+        )
+        if reachable.returncode != 0:
+            raise StackError(
+                f"PostgreSQL runs as the `{POSTGRES_USER}` account (it refuses root), which "
+                f"cannot enter {parent}. Allow it with `chmod o+x {parent}` (or an ACL: "
+                f"setfacl -m u:{POSTGRES_USER}:x {parent}), or keep the project elsewhere."
+            )
+
+
 def give_to_server_user(path: Path) -> None:
     if os.geteuid() == 0:
         account = pwd.getpwnam(POSTGRES_USER)
@@ -64,9 +84,10 @@ def init_postgres(paths: StackPaths, stack_secrets: StackSecrets) -> None:
     """Create the cluster (once) with a password-protected superuser."""
     if (paths.postgres_data / "PG_VERSION").is_file():
         return
+    require_reachable_by_server_user(paths.root)
     paths.postgres_data.mkdir(parents=True, exist_ok=True)
     paths.postgres_sockets.mkdir(parents=True, exist_ok=True)
-    password_file = paths.postgres_data.parent / "initdb.pw"
+    password_file = paths.postgres_data.parent / "initdb.pw"  # handed to the server user below
     write_private(password_file, stack_secrets.postgres_superuser_password + "\n")
     give_to_server_user(paths.postgres_data.parent)
     try:

@@ -1,0 +1,290 @@
+"""The pipeline against real servers on loopback: PostgreSQL, S3 and an MLflow server with auth.
+
+One stack is started for the module in a scratch copy of the repository and stopped at the end.
+The faults are injected on the real servers: a killed MLflow server, a dead S3 endpoint, wrong
+credentials, a wrong endpoint, a missing bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import clean_environment, copy_repository
+
+pytestmark = pytest.mark.integration
+
+STACK_BINARIES = ("initdb", "pg_ctl")
+
+
+def postgres_installed() -> bool:
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or bool(shutil.which("initdb"))
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str]
+
+    def mlrig(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlrig", *args],
+            cwd=self.root,
+            env=self.env | extra,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    def dvc(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=self.root,
+            env=self.env | extra,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def client_env(self) -> dict[str, str]:
+        from dotenv import dotenv_values
+
+        values = dotenv_values(self.root / ".mlrig/stack/stack.env")
+        return {key: value for key, value in values.items() if value is not None}
+
+    def secrets(self) -> dict[str, str]:
+        return json.loads((self.root / ".mlrig/stack/secrets.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not postgres_installed():
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("stack-clone")
+    for folder in (root, *root.parents):  # pytest's temp folders are private; PostgreSQL runs
+        if str(folder).startswith(str(tmp_path_factory.getbasetemp().parent)):  # as `postgres`
+            folder.chmod(folder.stat().st_mode | 0o011)
+    copy_repository(root)
+    started = Stack(root=root, env=clean_environment(root))
+    up = started.mlrig("stack", "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    started.up_output = up.stdout + up.stderr  # type: ignore[attr-defined]
+    yield started
+    started.mlrig("stack", "down")
+
+
+def test_stack_is_healthy_and_keeps_its_secrets(stack: Stack) -> None:
+    status = stack.mlrig("stack", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert all(service["healthy"] for service in json.loads(status.stdout))
+    for path in (
+        ".mlrig/stack/stack.env",
+        ".mlrig/stack/secrets.json",
+        ".mlrig/stack/mlflow/basic_auth.ini",
+    ):
+        mode = stat.S_IMODE((stack.root / path).stat().st_mode)
+        assert mode == 0o600, f"{path} is {oct(mode)}"
+    env_lines = stack.mlrig("stack", "env").stdout
+    for secret in stack.secrets().values():
+        assert secret not in stack.up_output  # type: ignore[attr-defined]
+        assert secret not in env_lines
+    assert "stack.env" in env_lines
+
+
+def test_mlflow_server_requires_auth(stack: Stack) -> None:
+    import requests
+
+    uri = stack.client_env()["MLFLOW_TRACKING_URI"]
+    anonymous = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert anonymous.status_code == 401
+    secrets = stack.secrets()
+    admin = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
+        timeout=10,
+        auth=("admin", secrets["mlflow_admin_password"]),
+    )
+    assert admin.status_code == 200
+
+
+def test_doctor_passes_on_the_stack(stack: Stack) -> None:
+    result = stack.mlrig("doctor", "--stack", "local", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert checks["DVC remote"]["passed"] and "s3://mlrig-dvc" in checks["DVC remote"]["detail"]
+    assert checks["MLflow"]["passed"]
+
+
+@pytest.fixture(scope="module")
+def stack_run(stack: Stack) -> dict:
+    result = stack.mlrig("run", "--stack", "local", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def s3_objects(stack: Stack, bucket: str) -> list[str]:
+    import boto3
+
+    env = stack.client_env()
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_pipeline_logs_to_the_server_and_pushes_to_s3(stack: Stack, stack_run: dict) -> None:
+    from mlflow import MlflowClient
+
+    assert stack_run["runs_recorded"] == 6
+    env = stack.client_env()
+    os.environ.update(
+        {key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    )
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
+    assert version.run_id == stack_run["champion"]["mlflow_run_id"]
+    run = client.get_run(version.run_id)
+    assert "f1" in run.data.metrics and run.data.params["family"]
+    artifacts = s3_objects(stack, "mlrig-mlflow")
+    assert any(key.endswith("roc.png") for key in artifacts)
+    assert any("MLmodel" in key for key in artifacts)
+    assert s3_objects(stack, "mlrig-dvc")
+    cloud = stack.dvc("status", "--cloud", "--remote", "stack", **env)
+    assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
+
+
+def test_a_fresh_clone_pulls_from_s3_and_has_nothing_to_reproduce(
+    stack: Stack, stack_run: dict, tmp_path: Path
+) -> None:
+    clone = tmp_path / "fresh"
+    clone.mkdir()
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", "data/README.md"):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(stack.root / name, clone / name)
+    shutil.copytree(stack.root / "steps", clone / "steps")
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    env = stack.env | stack.client_env()
+    local_config = (stack.root / ".dvc/config.local").read_text()
+    (clone / ".dvc/config.local").write_text(local_config)
+
+    def dvc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    pulled = dvc("pull", "--remote", "stack")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    status = dvc("status")
+    assert "up to date" in status.stdout, status.stdout
+    assert (clone / "outputs/register/champion.json").is_file()
+
+
+def test_wrong_settings_are_named(stack: Stack, stack_run: dict) -> None:
+    env = stack.client_env()
+    cases = {
+        "MLFLOW_TRACKING_PASSWORD": (
+            {"MLFLOW_TRACKING_PASSWORD": "wrong"},
+            "MLFLOW_TRACKING_PASSWORD",
+        ),
+        "AWS_SECRET_ACCESS_KEY": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "AWS_SECRET_ACCESS_KEY"),
+        "MLFLOW_TRACKING_URI": (
+            {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+            "MLFLOW_TRACKING_URI",
+        ),
+        "MLRIG_DVC_REMOTE": ({"MLRIG_DVC_REMOTE": "missing"}, "MLRIG_DVC_REMOTE"),
+    }
+    runs_before = stack_run["runs_in_experiment"]
+    for case, (override, named) in cases.items():
+        result = stack.mlrig("run", "--force", **(env | override))
+        assert result.returncode == 2, f"{case}: {result.stdout}{result.stderr}"
+        assert named in result.stderr, f"{case}: {result.stderr}"
+        assert "Traceback" not in result.stderr
+    # a bucket that does not exist
+    stack.dvc("remote", "add", "--local", "-f", "nobucket", "s3://no-such-bucket")
+    endpoint = env["AWS_ENDPOINT_URL"]
+    stack.dvc("remote", "modify", "--local", "nobucket", "endpointurl", endpoint)
+    result = stack.mlrig("run", "--force", **(env | {"MLRIG_DVC_REMOTE": "nobucket"}))
+    assert result.returncode == 2 and "no-such-bucket" in result.stderr, result.stderr
+    after = stack.mlrig("run", "--json", **env)
+    assert json.loads(after.stdout)["runs_in_experiment"] == runs_before
+
+
+def test_mlflow_server_killed_mid_step_and_restarted(stack: Stack, stack_run: dict) -> None:
+    from mlflow import MlflowClient
+
+    from mlrig.stack.processes import stop_process
+
+    env = stack.env | stack.client_env()
+    out_dir = stack.root / ".mlrig/fault-train"
+    step = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "steps.train",
+            "--experiment",
+            "knn",
+            "--split-dir",
+            "outputs/split",
+            "--out-dir",
+            str(out_dir),
+        ],
+        cwd=stack.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1.0)
+    assert stop_process(stack.root / ".mlrig/stack/mlflow.pid")
+    time.sleep(4.0)
+    restarted = stack.mlrig("stack", "up")
+    assert restarted.returncode == 0, restarted.stderr
+    output, _ = step.communicate(timeout=300)
+    assert step.returncode == 0, output
+    record = json.loads((out_dir / "run.json").read_text())
+    os.environ.update(
+        {key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    )
+    run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(record["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert "fit_seconds" in run.data.metrics and run.data.params["n_neighbors"] == "15"
+
+
+def test_s3_down_during_push_fails_clearly_then_recovers(stack: Stack, stack_run: dict) -> None:
+    from mlrig.stack.processes import stop_process
+
+    assert stop_process(stack.root / ".mlrig/stack/s3.pid")
+    env = stack.env | stack.client_env()
+    started = time.monotonic()
+    pushed = stack.dvc("push", "--remote", "stack", "--run-cache", **env)
+    assert pushed.returncode != 0
+    assert time.monotonic() - started < 240, "a dead endpoint must fail in bounded time"
+    assert "ERROR" in pushed.stderr + pushed.stdout
+    pulled = stack.dvc("pull", "--remote", "stack", **env)
+    assert pulled.returncode != 0
+    restarted = stack.mlrig("stack", "up")
+    assert restarted.returncode == 0, restarted.stderr
+    env = stack.env | stack.client_env()  # moto issues new keys when it restarts
+    pushed = stack.dvc("push", "--remote", "stack", "--run-cache", **env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    cloud = stack.dvc("status", "--cloud", "--remote", "stack", **env)
+    assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
