@@ -50,6 +50,40 @@ report: env
 ui: env
 	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db --port 5000
 
+## Run the pipeline against the local stack (make stack-up first)
+.PHONY: run-stack
+run-stack: env
+	$(UV) run --locked mlrig run --stack local
+
+#################################################################################
+# LOCAL STACK                                                                   #
+#################################################################################
+
+## Start PostgreSQL, S3 and the MLflow server on 127.0.0.1 (data in .mlrig/stack)
+.PHONY: stack-up
+stack-up: env
+	$(UV) run --locked mlrig stack up
+
+## Stop the local stack (its data stays)
+.PHONY: stack-down
+stack-down: env
+	$(UV) run --locked mlrig stack down
+
+## Show what the local stack runs and whether it is healthy
+.PHONY: stack-status
+stack-status: env
+	$(UV) run --locked mlrig stack status
+
+## Check the toolchain, DVC remote, MLflow and ClearML settings
+.PHONY: doctor
+doctor: env
+	$(UV) run --locked mlrig doctor
+
+## Run the benchmarks (bench/), each against its baseline in the same run
+.PHONY: bench
+bench: env
+	$(UV) run --locked python -m bench
+
 ## Scaffold a new step: make step NAME=my_step
 .PHONY: step
 step: env
@@ -86,6 +120,7 @@ lint: lint-python lint-format
 ## Remove pipeline outputs and everything mlrig keeps locally (MLflow store, sessions, remote)
 .PHONY: clean
 clean:
+	-$(UV) run --locked mlrig stack down
 	rm -rf outputs reports .mlrig
 
 #################################################################################

@@ -180,6 +180,27 @@ def run_dvc(
     return {stage: round(end - start, 2) for stage, start, end in timed}
 
 
+def push_outputs(settings: Settings, log_path: Path) -> None:
+    """`dvc push` outputs and run-cache to the configured remote.
+
+    Raises:
+        MlrigError: the remote failed; the outputs stay in the local cache for a later push.
+    """
+    remote = settings.dvc_remote or "the default remote"
+    arguments = ["push", "--run-cache"]
+    if settings.dvc_remote:
+        arguments += ["--remote", settings.dvc_remote]
+    try:
+        run_dvc(arguments, settings.root, dict(os.environ), log_path, lambda stage: None)
+    except MlrigError as error:
+        raise MlrigError(
+            f"The pipeline ran, but pushing to DVC remote {remote} failed; the outputs are safe "
+            f"in the local cache. When the remote is back: dvc push --run-cache"
+            f"{' --remote ' + settings.dvc_remote if settings.dvc_remote else ''}\n{error}",
+            exit_code=EXIT_FAILED,
+        ) from None
+
+
 def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, int]:
     """Experiment runs recorded by this pipeline run, and all runs in the MLflow experiment."""
     from mlflow import MlflowClient
@@ -291,8 +312,7 @@ def run_pipeline(
         if push:
             on_phase("pushing to the DVC remote")
             push_log = settings.state_dir / "logs" / "push.log"
-            remote = ["--remote", settings.dvc_remote] if settings.dvc_remote else []
-            run_dvc(["push", "--run-cache", *remote], root, dict(os.environ), push_log, on_stage)
+            push_outputs(settings, push_log)
         on_phase("counting runs")
         recorded, total = count_runs(settings, pipeline_run_id)
     return RunSummary(

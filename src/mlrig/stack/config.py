@@ -114,6 +114,9 @@ def client_environment(state: StackState, stack_secrets: StackSecrets) -> dict[s
         "AWS_ENDPOINT_URL": state.s3_endpoint,
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
         "MLRIG_DVC_REMOTE": DVC_REMOTE_NAME,
+        # bounded retries with backoff: an S3 outage fails a push in seconds, not minutes
+        "AWS_MAX_ATTEMPTS": "3",
+        "AWS_RETRY_MODE": "standard",
     }
 
 

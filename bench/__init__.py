@@ -1,0 +1,1 @@
+"""Benchmarks: each measures mlrig's way against a baseline side by side in one run."""
