@@ -130,6 +130,10 @@ def register(
         "mlrig.data.md5": best.record.train_md5,
         "mlrig.pipeline_run_id": pipeline_run_id or "",
     }
+    # a run cut off between registering and moving the aliases left a version: reuse it
+    for existing in client.search_model_versions(f"name = '{name}'"):
+        if existing.run_id == best.record.mlflow_run_id:
+            return existing
     model_id = best.record.mlflow_model_uri.removeprefix("models:/")  # a LoggedModel's URI
     return client.create_model_version(
         name,

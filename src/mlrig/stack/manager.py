@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -137,12 +138,21 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
     ]
 
 
+SECRET_VARIABLES = frozenset({"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"})
+
+
 def stack_env_lines(settings: Settings) -> str:
-    """Shell lines that load the stack's settings without printing any secret."""
+    """`export` lines pointing a shell at the stack; the secrets are sourced, never printed."""
     paths = StackPaths(settings)
-    if not paths.env_file.is_file():
-        raise StackError("The stack was never started here. Start it: mlrig stack up")
-    return f"set -a; . '{paths.env_file}'; set +a"
+    environment = load_stack_environment(settings)
+    lines = [
+        f"export {key}={shlex.quote(value)}"
+        for key, value in environment.items()
+        if key not in SECRET_VARIABLES
+    ]
+    secrets = " ".join(sorted(SECRET_VARIABLES))
+    lines.append(f"set -a; . {shlex.quote(str(paths.env_file))}; set +a  # also sets {secrets}")
+    return "\n".join(lines)
 
 
 def load_stack_environment(settings: Settings) -> dict[str, str]:
