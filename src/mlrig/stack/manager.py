@@ -138,7 +138,9 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
     ]
 
 
-SECRET_VARIABLES = frozenset({"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"})
+SECRET_VARIABLES = frozenset(
+    {"MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+)
 
 
 def stack_env_lines(settings: Settings) -> str:
