@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 from matplotlib import pyplot
 from matplotlib.figure import Figure
-from sklearn import datasets
 from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import label_binarize
 
-from mlrig.params import LinearParams
+from mlrig.params import IngestParams, LinearParams, SplitParams
 from mlrig.tables import TableMeta
 from steps.evaluate import evaluate
 from steps.evaluate.evaluate import classification_metrics, regression_metrics, roc_curve_points
+from steps.ingest import ingest
+from steps.split import split_table
 from steps.train import as_float_frame
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
 
@@ -128,22 +128,9 @@ def test_regression_metrics_match_hand_computed_values() -> None:
 
 
 def load_split(name: str) -> tuple[pd.DataFrame, pd.DataFrame, TableMeta]:
-    table = getattr(datasets, f"load_{name}")(as_frame=True).frame
-    task = "regression" if name == "diabetes" else "classification"
-    meta = TableMeta(
-        dataset=name,
-        source=f"builtin:{name}",
-        target="target",
-        task=task,
-        features=[column for column in table.columns if column != "target"],
-        rows=len(table),
-        classes=sorted(map(str, table["target"].unique())) if task == "classification" else [],
-    )
-    stratify = table["target"] if task == "classification" else None
-    train_table, test_table = train_test_split(
-        table, test_size=0.3, random_state=0, stratify=stratify
-    )
-    return train_table.reset_index(drop=True), test_table.reset_index(drop=True), meta
+    table, meta = ingest(IngestParams(source=f"builtin:{name}"), Path.cwd())
+    train_table, test_table = split_table(table, meta, SplitParams(test_size=0.3, seed=0))
+    return train_table, test_table, meta
 
 
 def saved_linear_model(train_table: pd.DataFrame, meta: TableMeta, folder: Path):

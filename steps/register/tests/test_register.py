@@ -5,23 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from sklearn import datasets
-from sklearn.model_selection import train_test_split
 
-from mlrig.params import CompareParams, TrainParams
+from mlrig.params import CompareParams, IngestParams, SplitParams, TrainParams
 from mlrig.results import Champion, ExperimentResult, TrainRecord
 from mlrig.settings import Settings
 from mlrig.tables import TableMeta
 from mlrig.tracking import setup_mlflow
 from steps.evaluate import model_metrics
+from steps.ingest import ingest
 from steps.register import CHAMPION_ALIAS, PREVIOUS_ALIAS, compare_and_register
 from steps.register.register import best_result, registered_model_name
+from steps.split import split_table
 from steps.train import fit
 from steps.train.families import SKOPS_TRUSTED_TYPES
 
@@ -36,22 +37,8 @@ class Data:
 
 
 def load_data(name: str) -> Data:
-    table = getattr(datasets, f"load_{name}")(as_frame=True).frame
-    task = "regression" if name == "diabetes" else "classification"
-    meta = TableMeta(
-        dataset=name,
-        source=f"builtin:{name}",
-        target="target",
-        task=task,
-        features=[column for column in table.columns if column != "target"],
-        rows=len(table),
-        classes=sorted(map(str, table["target"].unique())) if task == "classification" else [],
-    )
-    stratify = table["target"] if task == "classification" else None
-    train_table, test_table = train_test_split(
-        table, test_size=0.25, random_state=0, stratify=stratify
-    )
-    return Data(train_table.reset_index(drop=True), test_table.reset_index(drop=True), meta)
+    table, meta = ingest(IngestParams(source=f"builtin:{name}"), Path.cwd())
+    return Data(*split_table(table, meta, SplitParams(test_size=0.25, seed=0)), meta)
 
 
 @pytest.fixture(scope="module")

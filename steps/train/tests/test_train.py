@@ -9,17 +9,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn import datasets
 from sklearn.base import is_classifier, is_regressor
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from mlrig.errors import ParamsError
-from mlrig.params import TrainParams
+from mlrig.params import IngestParams, TrainParams
 from mlrig.settings import Settings
 from mlrig.tables import TableMeta
 from mlrig.tracking import setup_mlflow
+from steps.ingest import ingest
 from steps.train import as_float_frame, fit
 from steps.train.families import SKOPS_TRUSTED_TYPES
 from steps.train.train import save_and_log_model
@@ -39,20 +39,11 @@ TASK_DATASET = {"classification": "breast_cancer", "regression": "diabetes"}
 
 def load_dataset(name: str, rows: int | None = None) -> tuple[pd.DataFrame, TableMeta]:
     """A bundled scikit-learn dataset as the ingest step leaves it: table plus meta."""
-    table = getattr(datasets, f"load_{name}")(as_frame=True).frame
-    if rows is not None:
-        table = table.sample(n=rows, random_state=0).reset_index(drop=True)
-    task = "regression" if name == "diabetes" else "classification"
-    meta = TableMeta(
-        dataset=name,
-        source=f"builtin:{name}",
-        target="target",
-        task=task,
-        features=[column for column in table.columns if column != "target"],
-        rows=len(table),
-        classes=sorted(map(str, table["target"].unique())) if task == "classification" else [],
-    )
-    return table, meta
+    table, meta = ingest(IngestParams(source=f"builtin:{name}"), Path.cwd())
+    if rows is None:
+        return table, meta
+    sample = table.sample(n=rows, random_state=0).reset_index(drop=True)
+    return sample, meta.model_copy(update={"rows": rows})
 
 
 def split(table: pd.DataFrame, meta: TableMeta) -> tuple[pd.DataFrame, pd.DataFrame]:
