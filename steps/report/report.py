@@ -54,7 +54,9 @@ def metrics_figure(results: list[ExperimentResult], metrics: tuple[str, ...]) ->
     names = [result.name for result in results]
     for axis, metric in zip(axes.flat, metrics, strict=False):
         values = [result.metrics.get(metric, float("nan")) for result in results]
-        axis.barh(names, values, color="#4c72b0")
+        bars = axis.barh(names, values, color="#4c72b0")
+        axis.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)  # close scores need the numbers
+        axis.margins(x=0.2)
         better = "lower" if metric in LOWER_IS_BETTER else "higher"
         axis.set_title(f"{metric} ({better} is better)", fontsize=10)
         axis.tick_params(labelsize=8)
