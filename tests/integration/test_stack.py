@@ -212,6 +212,16 @@ def test_wrong_settings_are_named(stack: Stack, stack_run: dict) -> None:
         ),
         "MLRIG_DVC_REMOTE": ({"MLRIG_DVC_REMOTE": "missing"}, "MLRIG_DVC_REMOTE"),
     }
+    doctor = stack.mlrig(
+        "doctor",
+        "--json",
+        **(env | {"MLFLOW_TRACKING_PASSWORD": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong"}),
+    )
+    assert doctor.returncode == 1
+    failed = {check["name"]: check for check in json.loads(doctor.stdout) if not check["passed"]}
+    assert set(failed) == {"DVC remote", "MLflow"}
+    assert "AWS_SECRET_ACCESS_KEY" in failed["DVC remote"]["fix"]
+    assert "MLFLOW_TRACKING_PASSWORD" in failed["MLflow"]["fix"]
     runs_before = stack_run["runs_in_experiment"]
     for case, (override, named) in cases.items():
         result = stack.mlrig("run", "--force", **(env | override))
