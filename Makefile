@@ -55,6 +55,30 @@ ui: env
 run-stack: env
 	$(UV) run --locked mlrig run --stack local
 
+## Run the pipeline stage by stage in the step images, against the local stack
+.PHONY: run-containers
+run-containers: env
+	$(UV) run --locked mlrig run --stack local --executor containers
+
+#################################################################################
+# IMAGES                                                                        #
+#################################################################################
+
+## Build the base and step images (docker, else podman); unchanged ones are kept
+.PHONY: images
+images: env
+	$(UV) run --locked mlrig images build
+
+## Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline
+.PHONY: wheels
+wheels: env
+	$(UV) run --locked mlrig images wheels
+
+## Make a Debian + Python 3.11 base image with debootstrap (where none can be pulled)
+.PHONY: base-image
+base-image: env
+	$(UV) run --locked mlrig images base-os
+
 #################################################################################
 # LOCAL STACK                                                                   #
 #################################################################################
@@ -79,10 +103,10 @@ stack-status: env
 doctor: env
 	$(UV) run --locked mlrig doctor
 
-## Run the benchmarks (bench/), each against its baseline in the same run
+## Run the benchmarks (bench/) against their baselines; one of them: make bench BENCH=containers
 .PHONY: bench
 bench: env
-	$(UV) run --locked python -m bench
+	$(UV) run --locked python -m bench $(BENCH)
 
 ## Scaffold a new step: make step NAME=my_step
 .PHONY: step
@@ -113,9 +137,14 @@ lint-python: env
 lint-format: env
 	$(UV) run --locked ruff format --check src steps tests
 
+## Lint the Dockerfiles (hadolint)
+.PHONY: lint-images
+lint-images: env
+	$(UV) run --locked hadolint images/*/Dockerfile
+
 ## Run every linter
 .PHONY: lint
-lint: lint-python lint-format
+lint: lint-python lint-format lint-images
 
 ## Remove pipeline outputs and everything mlrig keeps locally (MLflow store, sessions, remote)
 .PHONY: clean

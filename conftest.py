@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from mlrig.containers import copy_project_files
 from mlrig.settings import Settings
 
 REPO_ROOT = Path(__file__).parent
@@ -30,19 +34,7 @@ TRACKING_VARIABLES = (
 
 def copy_repository(destination: Path) -> None:
     """Copy what a fresh clone holds (the files git tracks or would track) and commit it."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    copy_project_files(REPO_ROOT, destination)
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
         subprocess.run(command, cwd=destination, check=True, capture_output=True)
 
@@ -84,3 +76,58 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if required and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but MLRIG_REQUIRE_SERVICES=1 requires it: {report.longrepr}"
+
+
+def postgres_installed() -> bool:
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or bool(shutil.which("initdb"))
+
+
+@dataclass
+class Stack:
+    """A scratch copy of the repository with its local stack running."""
+
+    root: Path
+    env: dict[str, str]
+    up_output: str = field(default="")
+
+    def mlrig(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run_module("mlrig", *args, **extra)
+
+    def dvc(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run_module("dvc", *args, **extra)
+
+    def run_module(self, module: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=self.root,
+            env=self.env | extra,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    def client_env(self) -> dict[str, str]:
+        from dotenv import dotenv_values
+
+        values = dotenv_values(self.root / ".mlrig/stack/stack.env")
+        return {key: value for key, value in values.items() if value is not None}
+
+    def secrets(self) -> dict[str, str]:
+        return json.loads((self.root / ".mlrig/stack/secrets.json").read_text())
+
+
+def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Copy the repository and start its stack; stop it when the caller's fixture ends."""
+    if not postgres_installed():
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("stack-clone")
+    for folder in (root, *root.parents):  # pytest's temp folders are private; PostgreSQL runs
+        if str(folder).startswith(str(tmp_path_factory.getbasetemp().parent)):  # as `postgres`
+            folder.chmod(folder.stat().st_mode | 0o011)
+    copy_repository(root)
+    started = Stack(root=root, env=clean_environment(root))
+    up = started.mlrig("stack", "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    started.up_output = up.stdout + up.stderr
+    yield started
+    started.mlrig("stack", "down")

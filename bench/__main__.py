@@ -1,10 +1,13 @@
-"""`python -m bench` (make bench): every benchmark against the running local stack."""
+"""`python -m bench [NAME...]` (make bench): the benchmarks, against the running local stack.
+
+NAME is mlflow_logging, dvc_s3 or containers; without one, every benchmark runs.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from bench import bench_dvc_s3, bench_mlflow_logging
+from bench import bench_containers, bench_dvc_s3, bench_mlflow_logging
 from bench.common import stack_environment
 from mlrig.errors import MlrigError, report_error
 
@@ -15,8 +18,18 @@ def main() -> int:
     except MlrigError as error:
         report_error(error)
         return error.exit_code
-    for benchmark in (bench_mlflow_logging, bench_dvc_s3):
-        print(benchmark.run(environment), flush=True)
+    benchmarks = {
+        "mlflow_logging": bench_mlflow_logging,
+        "dvc_s3": bench_dvc_s3,
+        "containers": bench_containers,
+    }
+    chosen = sys.argv[1:] or list(benchmarks)
+    unknown = sorted(set(chosen) - set(benchmarks))
+    if unknown:
+        print(f"Unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(benchmarks)}")
+        return 2
+    for name in chosen:
+        print(benchmarks[name].run(environment), flush=True)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,14 @@ from rich.table import Table
 
 from mlrig import __version__
 from mlrig.errors import exits_cleanly
+
+
+class Executor(StrEnum):
+    """Where the stages of `mlrig run` run."""
+
+    local = "local"
+    containers = "containers"
+
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +34,8 @@ stack_app = typer.Typer(
     no_args_is_help=True, help="The local stack: PostgreSQL, S3 and an MLflow server on 127.0.0.1."
 )
 app.add_typer(stack_app, name="stack")
+images_app = typer.Typer(no_args_is_help=True, help="The step images (images/<step>/Dockerfile).")
+app.add_typer(images_app, name="images")
 console = Console(stderr=True)
 
 
@@ -69,6 +80,16 @@ def run(
         str | None,
         typer.Option(help="Run against a stack: `local` loads the settings of `mlrig stack up`."),
     ] = None,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            help="local: dvc repro here. containers: each stage in its step image, data "
+            "through the DVC remote, results through the MLflow server (make images first).",
+        ),
+    ] = Executor.local,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Containers: how many independent stages run at once.")
+    ] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
@@ -102,6 +123,8 @@ def run(
             set_param or [],
             force=force,
             push=push,
+            executor=executor.value,
+            jobs=jobs,
             on_stage=on_stage,
             on_phase=lambda phase: progress.update(current, description=phase),
         )
@@ -132,6 +155,71 @@ def run(
             f"{status} @champion; {champion.reason}"
         )
     typer.echo(f"MLflow UI: {summary.mlflow_ui}")
+
+
+@app.command("stage")
+@exits_cleanly
+def stage_command(
+    name: Annotated[str, typer.Argument(help="The stage, as dvc.yaml names it: train@knn.")],
+    force: Annotated[bool, typer.Option(help="Run it even if DVC finds it unchanged.")] = False,
+) -> None:
+    """Run one stage as a step container does: pull its inputs, run it, push its outputs.
+
+    Settings come from the environment: MLFLOW_TRACKING_URI (and its credentials),
+    MLRIG_DVC_REMOTE_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL for S3.
+    """
+    from mlrig.settings import load_settings
+    from mlrig.stage import require_settings, run_stage
+
+    require_settings()  # before anything else, so a bare container says what it lacks
+    run_stage(load_settings(), name, force=force, on_phase=lambda phase: console.print(phase))
+
+
+@images_app.command("build")
+@exits_cleanly
+def images_build_command(
+    steps: Annotated[
+        list[str] | None, typer.Argument(help="Step images to build (default: all).")
+    ] = None,
+) -> None:
+    """Build the base and step images whose inputs changed (content-hash tags)."""
+    from mlrig.images import build_images, find_engine
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    engine = find_engine(settings)
+    with console.status("preparing the build (requirements, wheelhouse, mlrig wheel)") as status:
+        images = build_images(
+            settings, engine, steps, on_image=lambda name: status.update(f"image {name}")
+        )
+    for image in images:
+        state = f"built in {image.seconds:.0f}s" if image.built else "up to date"
+        typer.echo(f"{image.reference}  {state}")
+
+
+@images_app.command("wheels")
+@exits_cleanly
+def images_wheels_command() -> None:
+    """Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline."""
+    from mlrig.images import BuildLayout, make_wheelhouse
+    from mlrig.settings import load_settings
+
+    with console.status("downloading and building wheels"):
+        count = make_wheelhouse(BuildLayout(load_settings().root))
+    typer.echo(f"{count} wheels in .mlrig/wheels")
+
+
+@images_app.command("base-os")
+@exits_cleanly
+def images_base_os_command() -> None:
+    """Make a Debian bookworm + Python 3.11 base image with debootstrap (needs root)."""
+    from mlrig.images import find_engine, make_os_image
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    with console.status("debootstrap bookworm (a few minutes)"):
+        reference = make_os_image(settings, find_engine(settings))
+    typer.echo(f"{reference}: make images now builds on it")
 
 
 def use_stack(name: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlrig.containers import plan_containers, run_in_containers
 from mlrig.doctor import require_services
 from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.metrics import primary_metric
@@ -264,6 +265,8 @@ def run_pipeline(
     *,
     force: bool = False,
     push: bool = True,
+    executor: str = "local",
+    jobs: int = 2,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> RunSummary:
@@ -274,6 +277,8 @@ def run_pipeline(
         overrides: `key.path=value` params overrides, saved to params.yaml once they pass checks.
         force: re-run every stage even when DVC finds it unchanged.
         push: `dvc push` outputs and run-cache to the DVC remote afterwards.
+        executor: `local` runs `dvc repro` here; `containers` runs each stage in its image.
+        jobs: with containers, how many independent stages run at once.
         on_stage: called with each stage name as DVC starts it (for progress).
         on_phase: called with what is happening between stages (for progress).
 
@@ -285,7 +290,8 @@ def run_pipeline(
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
         preflight(params, root)
-        require_services(settings, dvc_remote=push)
+        require_services(settings, dvc_remote=push or executor == "containers")
+        plan = plan_containers(settings) if executor == "containers" else None
         if new_params_text is not None:
             (root / PARAMS_FILE).write_text(new_params_text)
         on_phase("checking what changed")
@@ -299,13 +305,24 @@ def run_pipeline(
             environment = stage_environment(settings, parent_run_id, pipeline_run_id)
             succeeded = False
             try:
-                stage_seconds = run_dvc(
-                    ["repro", *(["--force"] if force else [])],
-                    root,
-                    environment,
-                    log_path,
-                    on_stage,
-                )
+                if plan is not None:
+                    stage_seconds = run_in_containers(
+                        settings,
+                        plan,
+                        environment,
+                        force=force,
+                        jobs=jobs,
+                        run_dir=settings.state_dir / "containers" / pipeline_run_id,
+                        on_stage=on_stage,
+                    )
+                else:
+                    stage_seconds = run_dvc(
+                        ["repro", *(["--force"] if force else [])],
+                        root,
+                        environment,
+                        log_path,
+                        on_stage,
+                    )
                 succeeded = True
             finally:
                 finish_parent_run(settings, parent_run_id, succeeded)

@@ -46,8 +46,16 @@ class Settings(BaseSettings):
     clearml_offline: bool | None = Field(default=None, alias="CLEARML_OFFLINE_MODE")
     clearml_project: str = Field(default="mlrig", alias="MLRIG_CLEARML_PROJECT")
     dvc_remote: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE")
+    dvc_remote_url: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE_URL")
+    s3_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
     parent_run_id: str | None = Field(default=None, alias="MLRIG_PARENT_RUN_ID")
     pipeline_run_id: str | None = Field(default=None, alias="MLRIG_PIPELINE_RUN_ID")
+    git_commit: str | None = Field(default=None, alias="MLRIG_GIT_COMMIT")
+    image: str | None = Field(default=None, alias="MLRIG_IMAGE")
+    container_engine: str | None = Field(default=None, alias="MLRIG_CONTAINER_ENGINE")
+    container_runtime: str | None = Field(default=None, alias="MLRIG_CONTAINER_RUNTIME")
+    base_image: str | None = Field(default=None, alias="MLRIG_BASE_IMAGE")
+    image_repository: str = Field(default="localhost/mlrig", alias="MLRIG_IMAGE_REPOSITORY")
 
     @property
     def root(self) -> Path:

@@ -29,6 +29,7 @@ TAG_CLEARML_TASK = "mlrig.clearml_task_id"
 TAG_STEP = "mlrig.step"
 TAG_EXPERIMENT = "mlrig.experiment"
 TAG_DATA_MD5 = "mlrig.data.md5"
+TAG_IMAGE = "mlrig.image"
 
 
 def setup_mlflow(settings: Settings) -> str:
@@ -140,9 +141,13 @@ def _param_text(value: Any) -> str:
 
 def lineage_tags(settings: Settings, step: str) -> dict[str, str]:
     """Tags every MLflow run and ClearML task of this pipeline run carries."""
-    tags = {TAG_STEP: step, TAG_GIT_COMMIT: git_commit(settings.root)}
+    # in a step container the workspace is no git checkout: the executor passes the commit
+    commit = settings.git_commit or git_commit(settings.root)
+    tags = {TAG_STEP: step, TAG_GIT_COMMIT: commit}
     if settings.pipeline_run_id:
         tags[TAG_PIPELINE_RUN] = settings.pipeline_run_id
+    if settings.image:
+        tags[TAG_IMAGE] = settings.image
     return tags
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TRACKING_VARIABLES
+from conftest import TRACKING_VARIABLES, copy_repository
 
 
 def mlrig(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -35,8 +35,10 @@ def empty_project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["run"], ["compare"], ["report"], ["clearml"], ["clearml", "import"]]
-)
+    "command",
+    [[], ["run"], ["compare"], ["report"], ["clearml"], ["clearml", "import"], ["stage"],
+     ["images"], ["images", "build"]],
+)  # fmt: skip
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = mlrig(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -83,3 +85,28 @@ def test_clearml_list_on_a_fresh_project_is_empty(empty_project: Path) -> None:
     result = mlrig("clearml", "list", cwd=empty_project)
     assert result.returncode == 0
     assert "0 offline session(s)" in result.stdout
+
+
+def test_containers_without_an_mlflow_server_say_what_to_start(tmp_path: Path) -> None:
+    copy_repository(tmp_path)
+    result = mlrig("run", "--executor", "containers", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "MLflow server" in result.stderr and "mlrig stack up" in result.stderr
+    assert "Traceback" not in result.stderr
+    store = tmp_path / ".mlrig" / "mlflow.db"
+    if store.exists():  # the checks may create the store, but no run may be started
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{store}")
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        assert not client.search_runs(experiments)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_stage_without_its_settings_names_each_one(empty_project: Path) -> None:
+    result = mlrig("stage", "train@knn", cwd=empty_project, MLRIG_DVC_REMOTE_URL="s3://bucket")
+    assert result.returncode == 2
+    for name in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert name in result.stderr
+    assert "MLRIG_DVC_REMOTE_URL" not in result.stderr.split("\n", 1)[1]
+    assert "Traceback" not in result.stderr

@@ -9,78 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import clean_environment, copy_repository
+from conftest import Stack
 
 pytestmark = pytest.mark.integration
-
-STACK_BINARIES = ("initdb", "pg_ctl")
-
-
-def postgres_installed() -> bool:
-    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or bool(shutil.which("initdb"))
-
-
-@dataclass
-class Stack:
-    root: Path
-    env: dict[str, str]
-
-    def mlrig(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mlrig", *args],
-            cwd=self.root,
-            env=self.env | extra,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-
-    def dvc(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dvc", *args],
-            cwd=self.root,
-            env=self.env | extra,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-
-    def client_env(self) -> dict[str, str]:
-        from dotenv import dotenv_values
-
-        values = dotenv_values(self.root / ".mlrig/stack/stack.env")
-        return {key: value for key, value in values.items() if value is not None}
-
-    def secrets(self) -> dict[str, str]:
-        return json.loads((self.root / ".mlrig/stack/secrets.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not postgres_installed():
-        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
-    root = tmp_path_factory.mktemp("stack-clone")
-    for folder in (root, *root.parents):  # pytest's temp folders are private; PostgreSQL runs
-        if str(folder).startswith(str(tmp_path_factory.getbasetemp().parent)):  # as `postgres`
-            folder.chmod(folder.stat().st_mode | 0o011)
-    copy_repository(root)
-    started = Stack(root=root, env=clean_environment(root))
-    up = started.mlrig("stack", "up")
-    assert up.returncode == 0, up.stdout + up.stderr
-    started.up_output = up.stdout + up.stderr  # type: ignore[attr-defined]
-    yield started
-    started.mlrig("stack", "down")
 
 
 def test_stack_is_healthy_and_keeps_its_secrets(stack: Stack) -> None:
@@ -96,7 +35,7 @@ def test_stack_is_healthy_and_keeps_its_secrets(stack: Stack) -> None:
         assert mode == 0o600, f"{path} is {oct(mode)}"
     env_lines = stack.mlrig("stack", "env").stdout
     for secret in stack.secrets().values():
-        assert secret not in stack.up_output  # type: ignore[attr-defined]
+        assert secret not in stack.up_output
         assert secret not in env_lines
     assert "stack.env" in env_lines
 
@@ -171,12 +110,10 @@ def test_a_fresh_clone_pulls_from_s3_and_has_nothing_to_reproduce(
     stack: Stack, stack_run: dict, tmp_path: Path
 ) -> None:
     clone = tmp_path / "fresh"
-    clone.mkdir()
-    for name in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", "data/README.md"):
-        (clone / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(stack.root / name, clone / name)
-    shutil.copytree(stack.root / "steps", clone / "steps")
-    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    # what a teammate gets: the committed files with this run's dvc.lock, then dvc pull
+    subprocess.run(["git", "add", "dvc.lock"], cwd=stack.root, check=True)
+    subprocess.run(["git", "commit", "--allow-empty", "-qm", "run"], cwd=stack.root, check=True)
+    subprocess.run(["git", "clone", "-q", str(stack.root), str(clone)], check=True)
     env = stack.env | stack.client_env()
     local_config = (stack.root / ".dvc/config.local").read_text()
     (clone / ".dvc/config.local").write_text(local_config)

@@ -1,0 +1,40 @@
+"""The step images, built once per session in this checkout (as `make images` does)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO_ROOT
+from mlrig.errors import MlrigError
+from mlrig.images import (
+    LOCAL_OS_IMAGE,
+    Engine,
+    ImageBuild,
+    build_images,
+    find_engine,
+    make_os_image,
+)
+from mlrig.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def repo_settings() -> Settings:
+    return Settings(project_dir=REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def step_images(repo_settings: Settings) -> tuple[Engine, list[ImageBuild]]:
+    """The engine and every image (base first), built where their inputs changed."""
+    try:
+        engine = find_engine(repo_settings)
+    except MlrigError as error:
+        pytest.skip(str(error))
+    if not repo_settings.base_image and not engine.image_exists(LOCAL_OS_IMAGE):
+        # no registry here: the base is made with debootstrap, as `make base-image` does
+        if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+            pytest.skip("no base image, and debootstrap (as root) cannot make one")
+        make_os_image(repo_settings, engine)
+    return engine, build_images(repo_settings, engine)

@@ -1,0 +1,129 @@
+"""The whole pipeline, stage by stage in the step images, against the real local stack.
+
+Data moves between containers only through the S3 remote, results only through the MLflow
+server. The result must match a local run of the same commit and params.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Stack, clean_environment, copy_repository, start_stack
+from mlrig.containers import stage_graph
+from mlrig.images import Engine, ImageBuild
+
+pytestmark = [pytest.mark.containers, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, step_images: tuple[Engine, list[ImageBuild]]
+) -> Iterator[Stack]:
+    yield from start_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def container_run(stack: Stack) -> dict:
+    result = stack.mlrig("run", "--stack", "local", "--executor", "containers", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def local_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same commit and params run locally (dvc repro here, the embedded MLflow store)."""
+    root = tmp_path_factory.mktemp("local-run")
+    copy_repository(root)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlrig", "run", "--no-push"],
+        cwd=root,
+        env=clean_environment(root),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root / "outputs"
+
+
+def test_every_stage_ran_in_a_container_and_the_checkout_is_clean(
+    stack: Stack, container_run: dict
+) -> None:
+    assert set(container_run["stages_run"]) == set(stage_graph(stack.root))
+    logs = list((stack.root / ".mlrig/containers" / container_run["pipeline_run_id"]).glob("*.log"))
+    assert {log.stem for log in logs} >= {"ingest", "train-knn", "report"}
+    assert "up to date" in stack.dvc("status").stdout
+    cloud = stack.dvc("status", "--cloud", "--remote", "stack", **stack.client_env())
+    assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
+    assert (stack.root / "reports/report.html").is_file()
+    assert container_run["runs_recorded"] == len(
+        [stage for stage in container_run["stages_run"] if stage.startswith("train@")]
+    )
+
+
+def test_runs_on_the_server_name_their_image_and_commit(
+    stack: Stack, container_run: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    env = stack.client_env()
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, env[name])
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("mlrig")
+    assert experiment is not None
+    query = f"tags.`mlrig.pipeline_run_id` = '{container_run['pipeline_run_id']}'"
+    runs = client.search_runs([experiment.experiment_id], query)
+    train_runs = [run for run in runs if run.data.tags.get("mlrig.step") == "train"]
+    assert train_runs
+    for run in train_runs:
+        assert run.data.tags["mlrig.image"].startswith("localhost/mlrig/train:")
+        assert run.data.tags["mlrig.git_commit"] != "unknown"
+        assert run.data.metrics
+
+
+def test_the_result_matches_a_local_run(
+    stack: Stack, container_run: dict, local_outputs: Path
+) -> None:
+    in_containers = stack.root / "outputs"
+    experiments = sorted(path.name for path in (local_outputs / "evaluate").iterdir())
+    assert experiments
+    for name in experiments:
+        local = json.loads((local_outputs / "evaluate" / name / "metrics.json").read_text())
+        contained = json.loads((in_containers / "evaluate" / name / "metrics.json").read_text())
+        assert contained == pytest.approx(local, rel=1e-9), name
+    local_champion = json.loads((local_outputs / "register/champion.json").read_text())
+    champion = json.loads((in_containers / "register/champion.json").read_text())
+    assert champion["experiment"] == local_champion["experiment"]
+    assert champion["value"] == pytest.approx(local_champion["value"])
+
+
+def test_a_second_run_starts_no_container(stack: Stack, container_run: dict) -> None:
+    before = set((stack.root / ".mlrig/containers").iterdir())
+    result = stack.mlrig("run", "--stack", "local", "--executor", "containers", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["up_to_date"]
+    assert set((stack.root / ".mlrig/containers").iterdir()) == before
+
+
+def test_a_failing_container_stops_the_pipeline_naming_the_stage(
+    stack: Stack, container_run: dict
+) -> None:
+    champion = (stack.root / "outputs/register/champion.json").read_bytes()
+    # valid params that fail only when the model runs: more neighbours than training rows
+    result = stack.mlrig(
+        "run", "--stack", "local", "--executor", "containers",
+        "-S", "train.experiments.knn.params.n_neighbors=100000",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr.split("Full log:")[0]
+    assert "@knn' failed in its container" in result.stderr
+    assert "exit code" in result.stderr and "n_neighbors" in result.stderr
+    assert (stack.root / "outputs/register/champion.json").read_bytes() == champion
+    assert "register" not in result.stdout
