@@ -28,6 +28,8 @@ from mlrig.settings import Settings
 CONTAINER_WORKSPACE = "/workspace"
 CONTAINER_UID = 1001
 LOG_TAIL_LINES = 25
+#: what `dvc repro` says of a stage it restores from the run-cache instead of running it
+RESTORED_FROM_RUN_CACHE = "is cached - skipping run"
 #: settings a stage container gets when they are set here; values travel in the environment
 #: of the engine process, never on its command line
 PASSED_SETTINGS = (
@@ -197,8 +199,11 @@ class ContainerRun:
         hand_over(path, self.engine)
         return path
 
-    def run_container(self, stage: str) -> float:
-        """Run one stage in its image. Returns its wall time in seconds.
+    def run_container(self, stage: str) -> float | None:
+        """Run one stage in its image.
+
+        Returns:
+            Its wall time in seconds, or None when DVC restored it from the run-cache.
 
         Raises:
             StageFailed: the container exited non-zero.
@@ -225,7 +230,7 @@ class ContainerRun:
             raise StageFailed(stage, image, code, log_path)
         self.take_results(stage, workspace)
         remove_workspace(workspace, self.engine)
-        return seconds
+        return None if RESTORED_FROM_RUN_CACHE in log_path.read_text() else seconds
 
     def take_results(self, stage: str, workspace: Path) -> None:
         """Merge the stage's dvc.lock entry, pull its outputs, keep its ClearML sessions."""
@@ -296,7 +301,8 @@ def run_in_containers(
     """Run every changed stage in its step image, in dependency order, `jobs` at a time.
 
     Returns:
-        The stages that ran, each with its container's wall time in seconds.
+        The stages that ran (not those restored from the run-cache), each with its
+        container's wall time in seconds.
 
     Raises:
         StageFailed: a container failed; the stages after it were not started.
@@ -330,7 +336,7 @@ def schedule(
     """Start each stage when its upstream stages are done; stop at the first failure."""
     done: set[str] = set()
     seconds: dict[str, float] = {}
-    running: dict[Future[float], str] = {}
+    running: dict[Future[float | None], str] = {}
     failure: MlrigError | None = None
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while True:
@@ -350,7 +356,8 @@ def schedule(
             for future in finished:
                 stage = running.pop(future)
                 try:
-                    seconds[stage] = future.result()
+                    if (took := future.result()) is not None:
+                        seconds[stage] = took
                     done.add(stage)
                 except MlrigError as error:
                     failure = failure or error

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Stack, clean_environment, copy_repository, start_stack
+from conftest import REPO_ROOT, Stack, clean_environment, copy_repository, start_stack
 from mlrig.containers import stage_graph
 from mlrig.images import Engine, ImageBuild
 
@@ -127,3 +127,21 @@ def test_a_failing_container_stops_the_pipeline_naming_the_stage(
     assert "exit code" in result.stderr and "n_neighbors" in result.stderr
     assert (stack.root / "outputs/register/champion.json").read_bytes() == champion
     assert "register" not in result.stdout
+
+
+def test_a_stage_in_the_run_cache_is_restored_not_run(stack: Stack, container_run: dict) -> None:
+    from ruamel.yaml import YAML
+
+    # params.yaml now asks for the failed value above; the first run's value is in the
+    # remote run-cache, so its train and evaluate stages come back without running
+    params = YAML(typ="safe").load(REPO_ROOT / "params.yaml")
+    first = params["train"]["experiments"]["knn"]["params"]["n_neighbors"]
+    result = stack.mlrig(
+        "run", "--stack", "local", "--executor", "containers", "--json",
+        "-S", f"train.experiments.knn.params.n_neighbors={first}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert not {"train@knn", "evaluate@knn"} & set(summary["stages_run"]), summary
+    assert summary["runs_recorded"] == 0
+    assert "up to date" in stack.dvc("status").stdout

@@ -13,13 +13,19 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Stack
+from conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from start_stack(tmp_path_factory)
 
 
 def test_stack_is_healthy_and_keeps_its_secrets(stack: Stack) -> None:
