@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.doctor import require_services
-from mlrig.errors import EXIT_FAILED, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
 from mlrig.results import Champion, read_champion
@@ -106,6 +106,32 @@ def preflight(params: Params, root: Path) -> None:
     raise_for_failures(validate_table(table, meta, params.validate_), meta.source)
     split_table(table, meta, params.split)
     primary_metric(params.compare.metric, meta.task)
+
+
+def require_checkout(root: Path) -> None:
+    """Refuse a folder DVC cannot work in: not a git checkout, or no .dvc folder.
+
+    Raises:
+        ConfigError: naming what is missing and how to get it.
+    """
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+    from dvc.scm import SCMError
+
+    try:
+        with Repo(str(root)):
+            pass
+    except SCMError:
+        raise ConfigError(
+            f"{root} is not a git repository, and DVC versions the pipeline with git. Work in "
+            "a clone of the project, or make this folder one: git init && git add -A && "
+            "git commit -m init"
+        ) from None
+    except NotDvcRepoError:
+        raise ConfigError(
+            f"{root} has a dvc.yaml but no .dvc folder. Work in a clone of the project, or "
+            "run: dvc init"
+        ) from None
 
 
 def changed_stages(root: Path) -> list[str]:
@@ -286,6 +312,7 @@ def run_pipeline(
         What ran, what was recorded, and where the results are.
     """
     root = settings.root
+    require_checkout(root)
     with exclusive_run(settings):
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)

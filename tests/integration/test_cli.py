@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,13 @@ def test_a_stage_without_its_settings_names_each_one(empty_project: Path) -> Non
         assert name in result.stderr
     assert "MLRIG_DVC_REMOTE_URL" not in result.stderr.split("\n", 1)[1]
     assert "Traceback" not in result.stderr
+
+
+def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
+    copy_repository(tmp_path)
+    shutil.rmtree(tmp_path / ".git")
+    result = mlrig("run", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not a git repository" in result.stderr and "git init" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
