@@ -3,8 +3,8 @@
 - Building every image cold (no layer cache) against building them again with nothing changed
   (the content tags say they are current, so nothing is built).
 - The whole pipeline with `--executor containers` against the same pipeline run by
-  `dvc repro` here, both forced to run every stage, both against the same local stack, each
-  in its own scratch copy of this checkout.
+  `dvc repro` here, each in a fresh copy of this checkout (so every stage runs), both against
+  one new local stack started for the benchmark.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from dotenv import dotenv_values
 
 from bench.common import Timings, report
 from mlrig.containers import copy_project_files
@@ -28,26 +30,25 @@ def image_size_mb(engine: Engine, reference: str) -> float:
     return int(engine.inspect(reference, "{{.Size}}") or 0) / 1e6
 
 
-def run_pipeline(root: Path, environment: dict[str, str], *extra: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mlrig", "run", "--force", "--json", *extra],
-        cwd=root,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"mlrig run {' '.join(extra)} failed:\n{result.stderr[-3000:]}")
-
-
 def scratch_project(root: Path, destination: Path) -> Path:
-    """A copy of this checkout with its stack's DVC remote configured."""
+    """A git checkout of this project's files, as a fresh clone has them."""
     copy_project_files(root, destination)
-    shutil.copy2(root / ".dvc" / "config.local", destination / ".dvc" / "config.local")
     identity = ["-c", "user.name=mlrig bench", "-c", "user.email=bench@mlrig.invalid"]
     for command in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "bench"]):
         subprocess.run(["git", *command], cwd=destination, check=True, capture_output=True)
     return destination
+
+
+def mlrig(root: Path, environment: dict[str, str], *arguments: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlrig", *arguments],
+        cwd=root,
+        env=environment | {"MLRIG_PROJECT_DIR": str(root)},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"mlrig {' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
 
 
 def run(environment: dict[str, str]) -> str:
@@ -66,21 +67,24 @@ def run(environment: dict[str, str]) -> str:
         subprocess.run(engine.command("rmi", "--force", image.reference), capture_output=True)
     build_images(settings, engine)  # the images the executor uses, current for this checkout
 
-    env = {**os.environ, **environment}
+    # both pipelines on a stack of their own, started in the first copy and used by both, so
+    # neither meets the registry or run-cache of earlier runs
+    base_env = {key: value for key, value in os.environ.items() if key not in environment}
     with tempfile.TemporaryDirectory(prefix="mlrig-bench-") as scratch:
+        Path(scratch).chmod(0o755)  # the stack's PostgreSQL runs as `postgres`
         local = scratch_project(settings.root, Path(scratch) / "local")
         contained = scratch_project(settings.root, Path(scratch) / "containers")
-        with timings.measure("pipeline, local executor (dvc repro)"):
-            run_pipeline(local, env | {"MLRIG_PROJECT_DIR": str(local)})
-        with timings.measure("pipeline, containers executor (2 at a time)"):
-            run_pipeline(
-                contained,
-                env | {"MLRIG_PROJECT_DIR": str(contained)},
-                "--executor",
-                "containers",
-                "--jobs",
-                "2",
-            )
+        mlrig(local, base_env, "stack", "up")
+        try:
+            shutil.copy2(local / ".dvc/config.local", contained / ".dvc/config.local")
+            values = dotenv_values(local / ".mlrig/stack/stack.env")
+            stack_env = base_env | {key: value for key, value in values.items() if value}
+            with timings.measure("pipeline, local executor (dvc repro)"):
+                mlrig(local, stack_env, "run")
+            with timings.measure("pipeline, containers executor (2 at a time)"):
+                mlrig(contained, stack_env, "run", "--executor", "containers", "--jobs", "2")
+        finally:
+            mlrig(local, base_env, "stack", "down")
     table = report(
         "Step images and the containers executor",
         timings,
