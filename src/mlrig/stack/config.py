@@ -117,6 +117,9 @@ def client_environment(state: StackState, stack_secrets: StackSecrets) -> dict[s
         # bounded retries with backoff: an S3 outage fails a push in seconds, not minutes
         "AWS_MAX_ATTEMPTS": "3",
         "AWS_RETRY_MODE": "standard",
+        # moto with IAM checks answers presigned GETs with 500; MLflow's server offers them
+        # for downloads, so a client would retry for many minutes: download through the server
+        **({"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"} if state.s3_kind == "moto" else {}),
     }
 
 
