@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -176,10 +177,16 @@ class BuildLayout:
 
 
 def find_uv() -> str:
-    """The uv binary (set by `uv run`, or on PATH)."""
+    """The uv binary: set by `uv run`, on PATH, or beside this interpreter (the venv has one)."""
+    beside_python = Path(sys.executable).parent / "uv"
     uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None and beside_python.is_file():
+        uv = str(beside_python)
     if uv is None:
-        raise ConfigError("uv is not on PATH. Run this through the Makefile (make images).")
+        raise ConfigError(
+            "uv is neither on PATH nor in this environment. Install the project's environment "
+            "with `make env`, which puts uv into .venv/bin."
+        )
     return uv
 
 

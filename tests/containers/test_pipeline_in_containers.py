@@ -7,6 +7,7 @@ server. The result must match a local run of the same commit and params.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,9 +29,24 @@ def stack(
     yield from start_stack(tmp_path_factory)
 
 
+def path_without_uv(path: str) -> str:
+    """PATH with every folder that holds a uv binary left out (the venv's bin folder too)."""
+    folders = path.split(os.pathsep)
+    return os.pathsep.join(folder for folder in folders if not (Path(folder) / "uv").exists())
+
+
 @pytest.fixture(scope="module")
 def container_run(stack: Stack) -> dict:
-    result = stack.mlrig("run", "--stack", "local", "--executor", "containers", "--json")
+    # as a user calls it: the venv's own `mlrig` script, the venv not activated, no uv on PATH
+    venv_mlrig = Path(sys.executable).parent / "mlrig"
+    result = subprocess.run(
+        [str(venv_mlrig), "run", "--stack", "local", "--executor", "containers", "--json"],
+        cwd=stack.root,
+        env=stack.env | {"PATH": path_without_uv(stack.env["PATH"])},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
 
