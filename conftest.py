@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,18 +117,22 @@ class Stack:
         return json.loads((self.root / ".mlrig/stack/secrets.json").read_text())
 
 
-def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack() -> Iterator[Stack]:
     """Copy the repository and start its stack; stop it when the caller's fixture ends."""
     if not postgres_installed():
         pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
-    root = tmp_path_factory.mktemp("stack-clone")
-    for folder in (root, *root.parents):  # pytest's temp folders are private; PostgreSQL runs
-        if str(folder).startswith(str(tmp_path_factory.getbasetemp().parent)):  # as `postgres`
-            folder.chmod(folder.stat().st_mode | 0o011)
-    copy_repository(root)
-    started = Stack(root=root, env=clean_environment(root))
-    up = started.mlrig("stack", "up")
-    assert up.returncode == 0, up.stdout + up.stderr
-    started.up_output = up.stdout + up.stderr
-    yield started
-    started.mlrig("stack", "down")
+    # PostgreSQL runs as `postgres` and must reach its data folder. pytest's temp root is
+    # private, and every pytest session (a nested one too) resets it to 0700, which would pull
+    # the data folder from under a running server: the stack gets a folder of its own.
+    root = Path(tempfile.mkdtemp(prefix="mlrig-stack-"))
+    root.chmod(0o711)
+    try:
+        copy_repository(root)
+        started = Stack(root=root, env=clean_environment(root))
+        up = started.mlrig("stack", "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        started.up_output = up.stdout + up.stderr
+        yield started
+        started.mlrig("stack", "down")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

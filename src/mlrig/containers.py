@@ -38,6 +38,9 @@ PASSED_SETTINGS = (
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLRIG_EXPERIMENT",
     "MLRIG_PARENT_RUN_ID",
     "MLRIG_PIPELINE_RUN_ID",
@@ -180,12 +183,16 @@ class ContainerRun:
     environment: dict[str, str]
     run_dir: Path
     force: bool
+    forced: set[str]  # stages to run even if DVC finds them unchanged
     host_lock: threading.Lock
+
+    def must_force(self, stage: str) -> bool:
+        return self.force or stage in self.forced
 
     def stage_changed(self, stage: str) -> bool:
         from dvc.repo import Repo
 
-        if self.force:
+        if self.must_force(stage):
             return True
         root = self.settings.root
         with self.host_lock, contextlib.chdir(root), Repo(str(root)) as repo:
@@ -219,7 +226,7 @@ class ContainerRun:
             "--network", "host",
             "--volume", f"{workspace}:{CONTAINER_WORKSPACE}",
             *(flag for name in names for flag in ("--env", name)),
-            image, stage, *(["--force"] if self.force else []),
+            image, stage, *(["--force"] if self.must_force(stage) else []),
         )  # fmt: skip
         started = time.monotonic()
         with log_path.open("w") as log:
@@ -295,11 +302,16 @@ def run_in_containers(
     environment: dict[str, str],
     *,
     force: bool,
+    forced: set[str],
     jobs: int,
     run_dir: Path,
     on_stage: Callable[[str], None],
 ) -> dict[str, float]:
     """Run every changed stage in its step image, in dependency order, `jobs` at a time.
+
+    Args:
+        force: run every stage, changed or not.
+        forced: run these stages even if unchanged (their runs are not in this MLflow store).
 
     Returns:
         The stages that ran (not those restored from the run-cache), each with its
@@ -323,6 +335,7 @@ def run_in_containers(
         },
         run_dir=run_dir,
         force=force,
+        forced=forced,
         host_lock=threading.Lock(),
     )
     return schedule(plan.graph, run, jobs, on_stage)

@@ -26,13 +26,19 @@ from mlrig.doctor import require_services
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
-from mlrig.results import Champion, read_champion
+from mlrig.recorded import (
+    REGISTER_STAGE,
+    TRAIN_STAGE,
+    champion_missing,
+    stored_champion,
+    unrecorded_train_stages,
+)
+from mlrig.results import Champion
 from mlrig.settings import Settings
 from mlrig.tracking import TAG_GIT_COMMIT, TAG_PIPELINE_RUN, TAG_STEP, setup_mlflow
 
 PARAMS_FILE = "params.yaml"
 REPORT_DIR = "reports"
-REGISTER_DIR = Path("outputs/register")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
 LOG_TAIL_LINES = 25
 
@@ -46,7 +52,7 @@ class RunSummary(BaseModel):
     up_to_date: bool
     runs_recorded: int
     runs_in_experiment: int
-    champion: Champion | None
+    champion: Champion | None  # only when the configured MLflow store holds it
     report: str
     mlflow_ui: str
     log: str | None
@@ -165,7 +171,7 @@ def run_dvc(
     log_path: Path,
     on_stage: Callable[[str], None],
 ) -> dict[str, float]:
-    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
+    """Run a dvc command, appending its output to `log_path` and reporting each stage it starts.
 
     Returns:
         The stages that ran, each with its wall time in seconds (DVC's own work included).
@@ -177,7 +183,7 @@ def run_dvc(
     started: list[str] = []
     started_at: list[float] = []
     with (
-        log_path.open("w") as log,
+        log_path.open("a") as log,
         subprocess.Popen(
             [sys.executable, "-m", "dvc", *arguments],
             cwd=root,
@@ -205,6 +211,43 @@ def run_dvc(
     ends = [*started_at[1:], time.monotonic()][: len(started_at)]
     timed = zip(started, started_at, ends, strict=True)
     return {stage: round(end - start, 2) for stage, start, end in timed}
+
+
+def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
+    """Stages to run again because the configured MLflow store lacks their runs or champion."""
+    train_stages = unrecorded_train_stages(settings, list(params.train.experiments))
+    if not train_stages and champion_missing(settings):
+        return [REGISTER_STAGE]
+    return train_stages
+
+
+def reproduce(
+    settings: Settings,
+    params: Params,
+    unrecorded: list[str],
+    *,
+    force: bool,
+    run: Callable[[list[str]], dict[str, float]],
+) -> dict[str, float]:
+    """`dvc repro`, first recording in this MLflow store what it lacks.
+
+    Results cached by DVC but recorded in another store (a local run before a stack run) are
+    made again here: their upstream first as DVC would, then the unrecorded stages forced, then
+    everything downstream of them (evaluate, register, report) as DVC finds it changed.
+
+    Args:
+        unrecorded: stages whose runs or champion the store lacks (`unrecorded_stages`).
+        run: runs one `dvc repro` with the given arguments; returns the stages' wall times.
+    """
+    force_flag = ["--force"] if force else []
+    if not unrecorded or force:
+        return run(["repro", *force_flag])
+    seconds = run(["repro", *(f"{TRAIN_STAGE}@{name}" for name in params.train.experiments)])
+    # a stage DVC restored from its run-cache may name a run of yet another store
+    still_unrecorded = unrecorded_stages(settings, params)
+    if still_unrecorded:
+        seconds |= run(["repro", "--force", "--single-item", *still_unrecorded])
+    return seconds | run(["repro"])
 
 
 def push_outputs(settings: Settings, log_path: Path) -> None:
@@ -278,11 +321,27 @@ def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -
 
 
 def finish_parent_run(settings: Settings, run_id: str, succeeded: bool) -> None:
-    from mlflow import MlflowClient
+    """Close the pipeline's parent run as FINISHED or FAILED.
 
-    MlflowClient(settings.tracking_uri).set_terminated(
-        run_id, "FINISHED" if succeeded else "FAILED"
-    )
+    Raises:
+        MlrigError: the server did not take it after the stages succeeded (after a failure,
+            the stage's own error is the one to report, so this one is dropped).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(settings.tracking_uri).set_terminated(
+            run_id, "FINISHED" if succeeded else "FAILED"
+        )
+    except MlflowException as error:
+        if succeeded:
+            raise MlrigError(
+                f"Every stage ran, but MLflow at {settings.tracking_uri} did not take the end "
+                f"of pipeline run {run_id}: {str(error).splitlines()[0]}. The outputs and the "
+                "experiment runs are in place; check the server (mlrig doctor).",
+                exit_code=EXIT_FAILED,
+            ) from None
 
 
 def run_pipeline(
@@ -323,9 +382,10 @@ def run_pipeline(
             (root / PARAMS_FILE).write_text(new_params_text)
         on_phase("checking what changed")
         stages = changed_stages(root)
+        unrecorded = unrecorded_stages(settings, params)
         pipeline_run_id = parent_run_id = log_path = None
         stage_seconds: dict[str, float] = {}
-        if stages or force:
+        if stages or force or unrecorded:
             pipeline_run_id = new_pipeline_run_id()
             parent_run_id = start_parent_run(settings, pipeline_run_id, params)
             log_path = settings.state_dir / "logs" / f"{pipeline_run_id}.log"
@@ -338,17 +398,20 @@ def run_pipeline(
                         plan,
                         environment,
                         force=force,
+                        forced=set(unrecorded),
                         jobs=jobs,
                         run_dir=settings.state_dir / "containers" / pipeline_run_id,
                         on_stage=on_stage,
                     )
                 else:
-                    stage_seconds = run_dvc(
-                        ["repro", *(["--force"] if force else [])],
-                        root,
-                        environment,
-                        log_path,
-                        on_stage,
+                    stage_seconds = reproduce(
+                        settings,
+                        params,
+                        unrecorded,
+                        force=force,
+                        run=lambda arguments: run_dvc(
+                            arguments, root, environment, log_path, on_stage
+                        ),
                     )
                 succeeded = True
             finally:
@@ -366,7 +429,7 @@ def run_pipeline(
         up_to_date=not stage_seconds,
         runs_recorded=recorded,
         runs_in_experiment=total,
-        champion=read_champion(root / REGISTER_DIR),
+        champion=stored_champion(settings),
         report=str(root / REPORT_DIR / "report.html"),
         mlflow_ui=mlflow_ui_command(settings),
         log=str(log_path) if log_path else None,

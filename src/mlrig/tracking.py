@@ -30,6 +30,13 @@ TAG_STEP = "mlrig.step"
 TAG_EXPERIMENT = "mlrig.experiment"
 TAG_DATA_MD5 = "mlrig.data.md5"
 TAG_IMAGE = "mlrig.image"
+# MLflow's client retries a server that never answers for about 20 minutes (7 retries, 120 s
+# timeout, backoff factor 2); these bound it to about 3 minutes per request, retries included
+MLFLOW_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+}
 
 
 def setup_mlflow(settings: Settings) -> str:
@@ -43,6 +50,8 @@ def setup_mlflow(settings: Settings) -> str:
 
     if settings.uses_local_mlflow:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for name, value in MLFLOW_HTTP_BOUNDS.items():  # the user's own values win
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlrig.errors import exits_cleanly
+from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
 from mlrig.metrics import is_better, primary_metric
 from mlrig.params import CompareParams, TrainParams, load_section
+from mlrig.recorded import CHAMPION_ALIAS
 from mlrig.results import CHAMPION_FILE, Champion, ExperimentResult, load_results
 from mlrig.tables import TableMeta, read_meta, read_parquet
 from steps.evaluate import model_metrics
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-CHAMPION_ALIAS = "champion"
 PREVIOUS_ALIAS = "previous"
 
 
@@ -58,11 +58,27 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
 def rescore(
     version: ModelVersion, test_table: pd.DataFrame, meta: TableMeta, metric: str
 ) -> float | None:
-    """The current champion's `metric` on this test set; None when it cannot score this data."""
+    """The current champion's `metric` on this test set; None when it cannot score this data.
+
+    Raises:
+        MlrigError: the champion could not be downloaded; the registry is left as it is.
+    """
+    import mlflow
     import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
 
     try:
         model = mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
+    except (MlflowException, OSError) as error:  # OSError covers requests' network errors
+        # never replace a champion because it could not be fetched
+        raise MlrigError(
+            f"Could not load champion version {version.version} of {version.name} from "
+            f"MLflow at {mlflow.get_tracking_uri()} to re-score it: "
+            f"{str(error).splitlines()[0]}. The registry is unchanged. Check that the server "
+            "and its artifact store answer (mlrig doctor), then run the pipeline again.",
+            exit_code=EXIT_FAILED,
+        ) from None
+    try:
         return model_metrics(model, test_table, meta)[metric]
     except Exception:  # a champion of other columns or classes cannot score this table at all
         return None

@@ -23,10 +23,8 @@ pytestmark = [pytest.mark.containers, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, step_images: tuple[Engine, list[ImageBuild]]
-) -> Iterator[Stack]:
-    yield from start_stack(tmp_path_factory)
+def stack(step_images: tuple[Engine, list[ImageBuild]]) -> Iterator[Stack]:
+    yield from start_stack()
 
 
 def path_without_uv(path: str) -> str:

@@ -377,3 +377,22 @@ def test_regression_dataset_runs_end_to_end(project: Project, first_run) -> None
     assert version.run_id == summary["champion"]["mlflow_run_id"]
     report = (project.root / "reports/report.md").read_text()
     assert "rmse" in report and "roc_auc" not in report
+
+
+def test_a_new_tracking_store_gets_every_run(project: Project, first_run, tmp_path: Path) -> None:
+    """Outputs cached by DVC but recorded in another MLflow store are made again for this one."""
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'other.db'}"
+    other = Project(root=project.root, env=project.env | {"MLFLOW_TRACKING_URI": store})
+    runs_before = len(project.runs())
+    summary = json.loads(other.run("run", "--json", check=True).stdout)
+    assert {f"train@{name}" for name in EXPERIMENTS} <= set(summary["stages_run"])
+    assert summary["runs_recorded"] == len(EXPERIMENTS)
+    version = MlflowClient(store).get_model_version_by_alias(
+        summary["champion"]["registered_model"], "champion"
+    )
+    assert (version.version, version.run_id) == ("1", summary["champion"]["mlflow_run_id"])
+    assert len(project.runs()) == runs_before  # the first store is left as it was
+    again = json.loads(other.run("run", "--json", check=True).stdout)
+    assert again["up_to_date"] is True

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from conftest import Stack, start_stack
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from start_stack(tmp_path_factory)
+def stack() -> Iterator[Stack]:
+    yield from start_stack()
 
 
 def test_stack_is_healthy_and_keeps_its_secrets(stack: Stack) -> None:
@@ -70,10 +76,29 @@ def test_doctor_passes_on_the_stack(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack_run(stack: Stack) -> dict:
+def local_run(stack: Stack) -> dict:
+    """`make run` before the stack, as a user following the README does: the local store."""
+    result = stack.mlrig("run", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def stack_run(stack: Stack, local_run: dict) -> dict:
+    """Then the same, unchanged pipeline against the stack: DVC finds every stage cached."""
     result = stack.mlrig("run", "--stack", "local", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def server_client(stack: Stack) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    env = stack.client_env()
+    os.environ.update(
+        {key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    )
+    return MlflowClient(env["MLFLOW_TRACKING_URI"])
 
 
 def s3_objects(stack: Stack, bucket: str) -> list[str]:
@@ -91,17 +116,31 @@ def s3_objects(stack: Stack, bucket: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def test_pipeline_logs_to_the_server_and_pushes_to_s3(stack: Stack, stack_run: dict) -> None:
-    from mlflow import MlflowClient
-
+def test_a_local_run_first_still_records_every_run_on_the_server(
+    stack: Stack, local_run: dict, stack_run: dict
+) -> None:
+    """Cached outputs whose runs are in the local store are made again for the server."""
+    assert local_run["runs_recorded"] == 6 and local_run["champion"]["version"] == "1"
     assert stack_run["runs_recorded"] == 6
-    env = stack.client_env()
-    os.environ.update(
-        {key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    client = server_client(stack)
+    experiment = client.get_experiment_by_name("mlrig")
+    finished = client.search_runs(
+        [experiment.experiment_id], "attributes.status = 'FINISHED' and tags.`mlrig.step` = 'train'"
     )
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert len(finished) >= 5
     version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
+    # the summary describes the server's registry, not the local store's
     assert version.run_id == stack_run["champion"]["mlflow_run_id"]
+    assert version.version == stack_run["champion"]["version"]
+    assert {run.info.run_id for run in finished} >= {version.run_id}
+    status = stack.dvc("status")
+    assert "up to date" in status.stdout, status.stdout
+
+
+def test_pipeline_logs_to_the_server_and_pushes_to_s3(stack: Stack, stack_run: dict) -> None:
+    env = stack.client_env()
+    client = server_client(stack)
+    version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
     run = client.get_run(version.run_id)
     assert "f1" in run.data.metrics and run.data.params["family"]
     artifacts = s3_objects(stack, "mlrig-mlflow")
@@ -179,6 +218,49 @@ def test_wrong_settings_are_named(stack: Stack, stack_run: dict) -> None:
     assert result.returncode == 2 and "no-such-bucket" in result.stderr, result.stderr
     after = stack.mlrig("run", "--json", **env)
     assert json.loads(after.stdout)["runs_in_experiment"] == runs_before
+
+
+def test_a_second_run_rescores_the_servers_champion(stack: Stack, stack_run: dict) -> None:
+    """Every model is new, so register must download the first run's champion to compare."""
+    result = stack.mlrig("run", "--stack", "local", "-S", "train.seed=7", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    second = json.loads(result.stdout)
+    assert "register" in second["stages_run"]
+    first_version = stack_run["champion"]["version"]
+    assert re.search(
+        rf"beats? champion version {first_version} \(\d\.\d+ on the same test set\)",
+        second["champion"]["reason"],
+    ), second["champion"]["reason"]
+
+
+def test_a_server_that_never_answers_fails_in_bounded_time(stack: Stack, stack_run: dict) -> None:
+    """A stopped server accepts connections and never answers: a clear error, not a long wait."""
+    pid = int((stack.root / ".mlrig/stack/mlflow.pid").read_text())
+    env = stack.env | stack.client_env()
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        refused = stack.mlrig("run", "--stack", "local", "--force")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "MLFLOW_TRACKING_URI" in refused.stderr and "Traceback" not in refused.stderr
+        assert time.monotonic() - started < 90
+        # a step that meets the dead server mid-pipeline: mlrig's bounds on MLflow's retries
+        # (with MLflow's own 7 retries and backoff this takes about 5 minutes)
+        started = time.monotonic()
+        step = stack.run_module(
+            "steps.register",
+            "--split-dir", "outputs/split",
+            "--train-dir", "outputs/train",
+            "--evaluate-dir", "outputs/evaluate",
+            "--out-dir", ".mlrig/fault-register",
+            **(env | {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}),
+        )  # fmt: skip
+        assert step.returncode != 0
+        assert env["MLFLOW_TRACKING_URI"] in step.stderr and "Traceback" not in step.stderr
+        assert time.monotonic() - started < 120
+        assert not (stack.root / ".mlrig/fault-register").exists()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
 
 
 def test_mlflow_server_killed_mid_step_and_restarted(stack: Stack, stack_run: dict) -> None:

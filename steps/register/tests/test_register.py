@@ -3,6 +3,7 @@ MLflow registry (the SQLite store of `project_settings`)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from mlrig.errors import MlrigError
 from mlrig.params import CompareParams, IngestParams, SplitParams, TrainParams
 from mlrig.results import Champion, ExperimentResult, TrainRecord
 from mlrig.settings import Settings
@@ -234,6 +236,22 @@ def test_champion_that_cannot_score_the_new_data_is_replaced(
 
     assert (champion.registered, champion.version, champion.previous_version) == (True, "2", "1")
     assert champion.reason == "champion version 1 cannot score this data"
+
+
+def test_champion_that_cannot_be_loaded_stops_and_changes_nothing(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    baseline = train(breast_cancer, "baseline", "baseline")
+    decide(client, breast_cancer, [baseline])
+    model_id = baseline.record.mlflow_model_uri.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    shutil.rmtree(Path(location.removeprefix("file://")))  # the champion's files are gone
+
+    with pytest.raises(MlrigError, match="Could not load champion version 1 of mlrig-breast"):
+        decide(client, breast_cancer, [train(breast_cancer, "linear", "linear")])
+
+    assert version_count(client, "mlrig-breast_cancer") == 1
+    assert alias_version(client, "mlrig-breast_cancer", CHAMPION_ALIAS) == "1"
 
 
 def test_explicit_metric_decides(client: MlflowClient, train: TrainFn, breast_cancer: Data) -> None:
