@@ -392,7 +392,7 @@ def test_a_new_tracking_store_gets_every_run(project: Project, first_run, tmp_pa
     version = MlflowClient(store).get_model_version_by_alias(
         summary["champion"]["registered_model"], "champion"
     )
-    assert (version.version, version.run_id) == ("1", summary["champion"]["mlflow_run_id"])
+    assert (str(version.version), version.run_id) == ("1", summary["champion"]["mlflow_run_id"])
     assert len(project.runs()) == runs_before  # the first store is left as it was
     again = json.loads(other.run("run", "--json", check=True).stdout)
     assert again["up_to_date"] is True

@@ -131,7 +131,7 @@ def test_a_local_run_first_still_records_every_run_on_the_server(
     version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
     # the summary describes the server's registry, not the local store's
     assert version.run_id == stack_run["champion"]["mlflow_run_id"]
-    assert version.version == stack_run["champion"]["version"]
+    assert str(version.version) == stack_run["champion"]["version"]
     assert {run.info.run_id for run in finished} >= {version.run_id}
     status = stack.dvc("status")
     assert "up to date" in status.stdout, status.stdout
