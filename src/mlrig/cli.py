@@ -83,13 +83,11 @@ def run(
     executor: Annotated[
         Executor,
         typer.Option(
-            help="local: dvc repro here. containers: each stage in its step image, data "
+            help="local: each stage by dvc repro here. containers: each in its step image, data "
             "through the DVC remote, results through the MLflow server (make images first).",
         ),
     ] = Executor.local,
-    jobs: Annotated[
-        int, typer.Option(min=1, help="Containers: how many independent stages run at once.")
-    ] = 2,
+    jobs: Annotated[int, typer.Option(min=1, help="How many independent stages run at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""

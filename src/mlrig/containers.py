@@ -17,10 +17,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlrig.dag import schedule, stage_graph
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.images import Engine, current_step_images, find_engine
 from mlrig.settings import Settings
@@ -101,19 +101,6 @@ def require_mlflow_server(settings: Settings) -> None:
             f"{settings.tracking_uri}. Start the stack (mlrig stack up) and run with --stack "
             "local, or set MLFLOW_TRACKING_URI to a server."
         )
-
-
-def stage_graph(root: Path) -> dict[str, set[str]]:
-    """Each stage of dvc.yaml with the stages it depends on (DVC's own DAG)."""
-    from dvc.repo import Repo
-
-    # DVC names stages relative to the working directory: from the root, `train@knn`
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        graph = repo.index.graph
-        return {
-            stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
-            for stage in graph.nodes
-        }
 
 
 def step_of(stage: str) -> str:
@@ -207,7 +194,7 @@ class ContainerRun:
         hand_over(path, self.engine)
         return path
 
-    def run_container(self, stage: str) -> float | None:
+    def run_stage(self, stage: str) -> float | None:
         """Run one stage in its image.
 
         Returns:
@@ -339,42 +326,3 @@ def run_in_containers(
         host_lock=threading.Lock(),
     )
     return schedule(plan.graph, run, jobs, on_stage)
-
-
-def schedule(
-    graph: dict[str, set[str]],
-    run: ContainerRun,
-    jobs: int,
-    on_stage: Callable[[str], None],
-) -> dict[str, float]:
-    """Start each stage when its upstream stages are done; stop at the first failure."""
-    done: set[str] = set()
-    seconds: dict[str, float] = {}
-    running: dict[Future[float | None], str] = {}
-    failure: MlrigError | None = None
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        while True:
-            started = set(running.values()) | done
-            ready = [s for s in graph if s not in started and graph[s] <= done]
-            for stage in sorted(ready) if failure is None else []:
-                if not run.stage_changed(stage):
-                    done.add(stage)
-                    continue
-                on_stage(stage)
-                running[pool.submit(run.run_container, stage)] = stage
-            if not running:
-                if failure is None and len(done) < len(graph) and ready:
-                    continue  # skipped stages may have made more ready
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stage = running.pop(future)
-                try:
-                    if (took := future.result()) is not None:
-                        seconds[stage] = took
-                    done.add(stage)
-                except MlrigError as error:
-                    failure = failure or error
-    if failure is not None:
-        raise failure
-    return seconds

@@ -22,13 +22,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlrig.containers import plan_containers, run_in_containers
+from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
 from mlrig.recorded import (
     REGISTER_STAGE,
-    TRAIN_STAGE,
     champion_missing,
     stored_champion,
     unrecorded_train_stages,
@@ -221,35 +222,6 @@ def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
     return train_stages
 
 
-def reproduce(
-    settings: Settings,
-    params: Params,
-    unrecorded: list[str],
-    *,
-    force: bool,
-    run: Callable[[list[str]], dict[str, float]],
-) -> dict[str, float]:
-    """`dvc repro`, first recording in this MLflow store what it lacks.
-
-    Results cached by DVC but recorded in another store (a local run before a stack run) are
-    made again here: their upstream first as DVC would, then the unrecorded stages forced, then
-    everything downstream of them (evaluate, register, report) as DVC finds it changed.
-
-    Args:
-        unrecorded: stages whose runs or champion the store lacks (`unrecorded_stages`).
-        run: runs one `dvc repro` with the given arguments; returns the stages' wall times.
-    """
-    force_flag = ["--force"] if force else []
-    if not unrecorded or force:
-        return run(["repro", *force_flag])
-    seconds = run(["repro", *(f"{TRAIN_STAGE}@{name}" for name in params.train.experiments)])
-    # a stage DVC restored from its run-cache may name a run of yet another store
-    still_unrecorded = unrecorded_stages(settings, params)
-    if still_unrecorded:
-        seconds |= run(["repro", "--force", "--single-item", *still_unrecorded])
-    return seconds | run(["repro"])
-
-
 def push_outputs(settings: Settings, log_path: Path) -> None:
     """`dvc push` outputs and run-cache to the configured remote.
 
@@ -362,8 +334,8 @@ def run_pipeline(
         overrides: `key.path=value` params overrides, saved to params.yaml once they pass checks.
         force: re-run every stage even when DVC finds it unchanged.
         push: `dvc push` outputs and run-cache to the DVC remote afterwards.
-        executor: `local` runs `dvc repro` here; `containers` runs each stage in its image.
-        jobs: with containers, how many independent stages run at once.
+        executor: `local` runs each stage with `dvc repro` here; `containers` in its image.
+        jobs: how many independent stages run at once.
         on_stage: called with each stage name as DVC starts it (for progress).
         on_phase: called with what is happening between stages (for progress).
 
@@ -404,15 +376,17 @@ def run_pipeline(
                         on_stage=on_stage,
                     )
                 else:
-                    stage_seconds = reproduce(
-                        settings,
-                        params,
-                        unrecorded,
-                        force=force,
-                        run=lambda arguments: run_dvc(
-                            arguments, root, environment, log_path, on_stage
-                        ),
+                    graph = stage_graph(root)
+                    forced = set(graph) if force else set(unrecorded)
+                    local_run = LocalRun(
+                        settings=settings,
+                        graph=graph,
+                        environment=environment,
+                        log_path=log_path,
+                        candidates={*stages, *forced},
+                        forced=forced,
                     )
+                    stage_seconds = schedule(graph, local_run, jobs, on_stage)
                 succeeded = True
             finally:
                 finish_parent_run(settings, parent_run_id, succeeded)

@@ -51,18 +51,20 @@ def champion_in_store(client: MlflowClient, champion: Champion) -> bool:
     return True
 
 
+def train_stage_recorded(settings: Settings, stage: str) -> bool:
+    """False when the stage's outputs name an MLflow run the configured store does not have."""
+    experiment = stage.removeprefix(f"{TRAIN_STAGE}@")
+    run_file = settings.root / TRAIN_DIR / experiment / RUN_FILE
+    if not run_file.is_file():
+        return True  # no outputs: DVC runs (or restores) the stage anyway
+    record = TrainRecord.model_validate_json(run_file.read_text())
+    return run_exists(store_client(settings), record.mlflow_run_id)
+
+
 def unrecorded_train_stages(settings: Settings, experiments: list[str]) -> list[str]:
     """Train stages whose outputs name an MLflow run the configured store does not have."""
-    client = store_client(settings)
-    stages = []
-    for name in experiments:
-        run_file = settings.root / TRAIN_DIR / name / RUN_FILE
-        if not run_file.is_file():
-            continue  # no outputs: DVC runs (or restores) the stage anyway
-        record = TrainRecord.model_validate_json(run_file.read_text())
-        if not run_exists(client, record.mlflow_run_id):
-            stages.append(f"{TRAIN_STAGE}@{name}")
-    return stages
+    stages = [f"{TRAIN_STAGE}@{name}" for name in experiments]
+    return [stage for stage in stages if not train_stage_recorded(settings, stage)]
 
 
 def champion_missing(settings: Settings) -> bool:

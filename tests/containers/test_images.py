@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from mlrig.containers import stage_graph, step_of
+from mlrig.containers import step_of
+from mlrig.dag import stage_graph
 from mlrig.images import BASE, LOCAL_OS_IMAGE, Engine, ImageBuild, step_names
 
 pytestmark = pytest.mark.containers

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, Stack, clean_environment, copy_repository, start_stack
-from mlrig.containers import stage_graph
+from mlrig.dag import stage_graph
 from mlrig.images import Engine, ImageBuild
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
