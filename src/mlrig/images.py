@@ -358,7 +358,7 @@ def build_image(
 
     layout = BuildLayout(settings.root)
     reference = image_reference(settings, name, tag)
-    if engine.image_exists(reference):
+    if engine.image_exists(reference) and not no_cache:  # a cold build builds even so
         return ImageBuild(name, reference, built=False, seconds=0.0)
     started = time.monotonic()
     arguments = {"REVISION": git_commit(settings.root), **build_args}
