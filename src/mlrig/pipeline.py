@@ -37,6 +37,7 @@ from mlrig.recorded import (
 from mlrig.results import Champion
 from mlrig.settings import Settings
 from mlrig.tracking import TAG_GIT_COMMIT, TAG_PIPELINE_RUN, TAG_STEP, setup_mlflow
+from mlrig.warm import SOCKET_VARIABLE, warm_server
 
 PARAMS_FILE = "params.yaml"
 REPORT_DIR = "reports"
@@ -381,15 +382,17 @@ def run_pipeline(
                 else:
                     graph = stage_graph(root)
                     forced = set(graph) if force else set(unrecorded)
-                    local_run = LocalRun(
-                        settings=settings,
-                        graph=graph,
-                        environment=environment,
-                        log_path=log_path,
-                        candidates={*stages, *forced},
-                        forced=forced,
-                    )
-                    stage_seconds = schedule(graph, local_run, jobs, on_stage)
+                    warm_log = log_path.with_suffix("") / "warm-server.log"
+                    with warm_server(root, environment, warm_log) as socket_path:
+                        local_run = LocalRun(
+                            settings=settings,
+                            graph=graph,
+                            environment=environment | {SOCKET_VARIABLE: socket_path},
+                            log_path=log_path,
+                            candidates={*stages, *forced},
+                            forced=forced,
+                        )
+                        stage_seconds = schedule(graph, local_run, jobs, on_stage)
                 succeeded = True
             finally:
                 finish_parent_run(settings, parent_run_id, succeeded)

@@ -1,3 +1,3 @@
-from steps.evaluate.evaluate import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.evaluate.evaluate")

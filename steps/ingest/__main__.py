@@ -1,3 +1,3 @@
-from steps.ingest.ingest import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.ingest.ingest")

@@ -1,3 +1,3 @@
-from steps.register.register import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.register.register")

@@ -1,3 +1,3 @@
-from steps.report.report import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.report.report")

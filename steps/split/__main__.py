@@ -1,3 +1,3 @@
-from steps.split.split import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.split.split")

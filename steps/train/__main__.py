@@ -1,3 +1,3 @@
-from steps.train.train import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.train.train")

@@ -1,3 +1,3 @@
-from steps.validate.validate import app
+from mlrig.warm import run_step
 
-app()
+run_step("steps.validate.validate")

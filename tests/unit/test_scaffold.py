@@ -85,7 +85,7 @@ def test_creates_the_step_and_prints_the_next_steps(project: Path) -> None:
     step_dir = project / "steps" / STEP
     assert set(files_under(step_dir)) == STEP_FILES
     assert f"def {STEP}(" in (step_dir / f"{STEP}.py").read_text()
-    assert f"from steps.{STEP}.{STEP} import app" in (step_dir / "__main__.py").read_text()
+    assert f'run_step("steps.{STEP}.{STEP}")' in (step_dir / "__main__.py").read_text()
     assert f"python -m steps.{STEP} --help" in (step_dir / "README.md").read_text()
     for path in STEP_FILES:
         assert f"steps/{STEP}/{path}" in result.stdout
