@@ -30,6 +30,11 @@ TRACKING_VARIABLES = (
     "CLEARML_OFFLINE_MODE",
     "MLRIG_PARENT_RUN_ID",
     "MLRIG_PIPELINE_RUN_ID",
+    # set by Task.init in this process: a child process that inherits them takes itself for
+    # a subprocess of that task and records no session of its own
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_TASK_ID",
 )
 
 
