@@ -2,8 +2,8 @@
 
 - Building every image cold (no layer cache) against building them again with nothing changed
   (the content tags say they are current, so nothing is built).
-- The whole pipeline with `--executor containers` against the same pipeline run by
-  `dvc repro` here, each in a fresh copy of this checkout (so every stage runs), both against
+- The whole pipeline with `--executor containers` against the same pipeline run by `mlrig run`
+  here, each in a fresh copy of this checkout (so every stage runs), both against
   one new local stack started for the benchmark.
 """
 
@@ -79,7 +79,7 @@ def run(environment: dict[str, str]) -> str:
             shutil.copy2(local / ".dvc/config.local", contained / ".dvc/config.local")
             values = dotenv_values(local / ".mlrig/stack/stack.env")
             stack_env = base_env | {key: value for key, value in values.items() if value}
-            with timings.measure("pipeline, local executor (dvc repro)"):
+            with timings.measure("pipeline, local executor (mlrig run)"):
                 mlrig(local, stack_env, "run")
             with timings.measure("pipeline, containers executor (2 at a time)"):
                 mlrig(contained, stack_env, "run", "--executor", "containers", "--jobs", "2")
@@ -92,7 +92,7 @@ def run(environment: dict[str, str]) -> str:
             ("build all images, nothing changed", "build all images, cold (no layer cache)"),
             (
                 "pipeline, containers executor (2 at a time)",
-                "pipeline, local executor (dvc repro)",
+                "pipeline, local executor (mlrig run)",
             ),
         ],
     )
