@@ -130,12 +130,12 @@ test-fast: env
 ## Lint the Python code (ruff check)
 .PHONY: lint-python
 lint-python: env
-	$(UV) run --locked ruff check src steps tests
+	$(UV) run --locked ruff check src steps tests bench
 
 ## Check the Python formatting (ruff format --check)
 .PHONY: lint-format
 lint-format: env
-	$(UV) run --locked ruff format --check src steps tests
+	$(UV) run --locked ruff format --check src steps tests bench
 
 ## Lint the Dockerfiles (hadolint)
 .PHONY: lint-images
