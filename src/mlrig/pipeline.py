@@ -173,7 +173,7 @@ def run_dvc(
     log_path: Path,
     on_stage: Callable[[str], None],
 ) -> dict[str, float]:
-    """Run a dvc command, appending its output to `log_path` and reporting each stage it starts.
+    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
 
     Returns:
         The stages that ran, each with its wall time in seconds (DVC's own work included).
@@ -185,7 +185,7 @@ def run_dvc(
     started: list[str] = []
     started_at: list[float] = []
     with (
-        log_path.open("a") as log,
+        log_path.open("w") as log,
         subprocess.Popen(
             [sys.executable, "-m", "dvc", *arguments],
             cwd=root,
@@ -348,16 +348,16 @@ def run_pipeline(
     with exclusive_run(settings):
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
-        # params and data that match dvc.lock passed these checks when it was written
-        unchanged = new_params_text is None and not force and not changed_stages(root)
-        if not unchanged:
+        # what DVC finds changed is known now unless the params are about to change
+        known_stages = None if new_params_text is not None or force else changed_stages(root)
+        if known_stages != []:  # params and data as in dvc.lock passed these checks before
             preflight(params, root)
         require_services(settings, dvc_remote=push or executor == "containers")
         plan = plan_containers(settings) if executor == "containers" else None
         if new_params_text is not None:
             (root / PARAMS_FILE).write_text(new_params_text)
         on_phase("checking what changed")
-        stages = [] if unchanged else changed_stages(root)
+        stages = changed_stages(root) if known_stages is None else known_stages
         unrecorded = unrecorded_stages(settings, params)
         pipeline_run_id = parent_run_id = log_path = None
         stage_seconds: dict[str, float] = {}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mlrig.results import RUN_FILE, Champion, TrainRecord, read_champion
 from mlrig.settings import Settings
+from mlrig.tracking import require_mlflow_run
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,16 +29,6 @@ def store_client(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(settings.tracking_uri)
-
-
-def run_exists(client: MlflowClient, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        return False
-    return True
 
 
 def champion_in_store(client: MlflowClient, champion: Champion) -> bool:
@@ -58,7 +49,7 @@ def train_stage_recorded(settings: Settings, stage: str) -> bool:
     if not run_file.is_file():
         return True  # no outputs: DVC runs (or restores) the stage anyway
     record = TrainRecord.model_validate_json(run_file.read_text())
-    return run_exists(store_client(settings), record.mlflow_run_id)
+    return require_mlflow_run(settings, record.mlflow_run_id)
 
 
 def unrecorded_train_stages(settings: Settings, experiments: list[str]) -> list[str]:
