@@ -32,6 +32,13 @@ DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 #: podman's default limits are above what some kernels let a container set (runc then fails)
 PODMAN_ULIMITS = ("--ulimit", "nofile=8192:8192", "--ulimit", "nproc=8192:8192")
 LOG_TAIL_LINES = 20
+#: locked dependencies that no step imports: DVC's experiment queue (celery and its CLI) and
+#: SSH remotes, and GTO's model registry. `mlrig stage` runs `dvc pull`, `repro` and `push`
+#: only; the containers tests run every stage in its image without them.
+NOT_IN_IMAGES = (
+    "amqp", "asyncssh", "billiard", "celery", "click-didyoumean", "click-plugins", "click-repl",
+    "gto", "kombu", "prompt-toolkit", "vine", "wcwidth",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,8 @@ def export_requirements(layout: BuildLayout, steps: list[str]) -> None:
     """Write the locked requirement list of the base and of each step group (from uv.lock)."""
     layout.requirements_dir.mkdir(parents=True, exist_ok=True)
     uv = find_uv()
-    export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes"]
+    export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes",
+              *(f"--no-emit-package={package}" for package in NOT_IN_IMAGES)]  # fmt: skip
     groups = {BASE: ["--no-default-groups"]} | {
         step: ["--only-group", f"step-{step}"] for step in steps
     }
@@ -287,11 +295,13 @@ def make_os_image(settings: Settings, engine: Engine) -> str:
         "debootstrap",
         settings.root,
     )  # fmt: skip
-    # what an image does not need: downloaded packages, package lists, docs
+    # what an image does not need: downloaded packages, package lists, docs, translations
     for leftover in (
         "var/cache/apt/archives",
         "var/lib/apt/lists",
         "usr/share/doc",
+        "usr/share/info",
+        "usr/share/locale",
         "usr/share/man",
     ):
         for path in (layout.rootfs / leftover).glob("*"):
@@ -387,7 +397,7 @@ def base_tag(settings: Settings, os_fingerprint: str) -> str:
     layout = BuildLayout(settings.root)
     return content_tag(
         os_fingerprint,
-        layout.dockerfile(BASE).read_text(),
+        tree_digest([layout.dockerfile(BASE).parent], settings.root),
         layout.requirements(BASE).read_text(),
     )
 
