@@ -26,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 SOCKET_VARIABLE = "MLRIG_WARM_SOCKET"
 MAX_REQUEST_BYTES = 1 << 20
+CLEARML_PREFIXES = ("CLEARML_", "TRAINS_")
 #: what the steps import inside their functions: imported once by the server instead
 PRELOAD = (
     "pandas",
@@ -52,6 +53,20 @@ PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
     "clearml",
+    # what the steps' tracking imports on its first call
+    "boto3",
+    "markdown_it",
+    "mlflow.tracing",
+    "narwhals",
+    "opentelemetry.sdk.trace",
+    "PIL.Image",
+    "sqlalchemy.dialects.sqlite",
+    "xml.etree.ElementTree",
+    "typer",
+    "mlrig.params",
+    "mlrig.results",
+    "mlrig.tables",
+    "mlrig.tracking",
 )
 
 
@@ -89,15 +104,63 @@ def run_in_server(socket_path: str | None, module: str) -> int | None:
 # --- the server --------------------------------------------------------------------------------
 
 
-def preload() -> None:
+def preload() -> dict[str, str]:
+    """Import the steps' libraries, then do once what each step's first calls would redo.
+
+    - ClearML parses its configuration (HOCON, about 1 s) on its first use in a process; here it
+      is read as the steps read it (`configure_clearml`, from this run's environment);
+    - its logger walks the caller's stack with `inspect`, whose first call indexes the file of
+      every imported module (about 0.4 s with these libraries);
+    - MLflow maps every installed distribution to its modules when it logs a model (0.5 s).
+
+    Returns:
+        The ClearML variables of the environment the configuration was read in.
+    """
+    import inspect  # here: the steps' commands import this module and must start fast
+
     for name in PRELOAD:
         with contextlib.suppress(ImportError):  # a library this environment lacks
             importlib.import_module(name)
+    environment = clearml_environment(os.environ)
+    from pydantic import ValidationError
+
+    from mlrig.errors import ConfigError
+
+    # outside a project, or with bad settings, each step reads ClearML's configuration itself
+    with contextlib.suppress(ImportError, ConfigError, ValidationError):
+        from clearml.config import ConfigWrapper
+
+        from mlrig.settings import load_settings
+        from mlrig.tracking import configure_clearml
+
+        configure_clearml(load_settings())
+        ConfigWrapper._init()
+    inspect.stack()
+    with contextlib.suppress(ImportError, AttributeError):  # a cache of MLflow's internals
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+        _init_modules_to_packages_map()
+    return environment
+
+
+def clearml_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The variables ClearML's configuration is read with."""
+    return {key: value for key, value in environment.items() if key.startswith(CLEARML_PREFIXES)}
+
+
+def forget_clearml_configuration() -> None:
+    """A step whose ClearML settings differ from the server's reads its own configuration."""
+    with contextlib.suppress(ImportError):
+        from clearml.config import ConfigSDKWrapper, ConfigWrapper
+
+        ConfigWrapper._config = None
+        ConfigSDKWrapper._config_sdk = None
 
 
 def serve(socket_path: Path) -> None:
     """Import the steps' libraries, then fork a child for every step command that connects."""
-    preload()
+    preloaded_with = preload()
+    preloaded_in = os.getcwd()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(str(socket_path))
@@ -106,15 +169,17 @@ def serve(socket_path: Path) -> None:
         connection, _ = server.accept()
         if os.fork() == 0:
             server.close()
-            run_child(connection)  # never returns
+            run_child(connection, preloaded_with, preloaded_in)  # never returns
         connection.close()
 
 
-def run_child(connection: socket.socket) -> None:
+def run_child(connection: socket.socket, preloaded_with: dict[str, str], preloaded_in: str) -> None:
     """Become the step's process: its streams, environment, folder and arguments; then run it."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the step waits for its own subprocesses
     message, streams, _, _ = socket.recv_fds(connection, MAX_REQUEST_BYTES, 3)
     request = json.loads(message)
+    if (clearml_environment(request["env"]), request["cwd"]) != (preloaded_with, preloaded_in):
+        forget_clearml_configuration()
     for number, stream in enumerate(streams):
         os.dup2(stream, number)
         os.close(stream)

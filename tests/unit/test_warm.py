@@ -62,3 +62,44 @@ def test_a_step_runs_in_the_server_with_its_own_settings_and_exit_code(tmp_path:
     assert cold_parent == os.getpid()  # the command itself ran the step
     assert warm_parent != os.getpid()  # a child of the server ran it
     assert not Path(socket_path).exists()  # the server is gone with its socket
+
+
+CLEARML_PROBE = """
+from clearml.config import ConfigWrapper
+
+def app() -> None:
+    print("preloaded" if ConfigWrapper._config is not None else "not-preloaded")
+"""
+
+
+def test_steps_get_the_servers_clearml_configuration_only_with_its_settings(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    (project / "clearml_probe.py").write_text(CLEARML_PROBE)
+    environment = {**os.environ, "PYTHONPATH": str(project), "MLRIG_PROJECT_DIR": str(project)}
+    for name in [name for name in environment if name.startswith("CLEARML_")]:
+        del environment[name]
+
+    def probe(socket_path: str, extra: dict[str, str]) -> str:
+        command = "from mlrig.warm import run_step; run_step('clearml_probe')"
+        result = subprocess.run(
+            [sys.executable, "-c", command],
+            cwd=project,
+            env=environment | {SOCKET_VARIABLE: socket_path} | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    with warm_server(project, environment, tmp_path / "warm.log") as socket_path:
+        deadline = time.monotonic() + 120
+        while not Path(socket_path).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        same = probe(socket_path, {})
+        other = probe(socket_path, {"CLEARML_CONFIG_FILE": str(tmp_path / "other.conf")})
+    assert (same, other) == ("preloaded", "not-preloaded")
