@@ -245,8 +245,10 @@ def check_clearml(settings: Settings) -> str:
     return f"server {settings.clearml_api_host}: reachable, credentials accepted"
 
 
-def require_services(settings: Settings, *, dvc_remote: bool) -> None:
-    """Before a pipeline run: the MLflow store (and the DVC remote) answer, or a clear error.
+def require_services(settings: Settings, *, mlflow: bool, dvc_remote: bool) -> None:
+    """Before a pipeline run: the MLflow store and the DVC remote answer, or a clear error.
+
+    `mlflow=False` when the run will not talk to the store (a SQLite store it checked before).
 
     Raises:
         ConfigError: naming the setting at fault and the fix.
@@ -254,16 +256,17 @@ def require_services(settings: Settings, *, dvc_remote: bool) -> None:
     from mlrig.errors import ConfigError
     from mlrig.tracking import setup_mlflow
 
-    with quick_http():
-        try:
-            setup_mlflow(settings)
-        except ConfigError:
-            raise
-        except Exception as error:  # connection errors surface as many types
-            raise ConfigError(
-                f"Cannot reach MLflow at {settings.tracking_uri} (MLFLOW_TRACKING_URI): "
-                f"{str(error).splitlines()[0]}. Start the server or fix the setting."
-            ) from None
+    if mlflow:
+        with quick_http():
+            try:
+                setup_mlflow(settings)
+            except ConfigError:
+                raise
+            except Exception as error:  # connection errors surface as many types
+                raise ConfigError(
+                    f"Cannot reach MLflow at {settings.tracking_uri} (MLFLOW_TRACKING_URI): "
+                    f"{str(error).splitlines()[0]}. Start the server or fix the setting."
+                ) from None
     if dvc_remote:
         try:
             check_dvc_remote(settings)

@@ -31,7 +31,9 @@ from mlrig.params import Params, apply_overrides, dump_params, read_params_file,
 from mlrig.recorded import (
     REGISTER_STAGE,
     champion_missing,
+    remember_store,
     stored_champion,
+    unchanged_store,
     unrecorded_train_stages,
 )
 from mlrig.results import Champion
@@ -352,13 +354,16 @@ def run_pipeline(
         known_stages = None if new_params_text is not None or force else changed_stages(root)
         if known_stages != []:  # params and data as in dvc.lock passed these checks before
             preflight(params, root)
-        require_services(settings, dvc_remote=push or executor == "containers")
+        checked = unchanged_store(settings) if known_stages == [] else None
+        require_services(
+            settings, mlflow=checked is None, dvc_remote=push or executor == "containers"
+        )
         plan = plan_containers(settings) if executor == "containers" else None
         if new_params_text is not None:
             (root / PARAMS_FILE).write_text(new_params_text)
         on_phase("checking what changed")
         stages = changed_stages(root) if known_stages is None else known_stages
-        unrecorded = unrecorded_stages(settings, params)
+        unrecorded = [] if checked else unrecorded_stages(settings, params)
         pipeline_run_id = parent_run_id = log_path = None
         stage_seconds: dict[str, float] = {}
         if stages or force or unrecorded:
@@ -401,7 +406,12 @@ def run_pipeline(
             push_log = settings.state_dir / "logs" / "push.log"
             push_outputs(settings, push_log)
         on_phase("counting runs")
-        recorded, total = count_runs(settings, pipeline_run_id)
+        if checked:
+            recorded, total, champion = 0, checked.runs_in_experiment, checked.champion
+        else:
+            recorded, total = count_runs(settings, pipeline_run_id)
+            champion = stored_champion(settings)
+            remember_store(settings, total, champion)
     return RunSummary(
         pipeline_run_id=pipeline_run_id,
         stages_run=list(stage_seconds),
@@ -409,7 +419,7 @@ def run_pipeline(
         up_to_date=not stage_seconds,
         runs_recorded=recorded,
         runs_in_experiment=total,
-        champion=stored_champion(settings),
+        champion=champion,
         report=str(root / REPORT_DIR / "report.html"),
         mlflow_ui=mlflow_ui_command(settings),
         log=str(log_path) if log_path else None,

@@ -4,12 +4,19 @@ DVC caches a stage by its inputs, not by the MLflow store its run went to. After
 one store (the local SQLite one), a run against another (the stack's server) finds every stage
 up to date, and that store would get no runs and no champion. These checks name the stages whose
 recorded runs or champion the configured store lacks, so the pipeline runs them again there.
+
+Asking MLflow costs about 3 s (importing it and opening its store), more than the rest of a run
+that has nothing to do. A SQLite store is a file: when neither it nor dvc.lock changed since the
+last run checked it, the answers cannot have changed either, and that run's are used.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
 
 from mlrig.results import RUN_FILE, Champion, TrainRecord, read_champion
 from mlrig.settings import Settings
@@ -23,6 +30,8 @@ REGISTER_STAGE = "register"
 TRAIN_DIR = Path("outputs/train")
 REGISTER_DIR = Path("outputs/register")
 CHAMPION_ALIAS = "champion"
+SQLITE_PREFIX = "sqlite:///"
+CHECKED_STORE_FILE = "checked-store.json"
 
 
 def store_client(settings: Settings) -> MlflowClient:
@@ -70,3 +79,55 @@ def stored_champion(settings: Settings) -> Champion | None:
     if champion is None or not champion_in_store(store_client(settings), champion):
         return None
     return champion
+
+
+class CheckedStore(BaseModel):
+    """What the last run found in a SQLite MLflow store, and the state it found it in."""
+
+    fingerprint: str
+    runs_in_experiment: int
+    champion: Champion | None
+
+
+def store_fingerprint(settings: Settings) -> str | None:
+    """The state of a SQLite tracking store and of dvc.lock (which names the runs it must hold).
+
+    None for a tracking server, whose state cannot be seen from here.
+    """
+    if not settings.tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    database = settings.root / settings.tracking_uri.removeprefix(SQLITE_PREFIX)
+    digest = hashlib.sha256(f"{settings.tracking_uri}\0{settings.mlflow_experiment}".encode())
+    for path in (database, database.with_name(f"{database.name}-wal")):
+        if path.exists():
+            state = path.stat()
+            digest.update(f"\0{state.st_ino}\0{state.st_size}\0{state.st_mtime_ns}".encode())
+    lock = settings.root / "dvc.lock"
+    digest.update(b"\0" + (lock.read_bytes() if lock.exists() else b""))
+    return digest.hexdigest()
+
+
+def unchanged_store(settings: Settings) -> CheckedStore | None:
+    """The last run's findings when the SQLite store and dvc.lock are as it left them."""
+    fingerprint = store_fingerprint(settings)
+    record = settings.state_dir / CHECKED_STORE_FILE
+    if fingerprint is None or not record.is_file():
+        return None
+    try:
+        checked = CheckedStore.model_validate_json(record.read_text())
+    except ValidationError:
+        return None
+    return checked if checked.fingerprint == fingerprint else None
+
+
+def remember_store(settings: Settings, runs_in_experiment: int, champion: Champion | None) -> None:
+    """Record what this run found, once it is done with the store (a SQLite store only)."""
+    record = settings.state_dir / CHECKED_STORE_FILE
+    fingerprint = store_fingerprint(settings)
+    if fingerprint is None:
+        record.unlink(missing_ok=True)
+        return
+    checked = CheckedStore(
+        fingerprint=fingerprint, runs_in_experiment=runs_in_experiment, champion=champion
+    )
+    record.write_text(checked.model_dump_json(indent=2))

@@ -222,6 +222,17 @@ def test_second_run_reruns_nothing(project: Project, first_run) -> None:
     assert len(project.runs()) == before
 
 
+def test_a_change_to_the_store_after_a_run_is_seen_by_the_next(project: Project, first_run) -> None:
+    """An up-to-date run reuses the last check of the SQLite store only while it is unchanged."""
+    assert (project.root / ".mlrig" / "checked-store.json").is_file()
+    project.client().delete_registered_model_alias(MODEL_NAME, "champion")
+    summary = json.loads(project.run("run", "--json", check=True).stdout)
+    assert summary["stages_run"][0] == "register"
+    assert not any(stage.startswith("train@") for stage in summary["stages_run"])
+    restored = project.client().get_model_version_by_alias(MODEL_NAME, "champion")
+    assert summary["champion"]["version"] == restored.version
+
+
 def test_changing_one_experiment_reruns_only_it(project: Project, first_run) -> None:
     params_before = (project.root / "params.yaml").read_text()
     changed = project.run(
