@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -347,13 +347,25 @@ def run_pipeline(
     """
     root = settings.root
     require_checkout(root)
-    with exclusive_run(settings):
+    with exclusive_run(settings), ExitStack() as servers:
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
         # what DVC finds changed is known now unless the params are about to change
         known_stages = None if new_params_text is not None or force else changed_stages(root)
         if known_stages != []:  # params and data as in dvc.lock passed these checks before
             preflight(params, root)
+        run_id = new_pipeline_run_id()
+        log_path = settings.state_dir / "logs" / f"{run_id}.log"
+        socket_path = None
+        if executor == "local" and known_stages != []:
+            # started now, it imports the steps' libraries while MLflow is asked what to run
+            socket_path = servers.enter_context(
+                warm_server(
+                    root,
+                    dict(os.environ) | {"MLRIG_PROJECT_DIR": str(root)},
+                    log_path.with_suffix("") / "warm-server.log",
+                )
+            )
         checked = unchanged_store(settings) if known_stages == [] else None
         require_services(
             settings, mlflow=checked is None, dvc_remote=push or executor == "containers"
@@ -364,12 +376,11 @@ def run_pipeline(
         on_phase("checking what changed")
         stages = changed_stages(root) if known_stages is None else known_stages
         unrecorded = [] if checked else unrecorded_stages(settings, params)
-        pipeline_run_id = parent_run_id = log_path = None
+        pipeline_run_id = None
         stage_seconds: dict[str, float] = {}
         if stages or force or unrecorded:
-            pipeline_run_id = new_pipeline_run_id()
+            pipeline_run_id = run_id
             parent_run_id = start_parent_run(settings, pipeline_run_id, params)
-            log_path = settings.state_dir / "logs" / f"{pipeline_run_id}.log"
             environment = stage_environment(settings, parent_run_id, pipeline_run_id)
             succeeded = False
             try:
@@ -387,17 +398,21 @@ def run_pipeline(
                 else:
                     graph = stage_graph(root)
                     forced = set(graph) if force else set(unrecorded)
-                    warm_log = log_path.with_suffix("") / "warm-server.log"
-                    with warm_server(root, environment, warm_log) as socket_path:
-                        local_run = LocalRun(
-                            settings=settings,
-                            graph=graph,
-                            environment=environment | {SOCKET_VARIABLE: socket_path},
-                            log_path=log_path,
-                            candidates={*stages, *forced},
-                            forced=forced,
+                    if socket_path is None:  # only the MLflow store asked for a run
+                        socket_path = servers.enter_context(
+                            warm_server(
+                                root, environment, log_path.with_suffix("") / "warm-server.log"
+                            )
                         )
-                        stage_seconds = schedule(graph, local_run, jobs, on_stage)
+                    local_run = LocalRun(
+                        settings=settings,
+                        graph=graph,
+                        environment=environment | {SOCKET_VARIABLE: socket_path},
+                        log_path=log_path,
+                        candidates={*stages, *forced},
+                        forced=forced,
+                    )
+                    stage_seconds = schedule(graph, local_run, jobs, on_stage)
                 succeeded = True
             finally:
                 finish_parent_run(settings, parent_run_id, succeeded)
@@ -422,5 +437,5 @@ def run_pipeline(
         champion=champion,
         report=str(root / REPORT_DIR / "report.html"),
         mlflow_ui=mlflow_ui_command(settings),
-        log=str(log_path) if log_path else None,
+        log=str(log_path) if pipeline_run_id else None,
     )
