@@ -69,6 +69,11 @@ run-containers: env
 images: env
 	$(UV) run --locked mlrig images build
 
+## Build the Helm chart's server images (images/mlflow-server), FROM the bare OS image
+.PHONY: server-images
+server-images: env
+	$(UV) run --locked mlrig images servers
+
 ## Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline
 .PHONY: wheels
 wheels: env

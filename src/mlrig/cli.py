@@ -195,6 +195,24 @@ def images_build_command(
         typer.echo(f"{image.reference}  {state}")
 
 
+@images_app.command("servers")
+@exits_cleanly
+def images_servers_command() -> None:
+    """Build the Helm chart's server images (images/mlflow-server) whose inputs changed."""
+    from mlrig.images import build_server_images, find_engine
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    engine = find_engine(settings)
+    with console.status("preparing the build (requirements, wheelhouse)") as status:
+        images = build_server_images(
+            settings, engine, on_image=lambda name: status.update(f"image {name}")
+        )
+    for image in images:
+        state = f"built in {image.seconds:.0f}s" if image.built else "up to date"
+        typer.echo(f"{image.reference}  {state}")
+
+
 @images_app.command("wheels")
 @exits_cleanly
 def images_wheels_command() -> None:

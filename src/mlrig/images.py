@@ -24,6 +24,9 @@ from mlrig.settings import Settings
 
 IMAGES_DIR = "images"
 BASE = "base"
+#: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
+#: the locked dependency group named here; `make server-images` builds them
+SERVER_IMAGES = {"mlflow-server": "server-mlflow"}
 #: the image `make base-image` makes where no registry can be reached
 LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -108,11 +111,13 @@ def docker_daemon_answers(program: str) -> bool:
 
 
 def step_names(root: Path) -> list[str]:
-    """Every step that has an image: the folders under images/ other than the base."""
+    """Every step that has an image: the folders under images/ other than the base and servers."""
     return sorted(
         folder.name
         for folder in (root / IMAGES_DIR).iterdir()
-        if (folder / "Dockerfile").is_file() and folder.name != BASE
+        if (folder / "Dockerfile").is_file()
+        and folder.name != BASE
+        and folder.name not in SERVER_IMAGES
     )
 
 
@@ -213,9 +218,11 @@ def export_requirements(layout: BuildLayout, steps: list[str]) -> None:
     layout.requirements_dir.mkdir(parents=True, exist_ok=True)
     uv = find_uv()
     export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes"]
-    groups = {BASE: ["--no-default-groups"]} | {
-        step: ["--only-group", f"step-{step}"] for step in steps
-    }
+    groups = (
+        {BASE: ["--no-default-groups"]}
+        | {step: ["--only-group", f"step-{step}"] for step in steps}
+        | {server: ["--only-group", group] for server, group in SERVER_IMAGES.items()}
+    )
     for name, selection in groups.items():
         run_logged(
             [*export, *selection, "--output-file", str(layout.requirements(name))],
@@ -235,7 +242,8 @@ def make_wheelhouse(layout: BuildLayout) -> int:
     hashed = layout.build_dir / "all-requirements.txt"
     uv = find_uv()
     steps = step_names(layout.root)
-    groups = [argument for step in steps for argument in ("--group", f"step-{step}")]
+    names = [f"step-{step}" for step in steps] + list(SERVER_IMAGES.values())
+    groups = [argument for group in names for argument in ("--group", group)]
     run_logged(
         [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups",
          *groups, "--output-file", str(hashed)],
@@ -478,3 +486,27 @@ def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:
             "(their content tag changed). Build them first: make images"
         )
     return images
+
+
+def build_server_images(
+    settings: Settings, engine: Engine, on_image: Callable[[str], None] = lambda name: None
+) -> list[ImageBuild]:
+    """Build the chart's server images (SERVER_IMAGES) whose inputs changed.
+
+    Each is built FROM the bare OS image (the debootstrap one where `make base-image` made it),
+    tagged with a content hash of that base, its Dockerfile and its locked requirements.
+    """
+    layout = BuildLayout(settings.root)
+    prepare_build_inputs(settings, step_names(settings.root))
+    os_reference, os_fingerprint = os_base(settings, engine)
+    results = []
+    for name in SERVER_IMAGES:
+        on_image(name)
+        tag = content_tag(
+            os_fingerprint,
+            layout.dockerfile(name).read_text(),
+            layout.requirements(name).read_text(),
+        )
+        build_args = {"BASE_IMAGE": os_reference} if os_reference else {}
+        results.append(build_image(settings, engine, name, tag, build_args))
+    return results
