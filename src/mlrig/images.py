@@ -25,8 +25,14 @@ from mlrig.settings import Settings
 IMAGES_DIR = "images"
 BASE = "base"
 #: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
-#: the locked dependency group named here; `make server-images` builds them
-SERVER_IMAGES = {"mlflow-server": "server-mlflow"}
+#: the locked dependency group named here (None: no Python packages); `make server-images`
+#: builds them. s3-moto and postgresql-debian stand in for MinIO and the official PostgreSQL
+#: image where no registry can be reached (`podman kube play` of the chart on one machine).
+SERVER_IMAGES: dict[str, str | None] = {
+    "mlflow-server": "server-mlflow",
+    "s3-moto": "server-s3-moto",
+    "postgresql-debian": None,
+}
 #: the image `make base-image` makes where no registry can be reached
 LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -221,7 +227,7 @@ def export_requirements(layout: BuildLayout, steps: list[str]) -> None:
     groups = (
         {BASE: ["--no-default-groups"]}
         | {step: ["--only-group", f"step-{step}"] for step in steps}
-        | {server: ["--only-group", group] for server, group in SERVER_IMAGES.items()}
+        | {server: ["--only-group", group] for server, group in SERVER_IMAGES.items() if group}
     )
     for name, selection in groups.items():
         run_logged(
@@ -242,7 +248,7 @@ def make_wheelhouse(layout: BuildLayout) -> int:
     hashed = layout.build_dir / "all-requirements.txt"
     uv = find_uv()
     steps = step_names(layout.root)
-    names = [f"step-{step}" for step in steps] + list(SERVER_IMAGES.values())
+    names = [f"step-{step}" for step in steps] + [g for g in SERVER_IMAGES.values() if g]
     groups = [argument for group in names for argument in ("--group", group)]
     run_logged(
         [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups",
@@ -500,12 +506,13 @@ def build_server_images(
     prepare_build_inputs(settings, step_names(settings.root))
     os_reference, os_fingerprint = os_base(settings, engine)
     results = []
-    for name in SERVER_IMAGES:
+    for name, group in SERVER_IMAGES.items():
         on_image(name)
+        folder = layout.dockerfile(name).parent
         tag = content_tag(
             os_fingerprint,
-            layout.dockerfile(name).read_text(),
-            layout.requirements(name).read_text(),
+            tree_digest([folder], settings.root),
+            layout.requirements(name).read_text() if group else "",
         )
         build_args = {"BASE_IMAGE": os_reference} if os_reference else {}
         results.append(build_image(settings, engine, name, tag, build_args))
