@@ -219,15 +219,20 @@ def run_logged(command: list[str], log_path: Path, what: str, cwd: Path) -> None
         )
 
 
-def export_requirements(layout: BuildLayout, steps: list[str]) -> None:
-    """Write the locked requirement list of the base and of each step group (from uv.lock)."""
+def export_requirements(layout: BuildLayout, steps: list[str], servers: bool = False) -> None:
+    """Write the locked requirement list of the base and of each step group (from uv.lock),
+    and with `servers` those of the server images (SERVER_IMAGES)."""
     layout.requirements_dir.mkdir(parents=True, exist_ok=True)
     uv = find_uv()
     export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes"]
     groups = (
         {BASE: ["--no-default-groups"]}
         | {step: ["--only-group", f"step-{step}"] for step in steps}
-        | {server: ["--only-group", group] for server, group in SERVER_IMAGES.items() if group}
+        | {
+            server: ["--only-group", group]
+            for server, group in SERVER_IMAGES.items()
+            if group and servers
+        }
     )
     for name, selection in groups.items():
         run_logged(
@@ -504,6 +509,7 @@ def build_server_images(
     """
     layout = BuildLayout(settings.root)
     prepare_build_inputs(settings, step_names(settings.root))
+    export_requirements(layout, step_names(settings.root), servers=True)
     os_reference, os_fingerprint = os_base(settings, engine)
     results = []
     for name, group in SERVER_IMAGES.items():

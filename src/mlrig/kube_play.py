@@ -255,3 +255,38 @@ def play_down(layout: PlayLayout) -> None:
         for name in json.loads(layout.secrets.read_text()):
             podman("secret", "rm", name, check=False)
         layout.secrets.unlink()
+
+
+def client_environment(
+    values: dict[str, Any], secrets: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """What the pipeline, DVC and boto3 on this host need to use the played chart."""
+    mlflow, store = values["mlflow"], values["objectStore"]
+    return {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow['service']['port']}",
+        "MLFLOW_TRACKING_USERNAME": mlflow["auth"]["adminUsername"],
+        "MLFLOW_TRACKING_PASSWORD": secrets[f"{RELEASE}-mlflow"]["admin-password"],
+        "AWS_ACCESS_KEY_ID": secrets[f"{RELEASE}-s3"]["access-key"],
+        "AWS_SECRET_ACCESS_KEY": secrets[f"{RELEASE}-s3"]["secret-key"],
+        "AWS_DEFAULT_REGION": store["region"],
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{store['minio']['port']}",
+        # moto answers presigned GETs with 500: download artifacts through the MLflow server
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    }
+
+
+def create_buckets(environment: dict[str, str], buckets: list[str]) -> None:
+    """What the bucket-init Job does (kube play runs no Job, and no `mc` image is here)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+        region_name=environment["AWS_DEFAULT_REGION"],
+    )
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+    for bucket in buckets:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
