@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -31,6 +32,10 @@ import yaml
 
 from mlrig.errors import ConfigError, MlrigError
 
+CHART = Path("helm") / "mlrig"
+LOCAL_VALUES = CHART / "local" / "podman-values.yaml"
+HELM = Path(".mlrig") / "tools" / "helm"
+START_TIMEOUT = 180.0
 RELEASE = "mlrig"
 NAMESPACE = "mlrig"
 #: podman's default limits are above what this kernel lets a container set (runc then fails)
@@ -64,6 +69,10 @@ class PlayLayout:
     @property
     def secrets(self) -> Path:
         return self.folder / "secrets.json"
+
+    @property
+    def client_env(self) -> Path:
+        return self.folder / "client.env"
 
     def configmap(self, name: str) -> Path:
         return self.folder / f"configmap-{name}.yaml"
@@ -173,8 +182,6 @@ def podman(*arguments: str, conf: Path | None = None, check: bool = True) -> str
     """Run podman (with runc, as this host needs) and return its output."""
     env = None
     if conf is not None:
-        import os
-
         env = dict(os.environ) | {"CONTAINERS_CONF": str(conf)}
     result = subprocess.run(
         ["podman", "--runtime", "runc", *arguments],
@@ -290,3 +297,89 @@ def create_buckets(environment: dict[str, str], buckets: list[str]) -> None:
     for bucket in buckets:
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
+
+
+def chart_without_dependencies(chart: Path, destination: Path) -> Path:
+    """A copy of the chart whose Chart.yaml lists no dependency.
+
+    Chart dependencies cannot be downloaded here, and helm refuses to render or lint a chart
+    whose dependency is missing from charts/, even when its condition is false. The copy
+    renders what the chart renders with the dependency disabled.
+    """
+    copy = destination / chart.name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    metadata = yaml.safe_load((copy / "Chart.yaml").read_text())
+    metadata.pop("dependencies", None)
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    return copy
+
+
+def merged_values(*files: Path) -> dict[str, Any]:
+    """The values helm uses: later files override earlier ones, key by key."""
+
+    def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+        for key, value in override.items():
+            is_tree = isinstance(value, dict) and isinstance(base.get(key), dict)
+            base[key] = merge(base[key], value) if is_tree else value
+        return base
+
+    values: dict[str, Any] = {}
+    for path in files:
+        values = merge(values, yaml.safe_load(path.read_text()) or {})
+    return values
+
+
+def wait_for_mlflow(uri: str, timeout: float = START_TIMEOUT) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{uri}/health", timeout=3).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise MlrigError(
+        f"The chart's MLflow server did not answer {uri}/health within {timeout:.0f}s: "
+        "podman logs mlrig-mlflow-pod-0-mlflow says why."
+    )
+
+
+@dataclass(frozen=True)
+class Played:
+    """The chart as played: what was started, what was not, and how long it took."""
+
+    workloads: list[str]
+    skipped: list[str]
+    play_seconds: float
+    ready_seconds: float
+    environment: dict[str, str]
+
+
+def up(root: Path) -> Played:
+    """Render the chart with the local values, play it, wait for MLflow, make the buckets."""
+    helm = root / HELM
+    if not helm.is_file():
+        raise ConfigError("helm is not in .mlrig/tools: make kube-tools")
+    layout = PlayLayout(root)
+    play_down(layout)  # a second `up` replaces the first
+    layout.folder.mkdir(parents=True, exist_ok=True)
+    chart = chart_without_dependencies(root / CHART, layout.folder)
+    rendered = sort_objects(render_chart(helm, chart, [root / LOCAL_VALUES]))
+    started = time.monotonic()
+    play_seconds = play_up(layout, rendered)
+    values = merged_values(root / CHART / "values.yaml", root / LOCAL_VALUES)
+    environment = client_environment(values, rendered.secrets)
+    wait_for_mlflow(environment["MLFLOW_TRACKING_URI"])
+    create_buckets(environment, list(values["objectStore"]["buckets"].values()))
+    layout.client_env.write_text("".join(f"{k}={v}\n" for k, v in environment.items()))
+    layout.client_env.chmod(0o600)
+    return Played(
+        workloads=[item["metadata"]["name"] for item in rendered.workloads],
+        skipped=rendered.skipped,
+        play_seconds=round(play_seconds, 1),
+        ready_seconds=round(time.monotonic() - started, 1),
+        environment=environment,
+    )

