@@ -142,7 +142,17 @@ kube-tools: $(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl
 ## Lint, render and validate helm/mlrig and k8s/ (schemas 1.29 and newest, checkov, secrets)
 .PHONY: chart
 chart: env kube-tools
-	$(UV) run --locked pytest tests/chart $(PYTEST_ARGS)
+	$(UV) run --locked pytest tests/chart -m "not containers" $(PYTEST_ARGS)
+
+## Start the chart's pods here with podman kube play (helm/mlrig/local/podman-values.yaml)
+.PHONY: chart-play
+chart-play: env kube-tools server-images
+	$(UV) run --locked mlrig chart play
+
+## Remove the pods, volumes and secrets of make chart-play
+.PHONY: chart-down
+chart-down: env
+	$(UV) run --locked mlrig chart down
 
 #################################################################################
 # QUALITY                                                                       #
