@@ -69,7 +69,7 @@ def test_the_chart_pods_run_as_their_non_root_users(played: Played) -> None:
     assert users == {
         "mlrig-mlflow": "1001:0",
         "mlrig-minio": "1001:0",
-        "mlrig-postgresql": "999:999",
+        "mlrig-postgresql": "1001:1001",
     }
 
 
