@@ -262,6 +262,8 @@ def play_down(layout: PlayLayout) -> None:
         for name in json.loads(layout.secrets.read_text()):
             podman("secret", "rm", name, check=False)
         layout.secrets.unlink()
+    # the credentials of pods that are gone
+    layout.client_env.unlink(missing_ok=True)
 
 
 def client_environment(
