@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import requests
 
 from conftest import REPO_ROOT, clean_environment, copy_repository
 from mlrig.errors import MlrigError
-from mlrig.images import LOCAL_OS_IMAGE, build_server_images, find_engine
+from mlrig.images import LOCAL_OS_IMAGE, build_server_images, find_engine, make_os_image
 from mlrig.kube_play import Played, PlayLayout, play_down, up
 from mlrig.settings import Settings
 from tests.chart.conftest import KubeTools
@@ -32,7 +34,10 @@ def played(kube_tools: KubeTools) -> Iterator[Played]:
     if engine.name != "podman":
         pytest.skip("kube play needs podman")
     if not settings.base_image and not engine.image_exists(LOCAL_OS_IMAGE):
-        pytest.skip("no base image: make base-image (debootstrap) first")
+        # no registry here: the OS image is made with debootstrap, as `make base-image` does
+        if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+            pytest.skip("no base image, and debootstrap (as root) cannot make one")
+        make_os_image(settings, engine)
     build_server_images(settings, engine)
     layout = PlayLayout(REPO_ROOT)
     try:
