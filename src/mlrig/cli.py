@@ -36,6 +36,11 @@ stack_app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 images_app = typer.Typer(no_args_is_help=True, help="The step images (images/<step>/Dockerfile).")
 app.add_typer(images_app, name="images")
+chart_app = typer.Typer(
+    no_args_is_help=True,
+    help="The Helm chart's pods on this machine (podman kube play of helm/mlrig, no cluster).",
+)
+app.add_typer(chart_app, name="chart")
 console = Console(stderr=True)
 
 
@@ -195,6 +200,24 @@ def images_build_command(
         typer.echo(f"{image.reference}  {state}")
 
 
+@images_app.command("servers")
+@exits_cleanly
+def images_servers_command() -> None:
+    """Build the Helm chart's server images (images/mlflow-server) whose inputs changed."""
+    from mlrig.images import build_server_images, find_engine
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    engine = find_engine(settings)
+    with console.status("preparing the build (requirements, wheelhouse)") as status:
+        images = build_server_images(
+            settings, engine, on_image=lambda name: status.update(f"image {name}")
+        )
+    for image in images:
+        state = f"built in {image.seconds:.0f}s" if image.built else "up to date"
+        typer.echo(f"{image.reference}  {state}")
+
+
 @images_app.command("wheels")
 @exits_cleanly
 def images_wheels_command() -> None:
@@ -218,6 +241,38 @@ def images_base_os_command() -> None:
     with console.status("debootstrap bookworm (a few minutes)"):
         reference = make_os_image(settings, find_engine(settings))
     typer.echo(f"{reference}: make images now builds on it")
+
+
+@chart_app.command("play")
+@exits_cleanly
+def chart_play_command() -> None:
+    """Render helm/mlrig with helm/mlrig/local/podman-values.yaml and start its pods."""
+    from mlrig.kube_play import PlayLayout, up
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    with console.status("podman kube play of the chart, then waiting for MLflow"):
+        played = up(settings.root)
+    typer.echo(
+        f"Played {', '.join(played.workloads)} in {played.play_seconds}s "
+        f"(MLflow ready after {played.ready_seconds}s); not played: {', '.join(played.skipped)}"
+    )
+    typer.echo(
+        f"MLflow {played.environment['MLFLOW_TRACKING_URI']}, S3 "
+        f"{played.environment['AWS_ENDPOINT_URL']}; client settings in "
+        f"{PlayLayout(settings.root).client_env}"
+    )
+
+
+@chart_app.command("down")
+@exits_cleanly
+def chart_down_command() -> None:
+    """Remove the chart's pods, their volumes and Secrets (mlrig chart play undone)."""
+    from mlrig.kube_play import PlayLayout, play_down
+    from mlrig.settings import load_settings
+
+    play_down(PlayLayout(load_settings().root))
+    typer.echo("The chart's pods, volumes and secrets are removed.")
 
 
 def use_stack(name: str) -> None:

@@ -24,6 +24,15 @@ from mlrig.settings import Settings
 
 IMAGES_DIR = "images"
 BASE = "base"
+#: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
+#: the locked dependency group named here (None: no Python packages); `make server-images`
+#: builds them. s3-moto and postgresql-debian stand in for MinIO and the official PostgreSQL
+#: image where no registry can be reached (`podman kube play` of the chart on one machine).
+SERVER_IMAGES: dict[str, str | None] = {
+    "mlflow-server": "server-mlflow",
+    "s3-moto": "server-s3-moto",
+    "postgresql-debian": None,
+}
 #: the image `make base-image` makes where no registry can be reached
 LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -115,11 +124,13 @@ def docker_daemon_answers(program: str) -> bool:
 
 
 def step_names(root: Path) -> list[str]:
-    """Every step that has an image: the folders under images/ other than the base."""
+    """Every step that has an image: the folders under images/ other than the base and servers."""
     return sorted(
         folder.name
         for folder in (root / IMAGES_DIR).iterdir()
-        if (folder / "Dockerfile").is_file() and folder.name != BASE
+        if (folder / "Dockerfile").is_file()
+        and folder.name != BASE
+        and folder.name not in SERVER_IMAGES
     )
 
 
@@ -215,15 +226,22 @@ def run_logged(command: list[str], log_path: Path, what: str, cwd: Path) -> None
         )
 
 
-def export_requirements(layout: BuildLayout, steps: list[str]) -> None:
-    """Write the locked requirement list of the base and of each step group (from uv.lock)."""
+def export_requirements(layout: BuildLayout, steps: list[str], servers: bool = False) -> None:
+    """Write the locked requirement list of the base and of each step group (from uv.lock),
+    and with `servers` those of the server images (SERVER_IMAGES)."""
     layout.requirements_dir.mkdir(parents=True, exist_ok=True)
     uv = find_uv()
-    export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes",
-              *(f"--no-emit-package={package}" for package in NOT_IN_IMAGES)]  # fmt: skip
-    groups = {BASE: ["--no-default-groups"]} | {
-        step: ["--only-group", f"step-{step}"] for step in steps
-    }
+    export = [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-hashes"]
+    unused = [f"--no-emit-package={package}" for package in NOT_IN_IMAGES]
+    groups = (
+        {BASE: ["--no-default-groups", *unused]}
+        | {step: ["--only-group", f"step-{step}", *unused] for step in steps}
+        | {
+            server: ["--only-group", group]
+            for server, group in SERVER_IMAGES.items()
+            if group and servers
+        }
+    )
     for name, selection in groups.items():
         run_logged(
             [*export, *selection, "--output-file", str(layout.requirements(name))],
@@ -243,7 +261,8 @@ def make_wheelhouse(layout: BuildLayout) -> int:
     hashed = layout.build_dir / "all-requirements.txt"
     uv = find_uv()
     steps = step_names(layout.root)
-    groups = [argument for step in steps for argument in ("--group", f"step-{step}")]
+    names = [f"step-{step}" for step in steps] + [g for g in SERVER_IMAGES.values() if g]
+    groups = [argument for group in names for argument in ("--group", group)]
     run_logged(
         [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups",
          *groups, "--output-file", str(hashed)],
@@ -488,3 +507,29 @@ def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:
             "(their content tag changed). Build them first: make images"
         )
     return images
+
+
+def build_server_images(
+    settings: Settings, engine: Engine, on_image: Callable[[str], None] = lambda name: None
+) -> list[ImageBuild]:
+    """Build the chart's server images (SERVER_IMAGES) whose inputs changed.
+
+    Each is built FROM the bare OS image (the debootstrap one where `make base-image` made it),
+    tagged with a content hash of that base, its Dockerfile and its locked requirements.
+    """
+    layout = BuildLayout(settings.root)
+    prepare_build_inputs(settings, step_names(settings.root))
+    export_requirements(layout, step_names(settings.root), servers=True)
+    os_reference, os_fingerprint = os_base(settings, engine)
+    results = []
+    for name, group in SERVER_IMAGES.items():
+        on_image(name)
+        folder = layout.dockerfile(name).parent
+        tag = content_tag(
+            os_fingerprint,
+            tree_digest([folder], settings.root),
+            layout.requirements(name).read_text() if group else "",
+        )
+        build_args = {"BASE_IMAGE": os_reference} if os_reference else {}
+        results.append(build_image(settings, engine, name, tag, build_args))
+    return results
