@@ -1,4 +1,5 @@
-"""The step images, built once per session in this checkout (as `make images` does)."""
+"""The step images, built once per session in this checkout (as `make images` does): the
+containers tests and the tests of the chart's pods run the pipeline in them."""
 
 from __future__ import annotations
 
