@@ -230,7 +230,7 @@ def test_a_change_to_the_store_after_a_run_is_seen_by_the_next(project: Project,
     assert summary["stages_run"][0] == "register"
     assert not any(stage.startswith("train@") for stage in summary["stages_run"])
     restored = project.client().get_model_version_by_alias(MODEL_NAME, "champion")
-    assert summary["champion"]["version"] == restored.version
+    assert summary["champion"]["version"] == str(restored.version)
 
 
 def test_changing_one_experiment_reruns_only_it(project: Project, first_run) -> None:
