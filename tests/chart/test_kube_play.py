@@ -46,13 +46,13 @@ def played(kube_tools: KubeTools, step_images: tuple[Engine, list[ImageBuild]]) 
 def test_the_chart_pods_serve_mlflow_behind_basic_auth(played: Played) -> None:
     uri = played.environment["MLFLOW_TRACKING_URI"]
     search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert requests.get(f"{uri}/health", timeout=5).status_code == 200
-    assert requests.get(search, timeout=5).status_code == 401
+    assert requests.get(f"{uri}/health", timeout=60).status_code == 200
+    assert requests.get(search, timeout=60).status_code == 401
     admin = (
         played.environment["MLFLOW_TRACKING_USERNAME"],
         played.environment["MLFLOW_TRACKING_PASSWORD"],
     )
-    assert requests.get(search, auth=admin, timeout=5).status_code == 200
+    assert requests.get(search, auth=admin, timeout=60).status_code == 200
     assert set(played.workloads) == {"mlrig-mlflow", "mlrig-minio", "mlrig-postgresql"}
     assert "Job/mlrig-bucket-init" in played.skipped
 
