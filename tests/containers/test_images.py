@@ -159,7 +159,12 @@ def test_a_missing_setting_fails_at_once_naming_it(
 
 @pytest.mark.parametrize(
     ("step", "absent"),
-    [("report", "sklearn"), ("validate", "sklearn"), ("ingest", "matplotlib")],
+    [
+        ("report", "sklearn"),
+        ("validate", "sklearn"),
+        ("ingest", "matplotlib"),
+        ("train", "matplotlib"),
+    ],
 )
 def test_an_image_holds_only_what_its_step_needs(
     step_images: tuple[Engine, list[ImageBuild]], step: str, absent: str
