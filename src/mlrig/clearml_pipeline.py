@@ -58,6 +58,8 @@ SERVER_SETTINGS = {
 }
 #: what the submitting subprocess prints before ClearML ends it, so the caller learns the id
 PIPELINE_ID_PREFIX = "mlrig-pipeline-id: "
+#: the configuration object of the controller's task that holds the compiled description
+DESCRIPTION_CONFIGURATION = "mlrig pipeline"
 
 
 def digest(value: Any) -> str:
@@ -359,13 +361,36 @@ def submit_pipeline(
     return ids[-1]
 
 
+def saved_description(description_path: Path) -> PipelineDescription:
+    """The description to build the controller from: the file given here, or, when a services
+    agent runs the enqueued controller, the copy stored on the controller's task."""
+    from clearml import Task
+    from clearml.config import get_remote_task_id, running_remotely
+
+    if running_remotely():  # the agent re-runs this module; the file stayed on the submitter
+        text = Task.get_task(task_id=get_remote_task_id()).get_configuration_object(
+            DESCRIPTION_CONFIGURATION
+        )
+    else:
+        text = description_path.read_text()
+    if not text:
+        raise MlrigError(f"No pipeline description in {description_path} or on the task.")
+    return PipelineDescription.model_validate_json(text)
+
+
 def start_controller(description_path: Path, services_queue: str) -> None:
     """Build the controller from a saved description and enqueue it (this process ends)."""
-    description = PipelineDescription.model_validate_json(description_path.read_text())
+    description = saved_description(description_path)
     controller = build_controller(description)
+    controller.task.set_configuration_object(
+        name=DESCRIPTION_CONFIGURATION,
+        config_text=description.model_dump_json(indent=2),
+        config_type="json",
+        description="the compiled dvc.yaml the controller builds its steps from (mlrig)",
+    )
     print(f"{PIPELINE_ID_PREFIX}{controller.id}", flush=True)
     controller.start(queue=services_queue)
 
 
-if __name__ == "__main__":  # the child of submit_pipeline
+if __name__ == "__main__":  # the child of submit_pipeline, and the controller on a services agent
     start_controller(Path(sys.argv[1]), sys.argv[2])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shlex
 import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from dvc.repo import Repo
 
 from conftest import REPO_ROOT, TRACKING_VARIABLES
 from mlrig.clearml_pipeline import (
+    DESCRIPTION_CONFIGURATION,
+    PIPELINE_ID_PREFIX,
     PipelineDescription,
     build_controller,
     compile_pipeline,
@@ -378,3 +381,30 @@ def test_cache_key_changes_with_data_params_and_image_only(
         "train@beta",
         "report",
     }
+
+
+def test_submitting_child_stores_the_description_on_the_controller_before_enqueuing(
+    shapes_project: Path, offline_clearml: Path, tmp_path: Path
+) -> None:
+    description = compile_shapes(shapes_project)
+    description_path = tmp_path / "pipeline.json"
+    description_path.write_text(description.model_dump_json())
+
+    child = subprocess.run(
+        [sys.executable, "-m", "mlrig.clearml_pipeline", str(description_path), "services"],
+        cwd=shapes_project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    # offline, start() gets through checking and storing the pipeline, then finds no queue
+    assert child.returncode != 0
+    assert 'Could not find queue named "services"' in child.stderr
+    ids = [line.removeprefix(PIPELINE_ID_PREFIX) for line in child.stdout.splitlines()
+           if line.startswith(PIPELINE_ID_PREFIX)]  # fmt: skip
+    assert len(ids) == 1
+    configuration = offline_session(offline_clearml, ids[0])["configuration"]
+    stored = configuration[DESCRIPTION_CONFIGURATION]["value"]
+    assert PipelineDescription.model_validate_json(stored) == description
+    assert set(json.loads(configuration["Pipeline"]["value"])) == set(SHAPES_GRAPH)
