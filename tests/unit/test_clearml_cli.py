@@ -62,3 +62,17 @@ def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
         step.name: images[step.step] for step in description.steps
     }
     assert all(step.image.startswith(f"localhost/mlrig/{step.step}:") for step in description.steps)
+
+
+def test_clearml_executor_refuses_param_overrides_it_could_not_ship() -> None:
+    result = run_mlrig("run", "--executor", "clearml", "-S", "split.seed=7")
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "commit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_queue_is_refused_without_the_clearml_executor() -> None:
+    result = run_mlrig("run", "--queue", "q")
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "--executor clearml" in result.stderr and "Traceback" not in result.stderr
