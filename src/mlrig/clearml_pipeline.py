@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from mlrig import __version__
 from mlrig.containers import step_of
@@ -90,6 +90,7 @@ class PipelineStep(BaseModel):
         """The task's entry point: `/bin/bash` runs it as `-c "<command>"`."""
         return shlex.join(["-c", self.command])
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def input_key(self) -> str:
         """A digest of everything the stage's result depends on, upstream included."""
@@ -153,7 +154,13 @@ def stage_inputs_and_outputs(
     for dep in stage.deps:
         if isinstance(dep, ParamsDependency):
             prefix = "" if dep.def_path == DEFAULT_PARAMS_FILE else f"{dep.def_path}:"
-            params |= {f"{prefix}{key}": value for key, value in dep.read_params().items()}
+            values = dep.read_params()
+            if missing := sorted(set(dep.params or []) - set(values)):  # DVC skips them silently
+                raise ConfigError(
+                    f"Stage {stage.addressing!r} reads param(s) {', '.join(missing)} that "
+                    f"{dep.def_path} does not have: add them, or drop them from dvc.yaml."
+                )
+            params |= {f"{prefix}{key}": value for key, value in values.items()}
         else:
             deps[str(dep.def_path)] = dep_hash(dep)
     return deps, params, [str(out.def_path) for out in stage.outs]
@@ -202,15 +209,23 @@ def compile_pipeline(
     Raises:
         ConfigError: a stage's step has no image.
     """
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     from mlrig.dag import graph_of
 
     # DVC names stages relative to the working directory: from the root, `train@knn`
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        graph = graph_of(repo)
-        stages = {stage.addressing: stage for stage in repo.index.stages}
-        facts = {name: stage_inputs_and_outputs(stages[name]) for name in graph}
+    try:
+        with contextlib.chdir(root), Repo(str(root)) as repo:
+            graph = graph_of(repo)
+            stages = {stage.addressing: stage for stage in repo.index.stages}
+            facts = {name: stage_inputs_and_outputs(stages[name]) for name in graph}
+    except DvcException as error:
+        detail = f" ({error.__cause__})" if error.__cause__ else ""  # which key, for validation
+        raise ConfigError(
+            f"DVC cannot read the pipeline in {root}: {error}{detail}. Fix dvc.yaml (or "
+            "params.yaml); dvc status shows the same problem."
+        ) from None
     no_image = sorted({step_of(name) for name in graph} - set(images))
     if no_image:
         raise ConfigError(

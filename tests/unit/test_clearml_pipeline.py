@@ -230,6 +230,22 @@ def test_a_step_without_an_image_is_refused(shapes_project: Path) -> None:
         compile_shapes(shapes_project, images)
 
 
+@pytest.mark.parametrize(
+    ("dvc_yaml", "problem"),
+    [
+        ({"stages": {"a": {"cmd": "true", "params": ["missing.key"]}}}, "missing.key"),
+        ({"stages": {"a": {"cmd": "true", "deps": ["x"], "unknown": 1}}}, "unknown"),
+    ],
+)
+def test_a_pipeline_dvc_cannot_read_is_a_clear_error(
+    tmp_path: Path, dvc_yaml: dict[str, Any], problem: str
+) -> None:
+    root = make_project(tmp_path / "broken", dvc_yaml, {"present": 1})
+
+    with pytest.raises(ConfigError, match=problem):
+        compile_pipeline(root, {"a": "image:1"}, default_queue="q")
+
+
 def test_controller_dag_equals_dvc_dag_and_verifies(
     shapes_project: Path, controllers: list[Any]
 ) -> None:
