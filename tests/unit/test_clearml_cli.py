@@ -21,7 +21,12 @@ pytestmark = pytest.mark.clearml
 
 
 def run_mlrig(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
+    """`mlrig ...` in the repository, with no ClearML server or queue settings of the caller's."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in TRACKING_VARIABLES and not key.startswith("MLRIG_CLEARML_")
+    }
     return subprocess.run(
         [sys.executable, "-m", "mlrig", *arguments],
         cwd=REPO_ROOT,
@@ -76,3 +81,18 @@ def test_queue_is_refused_without_the_clearml_executor() -> None:
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "--executor clearml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
+    result = run_mlrig(
+        "clearml", "pipeline", "--dry-run", MLRIG_CLEARML_STEP_QUEUES='{"train": "gpu"}'
+    )
+
+    assert result.returncode == 0, result.stderr
+    cells = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
+    rows = {row[1].strip(): row for row in cells if row[1].strip()}  # not a wrapped cell's line
+    assert set(rows) == set(stage_graph(REPO_ROOT))
+    queues = {name: row[4].strip() for name, row in rows.items()}
+    assert queues == {name: "gpu" if name.startswith("train@") else "default" for name in rows}
