@@ -298,7 +298,10 @@ def step_task_definition(step: PipelineStep, project: str) -> dict[str, Any]:
 
 
 def create_step_task(step: PipelineStep, project: str, node: Any) -> Task:
-    """The base task of a step, made when the controller launches it (needs a server)."""
+    """The base task of a step, made when the controller launches it (needs a server).
+
+    ClearML calls it with the step's node, which adds nothing to what `step` says.
+    """
     from clearml import Task
 
     return Task.create(**step_task_arguments(step, project))

@@ -122,8 +122,8 @@ def run(
     if executor is Executor.clearml:
         if set_param:
             raise ConfigError(
-                "--executor clearml runs the committed params.yaml in the cluster: set the params "
-                "(mlrig run -S ... or an edit), commit them, then submit without -S."
+                "--executor clearml runs the committed params.yaml in the cluster, so -S cannot "
+                "reach it: edit params.yaml, commit it, then submit without -S."
             )
         submit_to_clearml(settings, queue, as_json)
         return
