@@ -87,8 +87,9 @@ class PipelineStep(BaseModel):
 
     @property
     def entry_point(self) -> str:
-        """The task's entry point: `/bin/bash` runs it as `-c "<command>"`."""
-        return shlex.join(["-c", self.command])
+        """The task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3, worker.py)
+        runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
+        return f"-c {self.command}"
 
     @computed_field  # type: ignore[prop-decorator]
     @property

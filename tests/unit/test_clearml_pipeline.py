@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,6 +30,7 @@ from mlrig.clearml_pipeline import (
     PipelineDescription,
     build_controller,
     compile_pipeline,
+    step_task_arguments,
     step_task_definition,
 )
 from mlrig.dag import stage_graph
@@ -88,6 +89,8 @@ FAKE_SECRET = "fake-secret-4f1c9a7e"
 @pytest.fixture
 def offline_clearml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """ClearML offline, its home, cache and temporary files in tmp_path; the cache folder."""
+    from clearml import Task
+
     for name in TRACKING_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "clearml-cache"
@@ -100,6 +103,9 @@ def offline_clearml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLEARML_CACHE_DIR", str(cache))
     monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(REPO_ROOT / "src/mlrig/clearml-offline.conf"))
+    # ClearML reads CLEARML_OFFLINE_MODE once, when first imported (maybe by another test). It
+    # stays offline after the test: going online again connects every session to a server.
+    Task.set_offline(offline_mode=True)
     return cache
 
 
@@ -297,6 +303,8 @@ def test_draft_stores_the_pipeline_with_its_version(
 def test_each_step_task_runs_its_stage_in_its_image_without_building_an_environment(
     shapes_project: Path, offline_clearml: Path
 ) -> None:
+    from clearml import Task  # after offline mode is set: ClearML reads it when imported
+
     description = compile_shapes(shapes_project)
 
     for step in description.steps:
@@ -304,11 +312,14 @@ def test_each_step_task_runs_its_stage_in_its_image_without_building_an_environm
         script = definition["script"]
         assert definition["name"] == step.name
         assert script["binary"] == "/bin/bash"
-        assert shlex.split(script["entry_point"]) == ["-c", f"mlrig stage {step.name}"]
+        # clearml-agent runs `bash -c "<the words after -c, joined by spaces>"`, not shlex-parsed
+        assert script["entry_point"] == f"-c mlrig stage {step.name}"
         assert not script.get("repository") and not script.get("diff")
         assert script["requirements"] == {"pip": ""}  # ClearML's "install nothing"
         assert definition["container"]["image"] == step.image
         assert not definition["container"]["arguments"]
+        # what the controller passes to Task.create when it launches the step, against a server
+        inspect.signature(Task.create).bind(**step_task_arguments(step, description.project))
 
 
 def test_no_secret_reaches_any_task_definition(
