@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,12 +16,16 @@ from rich.table import Table
 from mlrig import __version__
 from mlrig.errors import exits_cleanly
 
+if TYPE_CHECKING:
+    from mlrig.settings import Settings
+
 
 class Executor(StrEnum):
     """Where the stages of `mlrig run` run."""
 
     local = "local"
     containers = "containers"
+    clearml = "clearml"
 
 
 app = typer.Typer(
@@ -28,7 +33,9 @@ app = typer.Typer(
     no_args_is_help=True,
     help="mlrig: DVC pipeline, MLflow tracking and registry, ClearML automation, in one repo.",
 )
-clearml_app = typer.Typer(no_args_is_help=True, help="ClearML offline sessions.")
+clearml_app = typer.Typer(
+    no_args_is_help=True, help="ClearML: offline sessions, and the pipeline on ClearML queues."
+)
 app.add_typer(clearml_app, name="clearml")
 stack_app = typer.Typer(
     no_args_is_help=True, help="The local stack: PostgreSQL, S3 and an MLflow server on 127.0.0.1."
@@ -89,21 +96,39 @@ def run(
         Executor,
         typer.Option(
             help="local: each stage by dvc repro here. containers: each in its step image, data "
-            "through the DVC remote, results through the MLflow server (make images first).",
+            "through the DVC remote, results through the MLflow server (make images first). "
+            "clearml: submit the pipeline to ClearML queues, each stage a step in its image.",
         ),
     ] = Executor.local,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor clearml: the queue of the steps (default MLRIG_CLEARML_QUEUE)."
+        ),
+    ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="How many independent stages run at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from mlrig.errors import ConfigError
     from mlrig.pipeline import run_pipeline
     from mlrig.settings import load_settings
 
     if stack is not None:
         use_stack(stack)
     settings = load_settings()
+    if executor is Executor.clearml:
+        if set_param:
+            raise ConfigError(
+                "--executor clearml runs the committed params.yaml in the cluster, so -S cannot "
+                "reach it: edit params.yaml, commit it, then submit without -S."
+            )
+        submit_to_clearml(settings, queue, as_json)
+        return
+    if queue is not None:
+        raise ConfigError("--queue is a ClearML queue: use it with --executor clearml.")
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -402,6 +427,64 @@ def doctor(
             typer.echo(f"{mark} {check.name}: {check.detail}{fix}")
     if any(check.required and not check.passed for check in checks):
         raise typer.Exit(1)
+
+
+def submit_to_clearml(settings: Settings, queue: str | None, as_json: bool) -> None:
+    """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id."""
+    from mlrig.clearml_pipeline import describe_pipeline, require_server, submit_pipeline
+
+    require_server(os.environ)  # before the images are resolved: say what is missing first
+    with console.status("compiling dvc.yaml into a ClearML pipeline"):
+        description = describe_pipeline(settings, default_queue=queue)
+    with console.status(f"submitting to ClearML (controller on {settings.clearml_services_queue})"):
+        pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
+    summary = {"pipeline_id": pipeline_id, "steps": len(description.steps)}
+    typer.echo(json.dumps(summary) if as_json else f"ClearML pipeline {pipeline_id} submitted.")
+
+
+@clearml_app.command("pipeline")
+@exits_cleanly
+def clearml_pipeline(
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the compiled pipeline instead of submitting it to ClearML."
+        ),
+    ] = False,
+    queue: Annotated[
+        str | None,
+        typer.Option(help="The queue of the steps (default MLRIG_CLEARML_QUEUE)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """dvc.yaml as a ClearML pipeline: each stage a step in its image, cached by its data."""
+    from mlrig.clearml_pipeline import describe_pipeline
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    if not dry_run:
+        submit_to_clearml(settings, queue, as_json)
+        return
+    with console.status("compiling dvc.yaml into a ClearML pipeline"):
+        description = describe_pipeline(settings, default_queue=queue)
+    if as_json:
+        typer.echo(description.model_dump_json(indent=2))
+        return
+    table = Table(title=f"ClearML pipeline {description.name} {description.version}")
+    for column in ("step", "parents", "image", "queue", "deps hashed", "params", "input key"):
+        table.add_column(column)
+    for step in description.steps:
+        hashed = sum(value is not None for value in step.deps.values())
+        table.add_row(
+            step.name,
+            ", ".join(step.parents) or "-",
+            step.image,
+            step.queue,
+            f"{hashed}/{len(step.deps)}",
+            ", ".join(step.params) or "-",
+            step.input_key[:12],
+        )
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @clearml_app.command("list")

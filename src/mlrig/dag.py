@@ -10,9 +10,12 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mlrig.errors import MlrigError
+
+if TYPE_CHECKING:  # DVC loads inside functions
+    from dvc.repo import Repo
 
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
@@ -21,11 +24,16 @@ def stage_graph(root: Path) -> dict[str, set[str]]:
 
     # DVC names stages relative to the working directory: from the root, `train@knn`
     with contextlib.chdir(root), Repo(str(root)) as repo:
-        graph = repo.index.graph
-        return {
-            stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
-            for stage in graph.nodes
-        }
+        return graph_of(repo)
+
+
+def graph_of(repo: Repo) -> dict[str, set[str]]:
+    """Each stage of an open DVC repo with the stages it depends on (open it from its root)."""
+    graph = repo.index.graph
+    return {
+        stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
+        for stage in graph.nodes
+    }
 
 
 def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:

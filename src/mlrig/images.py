@@ -487,19 +487,28 @@ def build_images(
     return results
 
 
-def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:
-    """Each step's image for the sources as they are now (by content tag).
+def step_image_references(settings: Settings, engine: Engine) -> dict[str, str]:
+    """Each step's image reference (by content tag) for the sources as they are now.
 
-    Raises:
-        MlrigError: an image is missing or out of date; `make images` builds it.
+    The references say which image a stage must run in, built or not: `make images` builds
+    exactly these.
     """
     layout = BuildLayout(settings.root)
     steps = step_names(settings.root)
     export_requirements(layout, steps)
     _, os_fingerprint = os_base(settings, engine)
     base_reference = image_reference(settings, BASE, base_tag(settings, os_fingerprint))
-    images = {step: image_reference(settings, step, step_tag(settings, step, base_reference))
-              for step in steps}  # fmt: skip
+    return {step: image_reference(settings, step, step_tag(settings, step, base_reference))
+            for step in steps}  # fmt: skip
+
+
+def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:
+    """Each step's image for the sources as they are now (by content tag).
+
+    Raises:
+        MlrigError: an image is missing or out of date; `make images` builds it.
+    """
+    images = step_image_references(settings, engine)
     missing = [step for step, reference in images.items() if not engine.image_exists(reference)]
     if missing:
         raise MlrigError(

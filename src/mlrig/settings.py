@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     clearml_secret_key: SecretStr | None = Field(default=None, alias="CLEARML_API_SECRET_KEY")
     clearml_offline: bool | None = Field(default=None, alias="CLEARML_OFFLINE_MODE")
     clearml_project: str = Field(default="mlrig", alias="MLRIG_CLEARML_PROJECT")
+    #: the queue ClearML agents take pipeline steps from, unless a step has its own
+    clearml_queue: str = Field(default="default", alias="MLRIG_CLEARML_QUEUE")
+    #: a queue per step or stage, as JSON: {"train": "gpu", "report@x": "cpu"}
+    clearml_step_queues: dict[str, str] = Field(
+        default_factory=dict, alias="MLRIG_CLEARML_STEP_QUEUES"
+    )
+    #: the queue the pipeline controller itself runs on (a services agent)
+    clearml_services_queue: str = Field(default="services", alias="MLRIG_CLEARML_SERVICES_QUEUE")
     dvc_remote: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE")
     dvc_remote_url: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE_URL")
     s3_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")

@@ -1,0 +1,415 @@
+"""`mlrig clearml pipeline`: dvc.yaml compiled into a ClearML pipeline, one step per stage.
+
+The compiled description holds, per stage, what a ClearML step needs and what its cache key
+must cover: the command (`mlrig stage <stage>`), its parents in DVC's DAG, the DVC hashes of its
+deps, the params it reads with their values, its outs, its step image and its queue.
+
+ClearML's step cache hashes a task's script, hyperparameters and container arguments, but not
+the data a step reads nor its image (clearml#971). So each step's hyperparameters carry its
+deps' DVC hashes, its image, and a key of everything upstream of it: the upstream outputs a
+step reads are recomputed before it runs, so their hashes in dvc.lock alone would not change
+when an upstream input does. The cache key then changes exactly when data, params, image or
+anything upstream changes.
+
+A step's task is a bash-binary task (`/bin/bash -c "mlrig stage <stage>"`) with no repository
+and no pip requirements, so an agent builds no environment: the step image has everything.
+Settings and secrets reach the step from the agent's pod template, never from the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from mlrig import __version__
+from mlrig.containers import step_of
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.settings import Settings
+
+if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
+    from clearml import PipelineController, Task
+    from dvc.stage import Stage
+
+PIPELINE_NAME = "mlrig"
+#: sections of a step's ClearML hyperparameters (`section/name`)
+MLRIG_SECTION = "mlrig"
+DEPS_SECTION = "deps"
+PARAMS_SECTION = "params"
+STEP_BINARY = "/bin/bash"
+STEP_TASK_TYPE = "custom"
+#: the params file DVC reads when a stage names params without a file
+DEFAULT_PARAMS_FILE = "params.yaml"
+#: what a ClearML server needs to be reached, and what each setting is for
+SERVER_SETTINGS = {
+    "CLEARML_API_HOST": "the ClearML API server, e.g. https://api.clear.ml or http://clearml:8008",
+    "CLEARML_API_ACCESS_KEY": "the access key of ClearML credentials (Settings > Workspace)",
+    "CLEARML_API_SECRET_KEY": "the secret key of those credentials",
+}
+#: what the submitting subprocess prints before ClearML ends it, so the caller learns the id
+PIPELINE_ID_PREFIX = "mlrig-pipeline-id: "
+#: the configuration object of the controller's task that holds the compiled description
+DESCRIPTION_CONFIGURATION = "mlrig pipeline"
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON value with sorted keys: equal values, equal digest."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class PipelineStep(BaseModel):
+    """One DVC stage as a ClearML pipeline step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="the DVC stage, as dvc.yaml names it: train@knn")
+    step: str = Field(description="the step folder and image the stage runs in: train")
+    command: str = Field(description="what the step's container runs")
+    parents: list[str] = Field(description="the stages whose outputs this stage reads")
+    deps: dict[str, str | None] = Field(
+        description="each dep path with its DVC hash (workspace, else dvc.lock; None: neither)"
+    )
+    params: dict[str, Any] = Field(description="each param the stage reads, with its value")
+    outs: list[str] = Field(description="the stage's outputs (outs, metrics and plots)")
+    image: str = Field(description="the step image reference")
+    queue: str = Field(description="the ClearML queue the step is enqueued on")
+    upstream_key: str = Field(description="a digest of the input keys of the parents")
+
+    @property
+    def entry_point(self) -> str:
+        """The task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3, worker.py)
+        runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
+        return f"-c {self.command}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def input_key(self) -> str:
+        """A digest of everything the stage's result depends on, upstream included."""
+        return digest(
+            {
+                "command": self.command,
+                "deps": self.deps,
+                "params": self.params,
+                "image": self.image,
+                "upstream": self.upstream_key,
+            }
+        )
+
+    def clearml_parameters(self) -> dict[str, str]:
+        """The step's ClearML hyperparameters: what its cache key must change with.
+
+        `deps/<path>` holds each dep's DVC hash, `params/<key>` each param's value (JSON),
+        `mlrig/image` the image and `mlrig/upstream` the key of everything upstream.
+        """
+        return {
+            f"{MLRIG_SECTION}/stage": self.name,
+            f"{MLRIG_SECTION}/image": self.image,
+            f"{MLRIG_SECTION}/upstream": self.upstream_key,
+            **{f"{DEPS_SECTION}/{path}": value or "" for path, value in self.deps.items()},
+            **{
+                f"{PARAMS_SECTION}/{key}": json.dumps(value, sort_keys=True)
+                for key, value in self.params.items()
+            },
+        }
+
+
+class PipelineDescription(BaseModel):
+    """dvc.yaml as a ClearML pipeline: its name, project, version and steps in DAG order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    project: str
+    version: str
+    steps: list[PipelineStep]
+
+    def graph(self) -> dict[str, set[str]]:
+        """Each step with the steps it depends on."""
+        return {step.name: set(step.parents) for step in self.steps}
+
+
+def dep_hash(dep: Any) -> str | None:
+    """A dep's DVC hash in the workspace, else the one dvc.lock records, else None."""
+    hash_info = dep.get_hash() if dep.exists else dep.hash_info
+    return f"{hash_info.name}:{hash_info.value}" if hash_info else None
+
+
+def stage_inputs_and_outputs(
+    stage: Stage,
+) -> tuple[dict[str, str | None], dict[str, Any], list[str]]:
+    """A stage's deps with their DVC hashes, its params with their values, and its outs."""
+    from dvc.dependency.param import ParamsDependency
+
+    deps: dict[str, str | None] = {}
+    params: dict[str, Any] = {}
+    for dep in stage.deps:
+        if isinstance(dep, ParamsDependency):
+            prefix = "" if dep.def_path == DEFAULT_PARAMS_FILE else f"{dep.def_path}:"
+            values = dep.read_params()
+            if missing := sorted(set(dep.params or []) - set(values)):  # DVC skips them silently
+                raise ConfigError(
+                    f"Stage {stage.addressing!r} reads param(s) {', '.join(missing)} that "
+                    f"{dep.def_path} does not have: add them, or drop them from dvc.yaml."
+                )
+            params |= {f"{prefix}{key}": value for key, value in values.items()}
+        else:
+            deps[str(dep.def_path)] = dep_hash(dep)
+    return deps, params, [str(out.def_path) for out in stage.outs]
+
+
+def topological_order(graph: Mapping[str, set[str]]) -> list[str]:
+    """The stages, each after the stages it depends on (ties by name, so the order is stable)."""
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(graph):
+        ready = sorted(name for name in graph if name not in done and graph[name] <= done)
+        if not ready:  # DVC refuses cycles before this; kept so a bad graph cannot loop
+            raise ConfigError(f"dvc.yaml's stages form a cycle: {sorted(set(graph) - done)}")
+        order.extend(ready)
+        done.update(ready)
+    return order
+
+
+def stage_queue(stage: str, default_queue: str, step_queues: Mapping[str, str]) -> str:
+    """The queue of a stage: its own entry, else its step's, else the default."""
+    return step_queues.get(stage) or step_queues.get(step_of(stage)) or default_queue
+
+
+def compile_pipeline(
+    root: Path,
+    images: Mapping[str, str],
+    *,
+    default_queue: str,
+    step_queues: Mapping[str, str] | None = None,
+    project: str = PIPELINE_NAME,
+    version: str = __version__,
+) -> PipelineDescription:
+    """Compile dvc.yaml (foreach expanded, through DVC's own API) into a pipeline description.
+
+    Args:
+        root: the project folder (the one holding dvc.yaml).
+        images: each step's image reference (`mlrig.images.step_image_references`).
+        default_queue: the queue of a stage that `step_queues` does not name.
+        step_queues: queues by stage (`train@knn`) or by step (`train`).
+        project: the ClearML project of the pipeline.
+        version: the pipeline version ClearML stores (semantic: 1.0.0).
+
+    Returns:
+        The steps in dependency order.
+
+    Raises:
+        ConfigError: a stage's step has no image.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from mlrig.dag import graph_of
+
+    # DVC names stages relative to the working directory: from the root, `train@knn`
+    try:
+        with contextlib.chdir(root), Repo(str(root)) as repo:
+            graph = graph_of(repo)
+            stages = {stage.addressing: stage for stage in repo.index.stages}
+            facts = {name: stage_inputs_and_outputs(stages[name]) for name in graph}
+    except DvcException as error:
+        detail = f" ({error.__cause__})" if error.__cause__ else ""  # which key, for validation
+        raise ConfigError(
+            f"DVC cannot read the pipeline in {root}: {error}{detail}. Fix dvc.yaml (or "
+            "params.yaml); dvc status shows the same problem."
+        ) from None
+    no_image = sorted({step_of(name) for name in graph} - set(images))
+    if no_image:
+        raise ConfigError(
+            f"Step(s) {', '.join(no_image)} of dvc.yaml have no image: add images/<step>/"
+            "Dockerfile (make step NAME=... makes one)."
+        )
+    steps: dict[str, PipelineStep] = {}
+    for name in topological_order(graph):
+        parents = sorted(graph[name])
+        deps, params, outs = facts[name]
+        steps[name] = PipelineStep(
+            name=name,
+            step=step_of(name),
+            command=shlex.join(["mlrig", "stage", name]),
+            parents=parents,
+            deps=deps,
+            params=params,
+            outs=outs,
+            image=images[step_of(name)],
+            queue=stage_queue(name, default_queue, step_queues or {}),
+            upstream_key=digest({parent: steps[parent].input_key for parent in parents}),
+        )
+    return PipelineDescription(
+        name=PIPELINE_NAME, project=project, version=version, steps=list(steps.values())
+    )
+
+
+def describe_pipeline(settings: Settings, default_queue: str | None = None) -> PipelineDescription:
+    """The pipeline of this project, each stage in the image the containers executor would use.
+
+    Raises:
+        ConfigError: no container engine (image tags depend on its base image), or a step
+            without an image.
+    """
+    from mlrig.images import find_engine, step_image_references
+
+    images = step_image_references(settings, find_engine(settings))
+    return compile_pipeline(
+        settings.root,
+        images,
+        default_queue=default_queue or settings.clearml_queue,
+        step_queues=settings.clearml_step_queues,
+        project=settings.clearml_project,
+    )
+
+
+def step_task_arguments(step: PipelineStep, project: str) -> dict[str, Any]:
+    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages."""
+    return {
+        "project_name": project,
+        "task_name": step.name,
+        "task_type": STEP_TASK_TYPE,
+        "script": step.entry_point,
+        "binary": STEP_BINARY,
+        "packages": "",  # ClearML: an empty string installs nothing, not even a repo's
+        "docker": step.image,
+        "add_task_init_call": False,
+        "detect_repository": False,
+    }
+
+
+def step_task_definition(step: PipelineStep, project: str) -> dict[str, Any]:
+    """The task ClearML would create for a step, as ClearML itself builds it (no server)."""
+    from clearml.backend_interface.task.populate import CreateAndPopulate
+
+    populate = CreateAndPopulate(
+        **step_task_arguments(step, project), raise_on_missing_entries=False
+    )
+    return dict(populate.create_task(dry_run=True))
+
+
+def create_step_task(step: PipelineStep, project: str, node: Any) -> Task:
+    """The base task of a step, made when the controller launches it (needs a server).
+
+    ClearML calls it with the step's node, which adds nothing to what `step` says.
+    """
+    from clearml import Task
+
+    return Task.create(**step_task_arguments(step, project))
+
+
+def build_controller(description: PipelineDescription) -> PipelineController:
+    """A ClearML pipeline controller with one step per stage, cached by its inputs.
+
+    In offline mode (CLEARML_OFFLINE_MODE=1) the controller is built and can be checked and
+    drafted; its steps' tasks are made only when it runs, against a server.
+    """
+    from clearml import PipelineController
+
+    controller = PipelineController(
+        name=description.name,
+        project=description.project,
+        version=description.version,
+        repo="",  # the steps run in their images; the controller needs no checkout either
+        add_pipeline_tags=True,
+    )
+    for step in description.steps:
+        controller.add_step(
+            name=step.name,
+            parents=step.parents,
+            execution_queue=step.queue,
+            parameter_override=step.clearml_parameters(),
+            base_task_factory=partial(create_step_task, step, description.project),
+            cache_executed_step=True,
+        )
+    return controller
+
+
+def require_server(environment: Mapping[str, str]) -> None:
+    """Raises ConfigError naming every ClearML server setting that is not set."""
+    missing = {name: why for name, why in SERVER_SETTINGS.items() if not environment.get(name)}
+    if missing or environment.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true"):
+        lines = "\n".join(f"  {name}: {why}" for name, why in missing.items())
+        raise ConfigError(
+            "Submitting to a ClearML queue needs a ClearML server, and "
+            + (f"these are not set:\n{lines}\n" if missing else "CLEARML_OFFLINE_MODE is on. ")
+            + "Set them (and unset CLEARML_OFFLINE_MODE), or look at what would be submitted "
+            "with: mlrig clearml pipeline --dry-run"
+        )
+
+
+def submit_pipeline(
+    settings: Settings, description: PipelineDescription, services_queue: str
+) -> str:
+    """Enqueue the pipeline's controller on `services_queue`; its id.
+
+    ClearML's `PipelineController.start` ends its process (os._exit), so it runs in a child.
+
+    Raises:
+        ConfigError: no ClearML server is configured.
+        MlrigError: the child failed to enqueue the controller.
+    """
+    require_server(os.environ)
+    run_dir = settings.state_dir / "clearml" / "submit"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    description_path = run_dir / "pipeline.json"
+    description_path.write_text(description.model_dump_json(indent=2))
+    command = [sys.executable, "-m", __name__, str(description_path), services_queue]
+    result = subprocess.run(command, cwd=settings.root, capture_output=True, text=True)
+    ids = [
+        line.removeprefix(PIPELINE_ID_PREFIX)
+        for line in result.stdout.splitlines()
+        if line.startswith(PIPELINE_ID_PREFIX)
+    ]
+    if result.returncode != 0 or not ids:
+        tail = "\n".join(f"  | {line}" for line in result.stderr.splitlines()[-20:])
+        raise MlrigError(
+            f"Submitting the pipeline to ClearML failed (exit {result.returncode}).\n{tail}",
+            exit_code=EXIT_FAILED,
+        )
+    return ids[-1]
+
+
+def saved_description(description_path: Path) -> PipelineDescription:
+    """The description to build the controller from: the file given here, or, when a services
+    agent runs the enqueued controller, the copy stored on the controller's task."""
+    from clearml import Task
+    from clearml.config import get_remote_task_id, running_remotely
+
+    if running_remotely():  # the agent re-runs this module; the file stayed on the submitter
+        text = Task.get_task(task_id=get_remote_task_id()).get_configuration_object(
+            DESCRIPTION_CONFIGURATION
+        )
+    else:
+        text = description_path.read_text()
+    if not text:
+        raise MlrigError(f"No pipeline description in {description_path} or on the task.")
+    return PipelineDescription.model_validate_json(text)
+
+
+def start_controller(description_path: Path, services_queue: str) -> None:
+    """Build the controller from a saved description and enqueue it (this process ends)."""
+    description = saved_description(description_path)
+    controller = build_controller(description)
+    controller.task.set_configuration_object(
+        name=DESCRIPTION_CONFIGURATION,
+        config_text=description.model_dump_json(indent=2),
+        config_type="json",
+        description="the compiled dvc.yaml the controller builds its steps from (mlrig)",
+    )
+    print(f"{PIPELINE_ID_PREFIX}{controller.id}", flush=True)
+    controller.start(queue=services_queue)
+
+
+if __name__ == "__main__":  # the child of submit_pipeline, and the controller on a services agent
+    start_controller(Path(sys.argv[1]), sys.argv[2])

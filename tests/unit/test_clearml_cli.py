@@ -1,0 +1,98 @@
+"""`mlrig clearml pipeline` and `mlrig run --executor clearml`: the dry run, and the refusal
+to submit without a ClearML server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, TRACKING_VARIABLES
+from mlrig.clearml_pipeline import PipelineDescription
+from mlrig.dag import stage_graph
+from mlrig.errors import EXIT_BAD_INPUT
+from mlrig.images import find_engine, step_image_references
+from mlrig.settings import Settings
+
+pytestmark = pytest.mark.clearml
+
+
+def run_mlrig(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`mlrig ...` in the repository, with no ClearML server or queue settings of the caller's."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in TRACKING_VARIABLES and not key.startswith("MLRIG_CLEARML_")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "mlrig", *arguments],
+        cwd=REPO_ROOT,
+        env=env | environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [("run", "--executor", "clearml", "--queue", "q"), ("clearml", "pipeline", "--queue", "q")],
+)
+def test_submit_without_a_server_names_what_to_set(arguments: tuple[str, ...]) -> None:
+    result = run_mlrig(*arguments)
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    for name in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--dry-run" in result.stderr
+
+
+def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
+    result = run_mlrig("clearml", "pipeline", "--dry-run", "--json", "--queue", "cpu")
+
+    assert result.returncode == 0, result.stderr
+    description = PipelineDescription.model_validate_json(result.stdout)
+    assert description.graph() == stage_graph(REPO_ROOT)
+    assert {step.queue for step in description.steps} == {"cpu"}
+    # the images the containers executor runs each step in (content tags of the sources now)
+    settings = Settings(project_dir=REPO_ROOT)
+    images = step_image_references(settings, find_engine(settings))
+    assert {step.name: step.image for step in description.steps} == {
+        step.name: images[step.step] for step in description.steps
+    }
+    assert all(step.image.startswith(f"localhost/mlrig/{step.step}:") for step in description.steps)
+
+
+def test_clearml_executor_refuses_param_overrides_it_could_not_ship() -> None:
+    result = run_mlrig("run", "--executor", "clearml", "-S", "split.seed=7")
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "commit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_queue_is_refused_without_the_clearml_executor() -> None:
+    result = run_mlrig("run", "--queue", "q")
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "--executor clearml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
+    result = run_mlrig(
+        "clearml", "pipeline", "--dry-run", MLRIG_CLEARML_STEP_QUEUES='{"train": "gpu"}'
+    )
+
+    assert result.returncode == 0, result.stderr
+    cells = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
+    rows = {row[1].strip(): row for row in cells if row[1].strip()}  # not a wrapped cell's line
+    assert set(rows) == set(stage_graph(REPO_ROOT))
+    queues = {name: row[4].strip() for name, row in rows.items()}
+    assert queues == {name: "gpu" if name.startswith("train@") else "default" for name in rows}
