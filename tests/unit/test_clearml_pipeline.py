@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -87,10 +88,13 @@ FAKE_SECRET = "fake-secret-4f1c9a7e"
 
 
 @pytest.fixture
-def offline_clearml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def offline_clearml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """ClearML offline, its home, cache and temporary files in tmp_path; the cache folder."""
     from clearml import Task
 
+    # ClearML writes its own variables into os.environ (CLEARML_PROC_MASTER_ID, ...): a later
+    # test's child process would take itself for a subprocess of this task and log nothing
+    environment = dict(os.environ)
     for name in TRACKING_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "clearml-cache"
@@ -106,7 +110,9 @@ def offline_clearml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # ClearML reads CLEARML_OFFLINE_MODE once, when first imported (maybe by another test). It
     # stays offline after the test: going online again connects every session to a server.
     Task.set_offline(offline_mode=True)
-    return cache
+    yield cache
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 @pytest.fixture
