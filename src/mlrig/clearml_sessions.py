@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mlrig.errors import ConfigError
-from mlrig.settings import Settings
+from mlrig.settings import Settings, unset_names
 
 IMPORTED_FILE = "imported.json"
 
@@ -42,15 +42,13 @@ def list_sessions(settings: Settings) -> list[Session]:
 
 def require_server(settings: Settings) -> None:
     """Raises ConfigError unless a ClearML server and its credentials are configured."""
-    missing = [
-        name
-        for name, value in (
-            ("CLEARML_API_HOST", settings.clearml_api_host),
-            ("CLEARML_API_ACCESS_KEY", settings.clearml_access_key),
-            ("CLEARML_API_SECRET_KEY", settings.clearml_secret_key),
-        )
-        if not value
-    ]
+    missing = unset_names(
+        {
+            "CLEARML_API_HOST": settings.clearml_api_host,
+            "CLEARML_API_ACCESS_KEY": settings.clearml_access_key,
+            "CLEARML_API_SECRET_KEY": settings.clearml_secret_key,
+        }
+    )
     if missing:
         raise ConfigError(
             f"No ClearML server is configured ({', '.join(missing)} not set). Set them to your "

@@ -17,7 +17,24 @@ from mlrig import __version__
 from mlrig.errors import exits_cleanly
 
 if TYPE_CHECKING:
+    from mlrig.clearml_pipeline import PipelineDescription
     from mlrig.settings import Settings
+
+
+#: options of a ClearML submission, shared by `mlrig run --executor clearml` and
+#: `mlrig clearml pipeline`
+ImageDigestsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--images",
+        help="Digest files of pushed step images (mlrig images push --digests; the GitLab build "
+        "jobs' images-<step>.json): those steps run by digest instead of their local tag.",
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(help="Follow the steps' status to the end; exit non-zero naming failed steps."),
+]
 
 
 class Executor(StrEnum):
@@ -48,6 +65,8 @@ chart_app = typer.Typer(
     help="The Helm chart's pods on this machine (podman kube play of helm/mlrig, no cluster).",
 )
 app.add_typer(chart_app, name="chart")
+ci_app = typer.Typer(no_args_is_help=True, help="What the GitLab CI jobs run (.gitlab-ci.yml).")
+app.add_typer(ci_app, name="ci")
 console = Console(stderr=True)
 
 
@@ -106,6 +125,8 @@ def run(
             help="With --executor clearml: the queue of the steps (default MLRIG_CLEARML_QUEUE)."
         ),
     ] = None,
+    images: ImageDigestsOption = None,
+    wait: WaitOption = False,
     jobs: Annotated[int, typer.Option(min=1, help="How many independent stages run at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -125,10 +146,13 @@ def run(
                 "--executor clearml runs the committed params.yaml in the cluster, so -S cannot "
                 "reach it: edit params.yaml, commit it, then submit without -S."
             )
-        submit_to_clearml(settings, queue, as_json)
+        submit_to_clearml(settings, queue, images or [], wait, as_json)
         return
-    if queue is not None:
-        raise ConfigError("--queue is a ClearML queue: use it with --executor clearml.")
+    if queue is not None or images or wait:
+        raise ConfigError(
+            "--queue, --images and --wait are for a ClearML submission: use them with "
+            "--executor clearml."
+        )
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -241,6 +265,59 @@ def images_servers_command() -> None:
     for image in images:
         state = f"built in {image.seconds:.0f}s" if image.built else "up to date"
         typer.echo(f"{image.reference}  {state}")
+
+
+@images_app.command("push")
+@exits_cleanly
+def images_push_command(
+    registry: Annotated[
+        str, typer.Option(help="where to push: registry/path (GitLab: $CI_REGISTRY_IMAGE)")
+    ],
+    step: Annotated[
+        list[str] | None, typer.Option(help="a step's image (repeatable; default: every step)")
+    ] = None,
+    digests: Annotated[
+        Path, typer.Option(help="JSON file to write: step -> registry/step@sha256:...")
+    ] = Path("images.json"),
+    tls_verify: Annotated[bool, typer.Option(help="verify the registry's TLS")] = True,
+) -> None:
+    """Push step images under their content tags; a tag the registry has is not pushed again."""
+    from mlrig.images import find_engine, step_names
+    from mlrig.registry import push_step_images, write_digests
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    engine = find_engine(settings)
+    steps = step or step_names(settings.root)
+    with console.status("building what is missing, then pushing"):
+        images = push_step_images(settings, engine, registry, steps, tls_verify)
+    write_digests(images, digests)
+    for image in images:
+        state = "pushed" if image.pushed else "already in the registry"
+        typer.echo(f"{image.reference}  {image.digest}  {state}")
+    typer.echo(f"Digests: {digests}")
+
+
+@ci_app.command("note")
+@exits_cleanly
+def ci_note_command(
+    target: Annotated[
+        str, typer.Option(help="the revision to diff against (origin/<target branch>)")
+    ],
+) -> None:
+    """The merge request note: params and metrics diffs, experiment table, champion decision.
+
+    Written to reports/merge-request-note.md, and posted on the merge request when
+    MLRIG_GITLAB_TOKEN (a project access token, api scope) is set.
+    """
+    from mlrig.ci import write_and_post_note
+    from mlrig.settings import load_settings
+
+    path, posted = write_and_post_note(load_settings().root, target)
+    if posted:
+        typer.echo(f"Note posted on {posted}; also in {path}")
+    else:
+        typer.echo(f"No MLRIG_GITLAB_TOKEN: the note is only in {path} (a job artifact)")
 
 
 @images_app.command("wheels")
@@ -429,17 +506,32 @@ def doctor(
         raise typer.Exit(1)
 
 
-def submit_to_clearml(settings: Settings, queue: str | None, as_json: bool) -> None:
-    """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id."""
-    from mlrig.clearml_pipeline import describe_pipeline, require_server, submit_pipeline
+def submit_to_clearml(
+    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+) -> None:
+    """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it)."""
+    from mlrig.clearml_pipeline import follow_pipeline, require_server, submit_pipeline
 
     require_server(os.environ)  # before the images are resolved: say what is missing first
-    with console.status("compiling dvc.yaml into a ClearML pipeline"):
-        description = describe_pipeline(settings, default_queue=queue)
+    description = compiled_pipeline(settings, queue, images)
     with console.status(f"submitting to ClearML (controller on {settings.clearml_services_queue})"):
         pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
     summary = {"pipeline_id": pipeline_id, "steps": len(description.steps)}
     typer.echo(json.dumps(summary) if as_json else f"ClearML pipeline {pipeline_id} submitted.")
+    if wait:
+        follow_pipeline(pipeline_id)
+
+
+def compiled_pipeline(
+    settings: Settings, queue: str | None, images: list[Path]
+) -> PipelineDescription:
+    """dvc.yaml compiled, the steps pushed by a build job in their images by digest."""
+    from mlrig.clearml_pipeline import describe_pipeline
+    from mlrig.registry import read_digests
+
+    pushed = read_digests(images)
+    with console.status("compiling dvc.yaml into a ClearML pipeline"):
+        return describe_pipeline(settings, default_queue=queue, pushed_images=pushed)
 
 
 @clearml_app.command("pipeline")
@@ -455,18 +547,18 @@ def clearml_pipeline(
         str | None,
         typer.Option(help="The queue of the steps (default MLRIG_CLEARML_QUEUE)."),
     ] = None,
+    images: ImageDigestsOption = None,
+    wait: WaitOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
     """dvc.yaml as a ClearML pipeline: each stage a step in its image, cached by its data."""
-    from mlrig.clearml_pipeline import describe_pipeline
     from mlrig.settings import load_settings
 
     settings = load_settings()
     if not dry_run:
-        submit_to_clearml(settings, queue, as_json)
+        submit_to_clearml(settings, queue, images or [], wait, as_json)
         return
-    with console.status("compiling dvc.yaml into a ClearML pipeline"):
-        description = describe_pipeline(settings, default_queue=queue)
+    description = compiled_pipeline(settings, queue, images or [])
     if as_json:
         typer.echo(description.model_dump_json(indent=2))
         return

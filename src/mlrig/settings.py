@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         return self.clearml_cache_dir / "offline"
 
 
+def unset_names(values: dict[str, object]) -> list[str]:
+    """The names of the settings given without a value: what an error message asks to set."""
+    return [name for name, value in values.items() if not value]
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment."""
     return Settings()

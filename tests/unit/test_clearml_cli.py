@@ -3,10 +3,12 @@ to submit without a ClearML server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,11 +78,53 @@ def test_clearml_executor_refuses_param_overrides_it_could_not_ship() -> None:
     assert "commit" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_queue_is_refused_without_the_clearml_executor() -> None:
-    result = run_mlrig("run", "--queue", "q")
+@pytest.mark.parametrize("option", [("--queue", "q"), ("--wait",), ("--images", "x.json")])
+def test_submission_options_are_refused_without_the_clearml_executor(
+    option: tuple[str, ...],
+) -> None:
+    result = run_mlrig("run", *option)
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "--executor clearml" in result.stderr and "Traceback" not in result.stderr
+
+
+PUSHED_TRAIN = "registry.example/mlrig/train@sha256:" + "a" * 64
+
+
+def test_dry_run_runs_the_pushed_steps_by_digest(tmp_path: Path) -> None:
+    """The build jobs' digest files: those steps by digest, the others by their local tag."""
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
+    digests = tmp_path / "images-train.json"
+    digests.write_text(json.dumps({"train": PUSHED_TRAIN}))
+    result = run_mlrig("clearml", "pipeline", "--dry-run", "--json", "--images", str(digests))
+
+    assert result.returncode == 0, result.stderr
+    description = PipelineDescription.model_validate_json(result.stdout)
+    images = {step.step: step.image for step in description.steps}
+    assert images.pop("train") == PUSHED_TRAIN
+    assert all(image.startswith("localhost/mlrig/") for image in images.values())
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ('{"train": "localhost/mlrig/train:abc"}', "not by digest"),
+        ('{"trian": "' + PUSHED_TRAIN + '"}', "trian"),
+        ("[1, 2]", "not a digest file"),
+    ],
+)
+def test_a_wrong_digest_file_is_refused_naming_the_problem(
+    tmp_path: Path, content: str, named: str
+) -> None:
+    if not (shutil.which("podman") or shutil.which("docker")):
+        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
+    digests = tmp_path / "images.json"
+    digests.write_text(content)
+    result = run_mlrig("clearml", "pipeline", "--dry-run", "--images", str(digests))
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
 
 
 def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
