@@ -47,13 +47,27 @@ def copy_repository(destination: Path) -> None:
 
 def clean_environment(root: Path) -> dict[str, str]:
     """The environment of a user's shell in `root`: no tracking settings, the venv's tools first."""
-    import sys
-
-    env = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in TRACKING_VARIABLES and not key.startswith("MLRIG_CLEARML_")
+    }
     for name in ("MLRIG_PROJECT_DIR", "MLRIG_EXPERIMENT", "MLRIG_DVC_REMOTE"):
         env.pop(name, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def run_mlrig(*arguments: str, cwd: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`mlrig ...` as a user's shell in `cwd` runs it (clean_environment), plus `environment`."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlrig", *arguments],
+        cwd=cwd,
+        env=clean_environment(cwd) | environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TRACKING_VARIABLES, copy_repository
-
-
-def mlrig(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {key: value for key, value in os.environ.items() if key not in TRACKING_VARIABLES}
-    base.pop("MLRIG_PROJECT_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "mlrig", *args],
-        cwd=cwd,
-        env=base | env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from conftest import copy_repository, run_mlrig
 
 
 @pytest.fixture
@@ -41,26 +25,26 @@ def empty_project(tmp_path: Path) -> Path:
      ["images"], ["images", "build"]],
 )  # fmt: skip
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
-    result = mlrig(*command, "--help", cwd=tmp_path)
+    result = run_mlrig(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "Usage" in result.stdout
 
 
 def test_outside_a_project_names_what_is_missing(tmp_path: Path) -> None:
-    result = mlrig("run", cwd=tmp_path)
+    result = run_mlrig("run", cwd=tmp_path)
     assert result.returncode == 2
     assert "No dvc.yaml found" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_compare_before_any_run_says_to_run_first(empty_project: Path) -> None:
-    result = mlrig("compare", cwd=empty_project)
+    result = run_mlrig("compare", cwd=empty_project)
     assert result.returncode == 2
     assert "mlrig run" in result.stderr and "'base'" in result.stderr
 
 
 def test_clearml_import_without_a_server_names_the_settings(empty_project: Path) -> None:
-    result = mlrig("clearml", "import", cwd=empty_project)
+    result = run_mlrig("clearml", "import", cwd=empty_project)
     assert result.returncode == 2
     assert "CLEARML_API_HOST" in result.stderr and "CLEARML_API_SECRET_KEY" in result.stderr
 
@@ -68,7 +52,7 @@ def test_clearml_import_without_a_server_names_the_settings(empty_project: Path)
 def test_clearml_import_to_an_unreachable_server_fails_fast(empty_project: Path) -> None:
     sessions = empty_project / ".mlrig/clearml/offline"
     sessions.mkdir(parents=True)
-    result = mlrig(
+    result = run_mlrig(
         "clearml",
         "import",
         cwd=empty_project,
@@ -83,14 +67,14 @@ def test_clearml_import_to_an_unreachable_server_fails_fast(empty_project: Path)
 
 
 def test_clearml_list_on_a_fresh_project_is_empty(empty_project: Path) -> None:
-    result = mlrig("clearml", "list", cwd=empty_project)
+    result = run_mlrig("clearml", "list", cwd=empty_project)
     assert result.returncode == 0
     assert "0 offline session(s)" in result.stdout
 
 
 def test_containers_without_an_mlflow_server_say_what_to_start(tmp_path: Path) -> None:
     copy_repository(tmp_path)
-    result = mlrig("run", "--executor", "containers", cwd=tmp_path)
+    result = run_mlrig("run", "--executor", "containers", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "MLflow server" in result.stderr and "mlrig stack up" in result.stderr
     assert "Traceback" not in result.stderr
@@ -105,7 +89,7 @@ def test_containers_without_an_mlflow_server_say_what_to_start(tmp_path: Path) -
 
 
 def test_a_stage_without_its_settings_names_each_one(empty_project: Path) -> None:
-    result = mlrig("stage", "train@knn", cwd=empty_project, MLRIG_DVC_REMOTE_URL="s3://bucket")
+    result = run_mlrig("stage", "train@knn", cwd=empty_project, MLRIG_DVC_REMOTE_URL="s3://bucket")
     assert result.returncode == 2
     for name in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert name in result.stderr
@@ -116,7 +100,7 @@ def test_a_stage_without_its_settings_names_each_one(empty_project: Path) -> Non
 def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
     copy_repository(tmp_path)
     shutil.rmtree(tmp_path / ".git")
-    result = mlrig("run", cwd=tmp_path)
+    result = run_mlrig("run", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "not a git repository" in result.stderr and "git init" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,15 +4,13 @@ to submit without a ClearML server."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TRACKING_VARIABLES
+from conftest import REPO_ROOT, run_mlrig
 from mlrig.clearml_pipeline import PipelineDescription
 from mlrig.dag import stage_graph
 from mlrig.errors import EXIT_BAD_INPUT
@@ -22,21 +20,9 @@ from mlrig.settings import Settings
 pytestmark = pytest.mark.clearml
 
 
-def run_mlrig(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+def mlrig(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
     """`mlrig ...` in the repository, with no ClearML server or queue settings of the caller's."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in TRACKING_VARIABLES and not key.startswith("MLRIG_CLEARML_")
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "mlrig", *arguments],
-        cwd=REPO_ROOT,
-        env=env | environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_mlrig(*arguments, cwd=REPO_ROOT, **environment)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +30,7 @@ def run_mlrig(*arguments: str, **environment: str) -> subprocess.CompletedProces
     [("run", "--executor", "clearml", "--queue", "q"), ("clearml", "pipeline", "--queue", "q")],
 )
 def test_submit_without_a_server_names_what_to_set(arguments: tuple[str, ...]) -> None:
-    result = run_mlrig(*arguments)
+    result = mlrig(*arguments)
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     for name in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
@@ -56,7 +42,7 @@ def test_submit_without_a_server_names_what_to_set(arguments: tuple[str, ...]) -
 def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
     if not (shutil.which("podman") or shutil.which("docker")):
         pytest.skip("no container engine (podman or docker): image tags depend on its base image")
-    result = run_mlrig("clearml", "pipeline", "--dry-run", "--json", "--queue", "cpu")
+    result = mlrig("clearml", "pipeline", "--dry-run", "--json", "--queue", "cpu")
 
     assert result.returncode == 0, result.stderr
     description = PipelineDescription.model_validate_json(result.stdout)
@@ -72,7 +58,7 @@ def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
 
 
 def test_clearml_executor_refuses_param_overrides_it_could_not_ship() -> None:
-    result = run_mlrig("run", "--executor", "clearml", "-S", "split.seed=7")
+    result = mlrig("run", "--executor", "clearml", "-S", "split.seed=7")
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "commit" in result.stderr and "Traceback" not in result.stderr
@@ -82,7 +68,7 @@ def test_clearml_executor_refuses_param_overrides_it_could_not_ship() -> None:
 def test_submission_options_are_refused_without_the_clearml_executor(
     option: tuple[str, ...],
 ) -> None:
-    result = run_mlrig("run", *option)
+    result = mlrig("run", *option)
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "--executor clearml" in result.stderr and "Traceback" not in result.stderr
@@ -97,7 +83,7 @@ def test_dry_run_runs_the_pushed_steps_by_digest(tmp_path: Path) -> None:
         pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     digests = tmp_path / "images-train.json"
     digests.write_text(json.dumps({"train": PUSHED_TRAIN}))
-    result = run_mlrig("clearml", "pipeline", "--dry-run", "--json", "--images", str(digests))
+    result = mlrig("clearml", "pipeline", "--dry-run", "--json", "--images", str(digests))
 
     assert result.returncode == 0, result.stderr
     description = PipelineDescription.model_validate_json(result.stdout)
@@ -121,7 +107,7 @@ def test_a_wrong_digest_file_is_refused_naming_the_problem(
         pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     digests = tmp_path / "images.json"
     digests.write_text(content)
-    result = run_mlrig("clearml", "pipeline", "--dry-run", "--images", str(digests))
+    result = mlrig("clearml", "pipeline", "--dry-run", "--images", str(digests))
 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert named in result.stderr and "Traceback" not in result.stderr
@@ -130,9 +116,7 @@ def test_a_wrong_digest_file_is_refused_naming_the_problem(
 def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
     if not (shutil.which("podman") or shutil.which("docker")):
         pytest.skip("no container engine (podman or docker): image tags depend on its base image")
-    result = run_mlrig(
-        "clearml", "pipeline", "--dry-run", MLRIG_CLEARML_STEP_QUEUES='{"train": "gpu"}'
-    )
+    result = mlrig("clearml", "pipeline", "--dry-run", MLRIG_CLEARML_STEP_QUEUES='{"train": "gpu"}')
 
     assert result.returncode == 0, result.stderr
     cells = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
