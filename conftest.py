@@ -52,7 +52,15 @@ def clean_environment(root: Path) -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in TRACKING_VARIABLES and not key.startswith("MLRIG_CLEARML_")
     }
-    for name in ("MLRIG_PROJECT_DIR", "MLRIG_EXPERIMENT", "MLRIG_DVC_REMOTE"):
+    # MAKEFLAGS: `make test`'s own variables (PYTEST_ARGS) would override a nested make's
+    for name in (
+        "MLRIG_PROJECT_DIR",
+        "MLRIG_EXPERIMENT",
+        "MLRIG_DVC_REMOTE",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "MAKELEVEL",
+    ):
         env.pop(name, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

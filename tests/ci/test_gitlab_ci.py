@@ -146,6 +146,7 @@ def test_the_lint_and_test_jobs_pass(gitlab_ci_local: Path, project: Stack) -> N
     )
     assert test.returncode == 0, test.stdout[-4000:] + test.stderr[-2000:]
     assert " passed" in test.stdout and "failed" not in test.stdout
+    assert "tests/unit" not in test.stdout  # PYTEST_ARGS reached make: one step's tests ran
 
 
 @pytest.fixture(scope="module")
