@@ -347,6 +347,9 @@ def mlflow_server_environment(
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
         "MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": stack_secrets.mlflow_flask_secret_key,
+        # MLflow 3's job runner and its huey consumers (GenAI scorers) cost a core's fifth each
+        # even when idle; nothing mlrig logs uses them
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
 
 
