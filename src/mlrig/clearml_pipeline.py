@@ -5,15 +5,19 @@ must cover: the command (`mlrig stage <stage>`), its parents in DVC's DAG, the D
 deps, the params it reads with their values, its outs, its step image and its queue.
 
 ClearML's step cache hashes a task's script, hyperparameters and container arguments, but not
-the data a step reads nor its image (clearml#971). So each step's hyperparameters carry its
-deps' DVC hashes, its image, and a key of everything upstream of it: the upstream outputs a
-step reads are recomputed before it runs, so their hashes in dvc.lock alone would not change
-when an upstream input does. The cache key then changes exactly when data, params, image or
-anything upstream changes.
+the data a step reads nor its image (clearml#971). So each step's hyperparameters carry the DVC
+hashes of its source deps (code, data: what no stage makes), its params, its image, and a key
+of everything upstream of it. The outputs of upstream stages it reads are left to that key:
+they are made again before it runs, so their hashes here (workspace or dvc.lock) say only what
+this checkout holds. The cache key then changes exactly when data, params, image or anything
+upstream changes.
 
 A step's task is a bash-binary task (`/bin/bash -c "mlrig stage <stage>"`) with no repository
 and no pip requirements, so an agent builds no environment: the step image has everything.
-Settings and secrets reach the step from the agent's pod template, never from the task.
+Settings and secrets reach the step from the agent's pod template, never from the task. The
+task's container arguments name the stage and its input key; the pod reads its workspace and
+its parents' results from the DVC remote (`mlrig.step_store`), and a stage whose result the
+remote already holds for its input key is not submitted at all.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from mlrig import __version__
 from mlrig.containers import step_of
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.lineage import git_commit
 from mlrig.settings import Settings, unset_names
+from mlrig.stage import StepTask, overlaps
 
 if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
     from clearml import PipelineController, Task
     from dvc.stage import Stage
+
+    from mlrig.step_store import StepStore
 
 PIPELINE_NAME = "mlrig"
 #: sections of a step's ClearML hyperparameters (`section/name`)
@@ -87,12 +95,24 @@ class PipelineStep(BaseModel):
     image: str = Field(description="the step image reference")
     queue: str = Field(description="the ClearML queue the step is enqueued on")
     upstream_key: str = Field(description="a digest of the input keys of the parents")
+    upstream_deps: list[str] = Field(
+        default_factory=list, description="the deps the parents make (keyed by upstream_key)"
+    )
+    recorded: bool = Field(
+        default=False,
+        description="the DVC remote holds this stage's result for its input key: not submitted",
+    )
 
     @property
     def entry_point(self) -> str:
         """The task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3, worker.py)
         runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
         return f"-c {self.command}"
+
+    @property
+    def source_deps(self) -> dict[str, str | None]:
+        """The deps no stage makes (code, data), with their hashes."""
+        return {path: value for path, value in self.deps.items() if path not in self.upstream_deps}
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -101,7 +121,7 @@ class PipelineStep(BaseModel):
         return digest(
             {
                 "command": self.command,
-                "deps": self.deps,
+                "deps": self.source_deps,
                 "params": self.params,
                 "image": self.image,
                 "upstream": self.upstream_key,
@@ -111,14 +131,19 @@ class PipelineStep(BaseModel):
     def clearml_parameters(self) -> dict[str, str]:
         """The step's ClearML hyperparameters: what its cache key must change with.
 
-        `deps/<path>` holds each dep's DVC hash, `params/<key>` each param's value (JSON),
-        `mlrig/image` the image and `mlrig/upstream` the key of everything upstream.
+        `deps/<path>` holds each source dep's DVC hash (`upstream` for a dep a parent makes),
+        `params/<key>` each param's value (JSON), `mlrig/image` the image and `mlrig/upstream`
+        the key of everything upstream.
         """
+        source = self.source_deps
         return {
             f"{MLRIG_SECTION}/stage": self.name,
             f"{MLRIG_SECTION}/image": self.image,
             f"{MLRIG_SECTION}/upstream": self.upstream_key,
-            **{f"{DEPS_SECTION}/{path}": value or "" for path, value in self.deps.items()},
+            **{
+                f"{DEPS_SECTION}/{path}": (source[path] or "") if path in source else "upstream"
+                for path in self.deps
+            },
             **{
                 f"{PARAMS_SECTION}/{key}": json.dumps(value, sort_keys=True)
                 for key, value in self.params.items()
@@ -135,10 +160,27 @@ class PipelineDescription(BaseModel):
     project: str
     version: str
     steps: list[PipelineStep]
+    workspace: str = Field(description="digest of the project files' archive the pods fetch")
+    git_commit: str = Field(description="the commit the runs' lineage names")
 
     def graph(self) -> dict[str, set[str]]:
         """Each step with the steps it depends on."""
         return {step.name: set(step.parents) for step in self.steps}
+
+    def submitted(self) -> list[PipelineStep]:
+        """The steps to run: those whose result the remote does not hold yet."""
+        return [step for step in self.steps if not step.recorded]
+
+    def step_task(self, step: PipelineStep) -> StepTask:
+        """What the step's pod is told: its stage, workspace, and the records of its parents."""
+        keys = {other.name: other.input_key for other in self.steps}
+        return StepTask(
+            stage=step.name,
+            workspace=self.workspace,
+            input_key=step.input_key,
+            parents={parent: keys[parent] for parent in step.parents},
+            git_commit=self.git_commit,
+        )
 
 
 def dep_hash(dep: Any) -> str | None:
@@ -208,7 +250,8 @@ def compile_pipeline(
         version: the pipeline version ClearML stores (semantic: 1.0.0).
 
     Returns:
-        The steps in dependency order.
+        The steps in dependency order, with the digest of the workspace their pods fetch (the
+        project's files at this checkout) and the commit.
 
     Raises:
         ConfigError: a stage's step has no image.
@@ -240,6 +283,7 @@ def compile_pipeline(
     for name in topological_order(graph):
         parents = sorted(graph[name])
         deps, params, outs = facts[name]
+        made_upstream = [out for parent in parents for out in steps[parent].outs]
         steps[name] = PipelineStep(
             name=name,
             step=step_of(name),
@@ -251,9 +295,17 @@ def compile_pipeline(
             image=images[step_of(name)],
             queue=stage_queue(name, default_queue, step_queues or {}),
             upstream_key=digest({parent: steps[parent].input_key for parent in parents}),
+            upstream_deps=[
+                path for path in deps if any(overlaps(path, out) for out in made_upstream)
+            ],
         )
     return PipelineDescription(
-        name=PIPELINE_NAME, project=project, version=version, steps=list(steps.values())
+        name=PIPELINE_NAME,
+        project=project,
+        version=version,
+        steps=list(steps.values()),
+        workspace=hashlib.sha256(project_archive(root)).hexdigest(),
+        git_commit=git_commit(root),
     )
 
 
@@ -292,46 +344,115 @@ def describe_pipeline(
     )
 
 
-def step_task_arguments(step: PipelineStep, project: str) -> dict[str, Any]:
-    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages."""
+def project_archive(root: Path) -> bytes:
+    """The workspace every step's pod starts from: the project's files at this checkout."""
+    from mlrig.containers import project_files
+    from mlrig.step_store import workspace_archive
+
+    return workspace_archive(root, project_files(root))
+
+
+def prepare_submission(settings: Settings, description: PipelineDescription) -> PipelineDescription:
+    """Upload the workspace the pods start from; mark the steps whose result the remote holds.
+
+    Raises:
+        ConfigError: the DVC remote is not on S3.
+        MlrigError: the remote cannot be read or written.
+    """
+    from mlrig.containers import container_remote
+    from mlrig.step_store import StepStore
+
+    remote = container_remote(settings)
+    store = StepStore.of_remote(remote.url, remote.endpoint)
+    if store.upload_workspace(project_archive(settings.root)) != description.workspace:
+        raise MlrigError("The project's files changed while it was compiled: submit again.")
+    description = with_records(description, store)
+    for step in description.submitted():
+        store.put_step_task(description.step_task(step))
+    return description
+
+
+def take_results(settings: Settings, steps: list[PipelineStep]) -> None:
+    """Merge the steps' records into this checkout's dvc.lock and pull their outputs, so it
+    ends as after a local run (then `git commit dvc.lock` records what the cluster made).
+
+    Raises:
+        MlrigError: a step has no record (it did not finish), or pulling failed.
+    """
+    from mlrig.containers import container_remote
+    from mlrig.pipeline import run_dvc
+    from mlrig.stage import merge_lock_entries
+    from mlrig.step_store import StepStore
+
+    remote = container_remote(settings)
+    store = StepStore.of_remote(remote.url, remote.endpoint)
+    entries = {step.name: store.get_record(step.input_key, step.name) for step in steps}
+    merge_lock_entries(settings.root / "dvc.lock", entries)
+    remote_flag = ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+    log_path = settings.state_dir / "logs" / "clearml-pull.log"
+    run_dvc(
+        ["pull", *remote_flag, *entries], settings.root, dict(os.environ), log_path, lambda _: None
+    )
+
+
+def with_records(description: PipelineDescription, store: StepStore) -> PipelineDescription:
+    """The description with each step whose result the store holds marked `recorded`."""
+    steps = [
+        step.model_copy(update={"recorded": store.has_record(step.input_key)})
+        for step in description.steps
+    ]
+    return description.model_copy(update={"steps": steps})
+
+
+def step_task_arguments(description: PipelineDescription, step: PipelineStep) -> dict[str, Any]:
+    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages.
+
+    The step's container arguments (`-e NAME=value`, which the k8s glue makes the pod's
+    environment) name its stage and input key; the pod reads the rest from the DVC remote.
+    """
+    environment = description.step_task(step).container_environment()
     return {
-        "project_name": project,
+        "project_name": description.project,
         "task_name": step.name,
         "task_type": STEP_TASK_TYPE,
         "script": step.entry_point,
         "binary": STEP_BINARY,
         "packages": "",  # ClearML: an empty string installs nothing, not even a repo's
         "docker": step.image,
+        "docker_args": shlex.join(
+            word for name, value in environment.items() for word in ("-e", f"{name}={value}")
+        ),
         "add_task_init_call": False,
         "detect_repository": False,
     }
 
 
-def step_task_definition(step: PipelineStep, project: str) -> dict[str, Any]:
+def step_task_definition(description: PipelineDescription, step: PipelineStep) -> dict[str, Any]:
     """The task ClearML would create for a step, as ClearML itself builds it (no server)."""
     from clearml.backend_interface.task.populate import CreateAndPopulate
 
     populate = CreateAndPopulate(
-        **step_task_arguments(step, project), raise_on_missing_entries=False
+        **step_task_arguments(description, step), raise_on_missing_entries=False
     )
     return dict(populate.create_task(dry_run=True))
 
 
-def create_step_task(step: PipelineStep, project: str, node: Any) -> Task:
+def create_step_task(description: PipelineDescription, step: PipelineStep, node: Any) -> Task:
     """The base task of a step, made when the controller launches it (needs a server).
 
     ClearML calls it with the step's node, which adds nothing to what `step` says.
     """
     from clearml import Task
 
-    return Task.create(**step_task_arguments(step, project))
+    return Task.create(**step_task_arguments(description, step))
 
 
 def build_controller(description: PipelineDescription) -> PipelineController:
     """A ClearML pipeline controller with one step per stage, cached by its inputs.
 
-    In offline mode (CLEARML_OFFLINE_MODE=1) the controller is built and can be checked and
-    drafted; its steps' tasks are made only when it runs, against a server.
+    Steps whose result the DVC remote already holds (`recorded`) are left out. In offline mode
+    (CLEARML_OFFLINE_MODE=1) the controller is built and can be checked and drafted; its
+    steps' tasks are made only when it runs, against a server.
     """
     from clearml import PipelineController
 
@@ -342,13 +463,15 @@ def build_controller(description: PipelineDescription) -> PipelineController:
         repo="",  # the steps run in their images; the controller needs no checkout either
         add_pipeline_tags=True,
     )
-    for step in description.steps:
+    submitted = description.submitted()
+    names = {step.name for step in submitted}
+    for step in submitted:  # a recorded parent is done: its pods' record is all a child needs
         controller.add_step(
             name=step.name,
-            parents=step.parents,
+            parents=[parent for parent in step.parents if parent in names],
             execution_queue=step.queue,
             parameter_override=step.clearml_parameters(),
-            base_task_factory=partial(create_step_task, step, description.project),
+            base_task_factory=partial(create_step_task, description, step),
             cache_executed_step=True,
         )
     return controller

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -11,6 +12,8 @@ from mlrig.errors import ConfigError
 from mlrig.settings import Settings, unset_names
 
 IMPORTED_FILE = "imported.json"
+#: the metric ClearML files a task's single values under (Logger.report_single_value)
+SINGLE_VALUES_METRIC = "Summary"
 
 
 class Session(BaseModel):
@@ -124,3 +127,52 @@ def import_sessions(settings: Settings) -> list[Session]:
         (sessions_dir / IMPORTED_FILE).write_text(json.dumps(imported, indent=2) + "\n")
         done.append(session.model_copy(update={"imported_as": str(task_id)}))
     return done
+
+
+def offline_single_values(sessions_dir: Path, task_id: str) -> dict[str, float] | None:
+    """The single values an offline session recorded; None when no session of the task is here."""
+    path = sessions_dir / f"{task_id}.zip"
+    if not path.is_file():
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        lines = (
+            archive.read("metrics.jsonl").decode().splitlines() if "metrics.jsonl" in names else []
+        )
+    events = [event for line in lines if line.strip() for event in json.loads(line)]
+    return {
+        event["variant"]: float(event["value"])
+        for event in events
+        if event.get("metric") == SINGLE_VALUES_METRIC
+    }
+
+
+def recorded_single_values(settings: Settings, task_id: str) -> dict[str, float] | None:
+    """The single values ClearML holds for a task: from the server when one is configured (an
+    offline session that was imported, under its new id), else from the offline session here.
+
+    Returns None when they cannot be read here (a session recorded in another container, or a
+    server that does not answer): the report says so rather than fail.
+    """
+    sessions_dir = settings.clearml_sessions_dir
+    server_id = imported_index(sessions_dir).get(task_id, task_id)
+    if settings.clearml_is_offline or server_id.startswith("offline-"):
+        return offline_single_values(sessions_dir, task_id)
+    from clearml import Task
+
+    from mlrig.tracking import configure_clearml
+
+    configure_clearml(settings)
+    try:
+        values = Task.get_task(task_id=server_id).get_reported_single_values()
+    except Exception:  # the SDK raises many types for network and auth errors
+        return None
+    return {name: float(value) for name, value in values.items()}
+
+
+def task_link(settings: Settings, task_id: str) -> str | None:
+    """The task's page in the ClearML web UI, when a server's web host is configured."""
+    server_id = imported_index(settings.clearml_sessions_dir).get(task_id, task_id)
+    if not settings.clearml_web_host or server_id.startswith("offline-"):
+        return None
+    return f"{settings.clearml_web_host.rstrip('/')}/projects/*/experiments/{server_id}"

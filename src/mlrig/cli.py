@@ -212,18 +212,35 @@ def run(
 @app.command("stage")
 @exits_cleanly
 def stage_command(
-    name: Annotated[str, typer.Argument(help="The stage, as dvc.yaml names it: train@knn.")],
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="The stage, as dvc.yaml names it: train@knn. In a ClearML step's pod: the "
+            "step's stage (MLRIG_STAGE)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Run it even if DVC finds it unchanged.")] = False,
 ) -> None:
     """Run one stage as a step container does: pull its inputs, run it, push its outputs.
 
     Settings come from the environment: MLFLOW_TRACKING_URI (and its credentials),
     MLRIG_DVC_REMOTE_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL for S3.
+    A ClearML pipeline step's pod (MLRIG_STAGE and MLRIG_INPUT_KEY set) first fetches its
+    workspace and the results of the stages before it from the DVC remote, and reports its
+    status to its ClearML task (CLEARML_TASK_ID).
     """
+    from mlrig.errors import ConfigError
     from mlrig.settings import load_settings
-    from mlrig.stage import require_settings, run_stage
+    from mlrig.stage import require_settings, run_stage, run_step_task, step_of_pod
 
     require_settings()  # before anything else, so a bare container says what it lacks
+    step = step_of_pod(os.environ)
+    if step is not None and name in (None, step[0]) and not force:
+        stage, input_key = step
+        run_step_task(stage, input_key, Path.cwd(), on_phase=lambda phase: console.print(phase))
+        return
+    if name is None:
+        raise ConfigError("Name the stage to run, e.g. mlrig stage train@knn (dvc.yaml has them).")
     run_stage(load_settings(), name, force=force, on_phase=lambda phase: console.print(phase))
 
 
@@ -510,16 +527,39 @@ def submit_to_clearml(
     settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
 ) -> None:
     """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it)."""
-    from mlrig.clearml_pipeline import follow_pipeline, require_server, submit_pipeline
+    from mlrig.clearml_pipeline import (
+        follow_pipeline,
+        prepare_submission,
+        require_server,
+        submit_pipeline,
+        take_results,
+    )
 
     require_server(os.environ)  # before the images are resolved: say what is missing first
     description = compiled_pipeline(settings, queue, images)
+    with console.status("uploading the workspace, reading the stages' records on the remote"):
+        description = prepare_submission(settings, description)
+    submitted = [step.name for step in description.submitted()]
+    recorded = [step.name for step in description.steps if step.recorded]
+    if not submitted:
+        summary = {"pipeline_id": None, "submitted": [], "recorded": recorded}
+        message = "Every stage's result for these inputs is on the DVC remote: nothing submitted."
+        typer.echo(json.dumps(summary) if as_json else message)
+        return
     with console.status(f"submitting to ClearML (controller on {settings.clearml_services_queue})"):
         pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
-    summary = {"pipeline_id": pipeline_id, "steps": len(description.steps)}
-    typer.echo(json.dumps(summary) if as_json else f"ClearML pipeline {pipeline_id} submitted.")
+    summary = {"pipeline_id": pipeline_id, "submitted": submitted, "recorded": recorded}
+    typer.echo(
+        json.dumps(summary)
+        if as_json
+        else f"ClearML pipeline {pipeline_id} submitted: {len(submitted)} step(s), "
+        f"{len(recorded)} stage(s) already on the remote."
+    )
     if wait:
         follow_pipeline(pipeline_id)
+        with console.status("merging the steps' results into dvc.lock, pulling their outputs"):
+            take_results(settings, description.steps)
+        typer.echo("dvc.lock and the outputs are as the cluster left them: commit dvc.lock.")
 
 
 def compiled_pipeline(

@@ -82,8 +82,9 @@ def container_remote(settings: Settings) -> Remote:
         name = settings.dvc_remote or repo.config["core"].get("remote")
     if not name or name not in remotes:
         raise ConfigError(
-            "The containers executor moves data through a DVC remote, and none is set. Start "
-            "the stack (mlrig stack up) and run with --stack local, or set MLRIG_DVC_REMOTE."
+            "Stages in containers (the containers and ClearML executors) move data through a "
+            "DVC remote, and none is set. Start the stack (mlrig stack up) and run with --stack "
+            "local, or set MLRIG_DVC_REMOTE."
         )
     url = remotes[name]["url"]
     if "://" not in url:
@@ -229,22 +230,17 @@ class ContainerRun:
 
     def take_results(self, stage: str, workspace: Path) -> None:
         """Merge the stage's dvc.lock entry, pull its outputs, keep its ClearML sessions."""
-        from dvc.utils.serialize import dump_yaml, load_yaml, modify_yaml
-
         from mlrig.pipeline import run_dvc
+        from mlrig.stage import lock_entry, merge_lock_entries
 
         root = self.settings.root
-        entry = load_yaml(workspace / "dvc.lock")["stages"][stage]
+        entry = lock_entry(workspace, stage)
         sessions = workspace / ".mlrig" / "clearml" / "offline"
         self.settings.clearml_sessions_dir.mkdir(parents=True, exist_ok=True)
         for session in sessions.glob("*.zip") if sessions.is_dir() else []:
             shutil.copy2(session, self.settings.clearml_sessions_dir / session.name)
         with self.host_lock:
-            lock_path = root / "dvc.lock"
-            if not lock_path.is_file():
-                dump_yaml(lock_path, {"schema": "2.0", "stages": {}})
-            with modify_yaml(lock_path) as lock:  # DVC's own format, as `dvc repro` writes it
-                lock.setdefault("stages", {})[stage] = entry
+            merge_lock_entries(root / "dvc.lock", {stage: entry})
             arguments = ["pull", *self.remote_flag(), stage]
             run_dvc(arguments, root, dict(os.environ), self.run_dir / "pull.log", lambda s: None)
 

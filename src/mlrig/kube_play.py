@@ -130,11 +130,15 @@ def as_deployment(statefulset: dict[str, Any]) -> tuple[dict[str, Any], list[dic
 
 
 def without_port_mappings(workload: dict[str, Any]) -> dict[str, Any]:
-    """The workload as podman plays it on the host network: no port mappings (named probe ports
-    made numbers), and emptyDir volumes named after the workload."""
+    """The workload as podman plays it on the host network (`playable_pod_spec`)."""
     workload = json.loads(json.dumps(workload))
-    pod = workload["spec"]["template"]["spec"]
-    prefix = workload["metadata"]["name"]
+    playable_pod_spec(workload["spec"]["template"]["spec"], workload["metadata"]["name"])
+    return workload
+
+
+def playable_pod_spec(pod: dict[str, Any], prefix: str) -> None:
+    """Change a pod spec for podman on the host network: no port mappings (named probe ports
+    made numbers), and emptyDir volumes named `<prefix>-<volume>`."""
     private = {volume["name"] for volume in pod.get("volumes", []) if "emptyDir" in volume}
     for volume in pod.get("volumes", []):
         if volume["name"] in private:
@@ -148,7 +152,6 @@ def without_port_mappings(workload: dict[str, Any]) -> dict[str, Any]:
             action = container.get(probe, {}).get("httpGet") or {}
             if isinstance(action.get("port"), str):
                 action["port"] = numbers[action["port"]]
-    return workload
 
 
 def sort_objects(objects: list[dict[str, Any]]) -> Rendered:

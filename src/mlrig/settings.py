@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
     mlflow_experiment: str = Field(default="mlrig", alias="MLRIG_EXPERIMENT")
     clearml_api_host: str | None = Field(default=None, alias="CLEARML_API_HOST")
+    clearml_web_host: str | None = Field(default=None, alias="CLEARML_WEB_HOST")
     clearml_access_key: SecretStr | None = Field(default=None, alias="CLEARML_API_ACCESS_KEY")
     clearml_secret_key: SecretStr | None = Field(default=None, alias="CLEARML_API_SECRET_KEY")
     clearml_offline: bool | None = Field(default=None, alias="CLEARML_OFFLINE_MODE")

@@ -9,8 +9,12 @@ from the environment; a missing one stops the stage before it starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.settings import Settings
@@ -134,3 +138,127 @@ def run_stage(
             f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
             exit_code=EXIT_FAILED,
         )
+
+
+def merge_lock_entries(lock_path: Path, entries: Mapping[str, dict[str, Any]]) -> None:
+    """Write stages' dvc.lock entries into `lock_path`, in DVC's own format."""
+    from dvc.utils.serialize import dump_yaml, modify_yaml
+
+    if not lock_path.is_file():
+        dump_yaml(lock_path, {"schema": "2.0", "stages": {}})
+    with modify_yaml(lock_path) as lock:  # as `dvc repro` writes it
+        lock.setdefault("stages", {}).update(entries)
+
+
+def lock_entry(root: Path, name: str) -> dict[str, Any]:
+    """The stage's entry in the workspace's dvc.lock."""
+    from dvc.utils.serialize import load_yaml
+
+    return dict(load_yaml(root / "dvc.lock")["stages"][name])
+
+
+#: what a ClearML pipeline step's pod is told in its environment (the task's container
+#: arguments `-e NAME=value`, which the k8s glue makes the pod's environment)
+STAGE_VARIABLE = "MLRIG_STAGE"
+INPUT_KEY_VARIABLE = "MLRIG_INPUT_KEY"
+
+
+class StepTask(BaseModel):
+    """A ClearML pipeline step: its stage, the workspace it runs in, the stages before it.
+
+    The submitter stores it on the DVC remote under the stage's input key
+    (`mlrig.step_store`); the task names only the stage and that key, so ClearML's cache key
+    of the step changes with its inputs and nothing else.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    input_key: str
+    workspace: str = Field(description="the digest of the workspace archive on the remote")
+    parents: dict[str, str] = Field(description="each parent stage with its input key")
+    git_commit: str
+
+    def container_environment(self) -> dict[str, str]:
+        return {STAGE_VARIABLE: self.stage, INPUT_KEY_VARIABLE: self.input_key}
+
+
+def step_of_pod(environment: Mapping[str, str]) -> tuple[str, str] | None:
+    """The stage and input key of a ClearML step's pod; None in any other container.
+
+    Raises:
+        ConfigError: the input key is set without the stage.
+    """
+    key = environment.get(INPUT_KEY_VARIABLE)
+    if not key:
+        return None
+    if not (stage := environment.get(STAGE_VARIABLE)):
+        raise ConfigError(
+            f"This pod runs a ClearML pipeline step ({INPUT_KEY_VARIABLE} is set) but "
+            f"{STAGE_VARIABLE} is not: the step's container arguments lost it. Submit again."
+        )
+    return stage, key
+
+
+@contextmanager
+def clearml_status(settings: Settings, task_id: str | None) -> Iterator[None]:
+    """Mark a step's ClearML task running, then completed or failed.
+
+    With the glue's K8S_GLUE_POD_USE_IMAGE_ENTRYPOINT no clearml-agent runs in the pod, so this
+    is what reports the status. The stage's own processes, with CLEARML_TASK_ID set, log their
+    params, metrics and MLflow run id to the same task.
+    """
+    if not task_id:
+        yield
+        return
+    if settings.clearml_is_offline:
+        print(f"ClearML is offline (no CLEARML_API_HOST): task {task_id}'s status is not reported")
+        os.environ.pop("CLEARML_TASK_ID")  # the stage's tasks become offline sessions instead
+        yield
+        return
+    from mlrig.tracking import configure_clearml
+
+    configure_clearml(settings)
+    from clearml import Task
+
+    task = Task.get_task(task_id=task_id)
+    task.mark_started(force=True)
+    try:
+        yield
+    except BaseException as error:
+        task.mark_failed(status_reason=str(error).splitlines()[0][:250], force=True)
+        raise
+    task.mark_completed(force=True)
+
+
+def run_step_task(
+    stage: str,
+    input_key: str,
+    workspace: Path,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> None:
+    """What a pipeline step's pod runs: fetch its workspace and the records of the stages before
+    it, run the stage, and record its dvc.lock entry under its input key.
+
+    Raises:
+        ConfigError: a setting is missing.
+        MlrigError: the step, its workspace or a parent's record is not on the remote, or the
+            stage failed.
+    """
+    from mlrig.step_store import StepStore
+
+    require_settings()
+    store = StepStore.of_remote(
+        os.environ["MLRIG_DVC_REMOTE_URL"], os.environ.get("AWS_ENDPOINT_URL")
+    )
+    with clearml_status(Settings(project_dir=workspace), os.environ.get("CLEARML_TASK_ID")):
+        step = store.get_step_task(input_key, stage)
+        if not (workspace / "dvc.yaml").is_file():
+            on_phase(f"fetching workspace {step.workspace[:12]}")
+            store.download_workspace(step.workspace, workspace)
+        parents = {parent: store.get_record(key, parent) for parent, key in step.parents.items()}
+        merge_lock_entries(workspace / "dvc.lock", parents)
+        os.environ.setdefault("MLRIG_GIT_COMMIT", step.git_commit)  # the pod has no checkout
+        run_stage(Settings(project_dir=workspace), stage, on_phase=on_phase)
+        store.put_record(input_key, stage, lock_entry(workspace, stage))
+        on_phase(f"recorded {stage} under input key {input_key[:12]}")

@@ -136,6 +136,19 @@ class StepRun:
 
             mlflow.log_figure(figure, f"plots/{name}")
 
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """A table (ClearML's table plot; MLflow's run table when a run is open)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        self.clearml_task.get_logger().report_table(
+            title=name, series=self.step, iteration=0, table_plot=frame
+        )
+        if self.mlflow_run_id:
+            import mlflow
+
+            mlflow.log_table(data=frame, artifact_file=f"{name}.json")
+
     def log_artifact(self, path: Path) -> None:
         self.clearml_task.upload_artifact(path.name, artifact_object=path, wait_on_upload=True)
         if self.mlflow_run_id:

@@ -27,8 +27,27 @@ from steps.split import TEST_FILE, TRAIN_FILE
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from mlrig.settings import Settings
+
 TEMPLATES = Path(__file__).parent / "templates"
 FIGURES_DIR = "figures"
+
+
+class ClearmlTask(BaseModel):
+    """An experiment's tasks in ClearML, and the test-set values ClearML recorded for it."""
+
+    experiment: str
+    train_task: str
+    evaluate_task: str | None
+    link: str | None  # the evaluate task's page in the ClearML UI
+    values: dict[str, float] | None  # None: not readable here
+    agrees: bool | None  # the values equal the evaluate step's metrics.json
+
+
+class ClearmlSection(BaseModel):
+    project: str
+    server: str | None  # the web UI; None when the tasks are offline sessions
+    tasks: list[ClearmlTask]
 
 
 class ReportInputs(BaseModel):
@@ -42,6 +61,7 @@ class ReportInputs(BaseModel):
     validation: dict[str, Any]
     mlflow_ui: str
     experiment_id: str
+    clearml: ClearmlSection | None = None
 
 
 def metrics_figure(results: list[ExperimentResult], metrics: tuple[str, ...]) -> Figure:
@@ -145,6 +165,55 @@ def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tu
     return markdown_path, html_path
 
 
+def clearml_section(settings: Settings, results: list[ExperimentResult]) -> ClearmlSection:
+    """Each experiment's ClearML tasks (the evaluate task's id is a tag of the MLflow run) and
+    the values ClearML holds for them, checked against the metrics MLflow got."""
+    import mlflow
+
+    from mlrig.clearml_sessions import recorded_single_values, task_link
+    from mlrig.tracking import TAG_CLEARML_TASK
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    tasks = []
+    for result in results:
+        tags = client.get_run(result.record.mlflow_run_id).data.tags
+        evaluate_task = tags.get(f"{TAG_CLEARML_TASK}.evaluate")
+        values = recorded_single_values(settings, evaluate_task) if evaluate_task else None
+        tasks.append(
+            ClearmlTask(
+                experiment=result.name,
+                train_task=result.record.clearml_task_id,
+                evaluate_task=evaluate_task,
+                link=task_link(settings, evaluate_task) if evaluate_task else None,
+                values=values,
+                agrees=None
+                if values is None
+                else all(
+                    abs(values.get(name, float("nan")) - value) <= 1e-9 * max(1.0, abs(value))
+                    for name, value in result.metrics.items()
+                ),
+            )
+        )
+    server = None if settings.clearml_is_offline else settings.clearml_web_host
+    return ClearmlSection(project=settings.clearml_project, server=server, tasks=tasks)
+
+
+def comparison_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """The experiments table as rows, for ClearML's table plot of the report's task."""
+    return [
+        {
+            "experiment": result.name,
+            "family": result.record.family,
+            "params": params_text(result.record.params),
+            **result.metrics,
+            "fit_seconds": result.record.fit_seconds,
+            "mlflow_run": result.record.mlflow_run_id,
+            "clearml_task": result.record.clearml_task_id,
+        }
+        for result in inputs.results
+    ]
+
+
 def params_text(params: dict[str, Any]) -> str:
     """`C=0.1, max_iter=1000`: an experiment's hyperparameters in one cell."""
     return (
@@ -198,11 +267,16 @@ def main(
         mlflow_ui=mlflow_ui_base(settings.tracking_uri),
         experiment_id=setup_mlflow(settings),
     )
-    figures = {
-        name: png_bytes(figure) for name, figure in build_figures(inputs, evaluate_dir).items()
-    }
-    markdown_path, html_path = render(inputs, figures, out_dir)
+    inputs.clearml = clearml_section(settings, inputs.results)
+    figures = build_figures(inputs, evaluate_dir)
+    markdown_path, html_path = render(
+        inputs, {name: png_bytes(figure) for name, figure in figures.items()}, out_dir
+    )
+    # the comparison in ClearML too: the report's task holds the table and the plots
     with tracked_step(settings, "report", "report") as run:
+        run.log_table("experiments", comparison_rows(inputs))
+        for name, figure in figures.items():
+            run.log_figure(figure, name)
         run.log_artifact(html_path)
     if settings.parent_run_id:
         import mlflow

@@ -153,6 +153,23 @@ def test_report_compares_every_experiment(project: Project, first_run) -> None:
     champion = json.loads((project.root / "outputs/register/champion.json").read_text())
     assert champion["mlflow_run_id"] in html
     assert champion["reason"] in markdown
+    # the comparison in ClearML: the values each evaluate task's session holds equal MLflow's
+    clearml = markdown.split("## ClearML", 1)[1].split("## Plots", 1)[0]
+    rows = [line for line in clearml.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == len(EXPERIMENTS)
+    assert all(row.endswith("| yes |") and "`offline-" in row for row in rows), rows
+    report_session = next(
+        path
+        for path in (project.root / ".mlrig/clearml/offline").glob("offline-*.zip")
+        if read_task_json(path)["name"] == "report"
+    )
+    with zipfile.ZipFile(report_session) as archive:
+        events = [
+            e for line in archive.read("metrics.jsonl").splitlines() for e in json.loads(line)
+        ]
+    plots = {(event["metric"], event["type"]) for event in events}
+    assert ("experiments", "plot") in plots  # the experiments table, as ClearML shows tables
+    assert {"metrics", "fit_time"} <= {metric for metric, _ in plots}
 
 
 def test_clearml_sessions_link_back_to_mlflow(project: Project, first_run) -> None:

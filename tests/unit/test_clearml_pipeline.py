@@ -12,19 +12,22 @@ import hashlib
 import inspect
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from dvc.repo import Repo
 
-from conftest import REPO_ROOT, TRACKING_VARIABLES
+from conftest import REPO_ROOT, TRACKING_VARIABLES, glue_pod
 from mlrig.clearml_pipeline import (
     DESCRIPTION_CONFIGURATION,
     PIPELINE_ID_PREFIX,
@@ -34,8 +37,11 @@ from mlrig.clearml_pipeline import (
     step_task_arguments,
     step_task_definition,
 )
+from mlrig.clearml_sessions import recorded_single_values, task_link
 from mlrig.dag import stage_graph
 from mlrig.errors import ConfigError
+from mlrig.settings import Settings
+from mlrig.stage import step_of_pod
 
 pytestmark = pytest.mark.clearml
 
@@ -215,6 +221,25 @@ def test_dep_hashes_come_from_the_workspace_else_dvc_lock(shapes_project: Path) 
     assert steps["train@alpha"].deps["out/right.txt"] == f"md5:{lock['right']['outs'][0]['md5']}"
 
 
+def test_input_keys_do_not_depend_on_the_outputs_this_checkout_holds(
+    shapes_project: Path,
+) -> None:
+    """Upstream outputs are made again before a stage runs: the upstream key stands for them."""
+
+    def keys() -> dict[str, str]:
+        return {step.name: step.input_key for step in compile_shapes(shapes_project).steps}
+
+    never_run = keys()
+    reproduce(shapes_project)  # every output here, and dvc.lock
+    assert keys() == never_run
+    (shapes_project / "out" / "left.txt").write_text("a stale copy\n")
+    assert keys() == never_run
+    steps = {step.name: step for step in compile_shapes(shapes_project).steps}
+    assert steps["train@alpha"].upstream_deps == ["out/left.txt", "out/right.txt"]
+    assert steps["train@alpha"].clearml_parameters()["deps/out/left.txt"] == "upstream"
+    assert steps["prepare"].upstream_deps == []
+
+
 def test_the_repository_pipeline_has_every_foreach_stage_expanded() -> None:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     experiments = params["train"]["experiments"]
@@ -276,6 +301,30 @@ def test_controller_dag_equals_dvc_dag_and_verifies(
         assert node.base_task_id is None and node.task_factory_func is not None
 
 
+def test_stages_the_remote_holds_are_left_out_of_the_controller(
+    shapes_project: Path, controllers: list[Any]
+) -> None:
+    description = compile_shapes(shapes_project)
+    done = {"prepare", "left"}
+    steps = [step.model_copy(update={"recorded": step.name in done}) for step in description.steps]
+    controller = build_controller(description.model_copy(update={"steps": steps}))
+    controllers.append(controller)
+
+    assert controller._verify() is True
+    nodes = controller.get_pipeline_dag()
+    assert {name: set(node.parents) for name, node in nodes.items()} == {
+        "right": set(),  # its parent's result is on the remote: its pod reads that record
+        "train@alpha": {"right"},
+        "train@beta": {"right"},
+        "report": {"train@alpha", "train@beta"},
+    }
+    # the pod of `right` reads the record of `prepare`, `train@*` those of `left` and `right`
+    steps_by_name = {step.name: step for step in steps}
+    task = description.step_task(steps_by_name["train@alpha"])
+    assert task.parents == {name: steps_by_name[name].input_key for name in ("left", "right")}
+    assert task.workspace == description.workspace
+
+
 def offline_session(cache: Path, task_id: str) -> dict[str, Any]:
     """The task.json of an offline session, and every file of it as text under `files`."""
     archive_path = cache / "offline" / f"{task_id}.zip"
@@ -314,7 +363,7 @@ def test_each_step_task_runs_its_stage_in_its_image_without_building_an_environm
     description = compile_shapes(shapes_project)
 
     for step in description.steps:
-        definition = step_task_definition(step, description.project)
+        definition = step_task_definition(description, step)
         script = definition["script"]
         assert definition["name"] == step.name
         assert script["binary"] == "/bin/bash"
@@ -323,9 +372,14 @@ def test_each_step_task_runs_its_stage_in_its_image_without_building_an_environm
         assert not script.get("repository") and not script.get("diff")
         assert script["requirements"] == {"pip": ""}  # ClearML's "install nothing"
         assert definition["container"]["image"] == step.image
-        assert not definition["container"]["arguments"]
+        # the k8s glue makes `-e` container arguments the pod's environment (clearml-agent's
+        # own code, as its get_task_container reads the arguments: shlex-split)
+        pod = glue_pod({}, "task-1", step.image, shlex.split(definition["container"]["arguments"]))
+        environment = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+        assert step_of_pod(environment) == (step.name, step.input_key)
+        assert environment["CLEARML_TASK_ID"] == "task-1"
         # what the controller passes to Task.create when it launches the step, against a server
-        inspect.signature(Task.create).bind(**step_task_arguments(step, description.project))
+        inspect.signature(Task.create).bind(**step_task_arguments(description, step))
 
 
 def test_no_secret_reaches_any_task_definition(
@@ -347,7 +401,7 @@ def test_no_secret_reaches_any_task_definition(
     controller.create_draft()
 
     written = [description.model_dump_json()]
-    written += [json.dumps(step_task_definition(s, description.project)) for s in description.steps]
+    written += [json.dumps(step_task_definition(description, s)) for s in description.steps]
     written += offline_session(offline_clearml, controller.id)["files"].values()
     assert all(FAKE_SECRET not in text for text in written)
     assert any("mlrig stage report" in text for text in written)  # the search sees the tasks
@@ -357,19 +411,26 @@ def step_cache_keys(
     description: PipelineDescription,
     controller: Any,
     parameters: Callable[[Any], dict[str, str]] = lambda step: step.clearml_parameters(),
+    *,
+    container_arguments: bool = True,
 ) -> dict[str, str]:
-    """Each step's cache key as ClearML computes it: its task's script and hyperparameters."""
+    """Each step's cache key as ClearML computes it: its task's script, container arguments and
+    hyperparameters (`parameters`; without mlrig's container arguments if not asked for)."""
     from clearml.automation.job import ClearmlJob
 
-    return {
-        step.name: ClearmlJob._create_task_hash(
-            controller.task,  # only the container section is read from it: the steps' is empty
-            section_overrides={"script": step_task_definition(step, description.project)["script"]},
+    keys = {}
+    for step in description.steps:
+        definition = step_task_definition(description, step)
+        container = definition["container"] | ({} if container_arguments else {"arguments": ""})
+        # ClearML reads the container section off the step's task (only made against a server)
+        task = SimpleNamespace(data=SimpleNamespace(container=container))
+        keys[step.name] = ClearmlJob._create_task_hash(
+            task,  # type: ignore[arg-type]
+            section_overrides={"script": definition["script"]},
             params_override=parameters(step),
             configurations_override={},
         )
-        for step in description.steps
-    }
+    return keys
 
 
 def stage_only(step: Any) -> dict[str, str]:
@@ -391,14 +452,20 @@ def test_cache_key_changes_with_data_params_and_image_only(
     assert all(keys.values()) and len(set(keys.values())) == len(keys)
 
     assert step_cache_keys(compile_shapes(shapes_project), controller) == keys
+    # an edit no stage reads changes the workspace the pods fetch, not a step's key
+    (shapes_project / "README.md").write_text("notes\n")
+    edited = compile_shapes(shapes_project)
+    assert edited.workspace != first.workspace
+    assert step_cache_keys(edited, controller) == keys
 
     (shapes_project / "data.txt").write_text("second, longer version of the data\n")
     new_data = compile_shapes(shapes_project)
     assert changed_keys(keys, step_cache_keys(new_data, controller)) == set(SHAPES_GRAPH)
-    # ClearML's own key, without the deps' hashes in the parameters, would not have changed
-    assert step_cache_keys(new_data, controller, stage_only) == step_cache_keys(
-        first, controller, stage_only
-    )
+    # ClearML's own key, without the deps' hashes in the parameters and the input key in the
+    # container arguments, would not have changed
+    assert step_cache_keys(
+        new_data, controller, stage_only, container_arguments=False
+    ) == step_cache_keys(first, controller, stage_only, container_arguments=False)
     keys = step_cache_keys(new_data, controller)
 
     new_image = compile_shapes(shapes_project, shape_images() | {"train": "r.example/train:v2"})
@@ -441,3 +508,34 @@ def test_submitting_child_stores_the_description_on_the_controller_before_enqueu
     stored = configuration[DESCRIPTION_CONFIGURATION]["value"]
     assert PipelineDescription.model_validate_json(stored) == description
     assert set(json.loads(configuration["Pipeline"]["value"])) == set(SHAPES_GRAPH)
+
+
+def test_the_single_values_a_task_recorded_are_read_back_for_the_report(
+    offline_clearml: Path, tmp_path: Path
+) -> None:
+    from clearml import Task
+
+    task = Task.init(
+        project_name="mlrig",
+        task_name="evaluate@x",
+        reuse_last_task_id=False,
+        auto_connect_frameworks=False,
+        auto_connect_streams=False,
+        auto_resource_monitoring=False,
+    )
+    task.get_logger().report_single_value("f1", 0.9312)
+    task.get_logger().report_single_value("accuracy", 0.95)
+    task.get_logger().report_scalar("loss", "train", 0.5, 1)  # a series, not a single value
+    task_id = str(task.id)
+    task.close()
+    project = tmp_path / "project"
+    sessions = project / ".mlrig" / "clearml" / "offline"
+    sessions.mkdir(parents=True)
+    shutil.copy2(offline_clearml / "offline" / f"{task_id}.zip", sessions)
+    settings = Settings(project_dir=project, CLEARML_WEB_HOST="https://app.clearml.example")
+
+    assert recorded_single_values(settings, task_id) == {"f1": 0.9312, "accuracy": 0.95}
+    assert recorded_single_values(settings, "offline-elsewhere") is None  # not recorded here
+    assert task_link(settings, task_id) is None  # an offline session has no page yet
+    (sessions / "imported.json").write_text(json.dumps({task_id: "4f1c"}))
+    assert task_link(settings, task_id) == "https://app.clearml.example/projects/*/experiments/4f1c"

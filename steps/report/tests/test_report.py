@@ -15,7 +15,7 @@ from matplotlib import pyplot
 from mlrig.results import Champion, ExperimentResult, TrainRecord
 from mlrig.tables import TableMeta
 from steps.report import ReportInputs, build_figures, render
-from steps.report.report import png_bytes
+from steps.report.report import ClearmlSection, ClearmlTask, png_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
@@ -297,3 +297,56 @@ def test_html_report_escapes_text(tmp_path: Path) -> None:
 
     assert "<title>Churn &lt;draft&gt; &amp; friends</title>" in html
     assert "<draft>" not in html
+
+
+def test_clearml_section_shows_each_task_and_whether_clearml_agrees(tmp_path: Path) -> None:
+    inputs = report_inputs("classification")
+    first, second, third = inputs.results
+    inputs.clearml = ClearmlSection(
+        project="mlrig",
+        server="https://app.clearml.example",
+        tasks=[
+            ClearmlTask(
+                experiment=first.name,
+                train_task="t-1",
+                evaluate_task="e-1",
+                link="https://app.clearml.example/projects/*/experiments/e-1",
+                values=first.metrics,
+                agrees=True,
+            ),
+            ClearmlTask(
+                experiment=second.name,
+                train_task="t-2",
+                evaluate_task="e-2",
+                link=None,
+                values=None,
+                agrees=None,
+            ),
+            ClearmlTask(
+                experiment=third.name,
+                train_task="t-3",
+                evaluate_task="e-3",
+                link=None,
+                values={**third.metrics, "f1": 0.1},
+                agrees=False,
+            ),
+        ],
+    )
+    markdown, html, _ = render_report(tmp_path, inputs)
+
+    rows = markdown_table(markdown, "experiment | train task")
+    assert rows[0][:3] == ["experiment", "train task", "evaluate task"]
+    assert rows[2][2] == "[e-1](https://app.clearml.example/projects/*/experiments/e-1)"
+    assert rows[2][3 + CLASSIFICATION.index("f1")] == "0.9774"
+    assert [row[-1] for row in rows[2:]] == ["yes", "not readable here", "**no**"]
+    assert rows[3][3] == "-"  # no value where ClearML could not be read
+    (table,) = [t for t in HtmlReport(html).tables if t[0][:2] == ["experiment", "train task"]]
+    assert [row[-1] for row in table[1:]] == ["yes", "not readable here", "no"]
+    assert "on https://app.clearml.example" in markdown
+
+
+def test_an_offline_clearml_section_says_how_to_upload(tmp_path: Path) -> None:
+    inputs = report_inputs("regression")
+    inputs.clearml = ClearmlSection(project="mlrig", server=None, tasks=[])
+    markdown, _, _ = render_report(tmp_path, inputs)
+    assert "as offline sessions (`mlrig clearml import` uploads them" in markdown
