@@ -70,6 +70,12 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def bash_entry_point(command: str) -> str:
+    """A bash-binary task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3,
+    worker.py) runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
+    return f"-c {command}"
+
+
 class PipelineStep(BaseModel):
     """One DVC stage as a ClearML pipeline step."""
 
@@ -90,9 +96,8 @@ class PipelineStep(BaseModel):
 
     @property
     def entry_point(self) -> str:
-        """The task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3, worker.py)
-        runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
-        return f"-c {self.command}"
+        """The task's entry point (see `bash_entry_point`)."""
+        return bash_entry_point(self.command)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -292,19 +297,30 @@ def describe_pipeline(
     )
 
 
-def step_task_arguments(step: PipelineStep, project: str) -> dict[str, Any]:
-    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages."""
+def bash_task_arguments(
+    project: str, name: str, command: str, image: str, task_type: str = STEP_TASK_TYPE
+) -> dict[str, Any]:
+    """The arguments of `Task.create` for a task that runs `command` in `image`.
+
+    Bash binary, no repository, no packages: an agent builds no environment, the image has
+    everything.
+    """
     return {
         "project_name": project,
-        "task_name": step.name,
-        "task_type": STEP_TASK_TYPE,
-        "script": step.entry_point,
+        "task_name": name,
+        "task_type": task_type,
+        "script": bash_entry_point(command),
         "binary": STEP_BINARY,
         "packages": "",  # ClearML: an empty string installs nothing, not even a repo's
-        "docker": step.image,
+        "docker": image,
         "add_task_init_call": False,
         "detect_repository": False,
     }
+
+
+def step_task_arguments(step: PipelineStep, project: str) -> dict[str, Any]:
+    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages."""
+    return bash_task_arguments(project, step.name, step.command, step.image)
 
 
 def step_task_definition(step: PipelineStep, project: str) -> dict[str, Any]:
@@ -354,8 +370,15 @@ def build_controller(description: PipelineDescription) -> PipelineController:
     return controller
 
 
-def require_server(environment: Mapping[str, str]) -> None:
-    """Raises ConfigError naming every ClearML server setting that is not set."""
+def require_server(
+    environment: Mapping[str, str],
+    instead: str = "look at what would be submitted with: mlrig clearml pipeline --dry-run",
+) -> None:
+    """Raises ConfigError naming every ClearML server setting that is not set.
+
+    Args:
+        instead: what the user can do without a server, the end of the message.
+    """
     unset = unset_names({name: environment.get(name) for name in SERVER_SETTINGS})
     missing = {name: SERVER_SETTINGS[name] for name in unset}
     if missing or environment.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true"):
@@ -363,8 +386,7 @@ def require_server(environment: Mapping[str, str]) -> None:
         raise ConfigError(
             "Submitting to a ClearML queue needs a ClearML server, and "
             + (f"these are not set:\n{lines}\n" if missing else "CLEARML_OFFLINE_MODE is on. ")
-            + "Set them (and unset CLEARML_OFFLINE_MODE), or look at what would be submitted "
-            "with: mlrig clearml pipeline --dry-run"
+            + f"Set them (and unset CLEARML_OFFLINE_MODE), or {instead}"
         )
 
 

@@ -156,12 +156,11 @@ class IntRange(Section):
     """`{int: [low, high]}`: integers from low to high, both included."""
 
     bounds: tuple[int, int] = Field(alias="int")
-    step: int = Field(1, ge=1)
-    log: bool = Field(False, description="sample on a log scale (low must be at least 1)")
+    step: int = Field(1, ge=1, description="sample low, low + step, ... up to high")
 
     @model_validator(mode="after")
     def _ordered(self) -> IntRange:
-        _check_bounds(*self.bounds, self.log)
+        _check_bounds(*self.bounds, log=False)
         return self
 
 
