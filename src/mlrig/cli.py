@@ -254,6 +254,7 @@ def tune(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from mlrig.errors import ConfigError
+    from mlrig.params import TuneParams, load_section
     from mlrig.settings import load_settings
     from mlrig.tune import tune as run_tune
     from mlrig.tune import tune_on_clearml
@@ -274,7 +275,10 @@ def tune(
             transient=True,
             disable=as_json,
         ) as progress:
-            current = progress.add_task(f"tune {experiment}", total=trials)
+            planned = (
+                trials or load_section(settings.root / "params.yaml", "tune", TuneParams).trials
+            )
+            current = progress.add_task(f"tune {experiment}", total=planned)
             summary = run_tune(
                 settings,
                 experiment,
