@@ -78,6 +78,12 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def bash_entry_point(command: str) -> str:
+    """A bash-binary task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3,
+    worker.py) runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
+    return f"-c {command}"
+
+
 class PipelineStep(BaseModel):
     """One DVC stage as a ClearML pipeline step."""
 
@@ -105,9 +111,8 @@ class PipelineStep(BaseModel):
 
     @property
     def entry_point(self) -> str:
-        """The task's entry point, `-c <command>` unquoted: clearml-agent (3.0.3, worker.py)
-        runs `bash -c` with the words after `-c` joined by spaces, quotes and all."""
-        return f"-c {self.command}"
+        """The task's entry point (see `bash_entry_point`)."""
+        return bash_entry_point(self.command)
 
     @property
     def source_deps(self) -> dict[str, str | None]:
@@ -404,27 +409,43 @@ def with_records(description: PipelineDescription, store: StepStore) -> Pipeline
     return description.model_copy(update={"steps": steps})
 
 
-def step_task_arguments(description: PipelineDescription, step: PipelineStep) -> dict[str, Any]:
-    """The arguments of `Task.create` for a step's task: bash binary, no repo, no packages.
+def bash_task_arguments(
+    project: str,
+    name: str,
+    command: str,
+    image: str,
+    task_type: str = STEP_TASK_TYPE,
+    environment: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The arguments of `Task.create` for a task that runs `command` in `image`.
 
-    The step's container arguments (`-e NAME=value`, which the k8s glue makes the pod's
-    environment) name its stage and input key; the pod reads the rest from the DVC remote.
+    Bash binary, no repository, no packages: an agent builds no environment, the image has
+    everything. `environment` becomes the task's container arguments (`-e NAME=value`), which
+    the k8s glue makes the pod's environment.
     """
-    environment = description.step_task(step).container_environment()
     return {
-        "project_name": description.project,
-        "task_name": step.name,
-        "task_type": STEP_TASK_TYPE,
-        "script": step.entry_point,
+        "project_name": project,
+        "task_name": name,
+        "task_type": task_type,
+        "script": bash_entry_point(command),
         "binary": STEP_BINARY,
         "packages": "",  # ClearML: an empty string installs nothing, not even a repo's
-        "docker": step.image,
+        "docker": image,
         "docker_args": shlex.join(
-            word for name, value in environment.items() for word in ("-e", f"{name}={value}")
+            word for key, value in (environment or {}).items() for word in ("-e", f"{key}={value}")
         ),
         "add_task_init_call": False,
         "detect_repository": False,
     }
+
+
+def step_task_arguments(description: PipelineDescription, step: PipelineStep) -> dict[str, Any]:
+    """The arguments of `Task.create` for a step's task: its container arguments name its stage
+    and input key; the pod reads the rest from the DVC remote."""
+    environment = description.step_task(step).container_environment()
+    return bash_task_arguments(
+        description.project, step.name, step.command, step.image, environment=environment
+    )
 
 
 def step_task_definition(description: PipelineDescription, step: PipelineStep) -> dict[str, Any]:
@@ -477,8 +498,15 @@ def build_controller(description: PipelineDescription) -> PipelineController:
     return controller
 
 
-def require_server(environment: Mapping[str, str]) -> None:
-    """Raises ConfigError naming every ClearML server setting that is not set."""
+def require_server(
+    environment: Mapping[str, str],
+    instead: str = "look at what would be submitted with: mlrig clearml pipeline --dry-run",
+) -> None:
+    """Raises ConfigError naming every ClearML server setting that is not set.
+
+    Args:
+        instead: what the user can do without a server, the end of the message.
+    """
     unset = unset_names({name: environment.get(name) for name in SERVER_SETTINGS})
     missing = {name: SERVER_SETTINGS[name] for name in unset}
     if missing or environment.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true"):
@@ -486,8 +514,7 @@ def require_server(environment: Mapping[str, str]) -> None:
         raise ConfigError(
             "Submitting to a ClearML queue needs a ClearML server, and "
             + (f"these are not set:\n{lines}\n" if missing else "CLEARML_OFFLINE_MODE is on. ")
-            + "Set them (and unset CLEARML_OFFLINE_MODE), or look at what would be submitted "
-            "with: mlrig clearml pipeline --dry-run"
+            + f"Set them (and unset CLEARML_OFFLINE_MODE), or {instead}"
         )
 
 

@@ -10,7 +10,15 @@ import io
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -117,6 +125,15 @@ Experiment = Annotated[
     Field(discriminator="family"),
 ]
 MODEL_FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")
+FamilyName = Literal["linear", "random_forest", "gradient_boosting", "knn", "baseline"]
+#: each family's params model: what `tune` may search over for it
+FAMILY_PARAMS: dict[str, type[Section]] = {
+    "linear": LinearParams,
+    "random_forest": RandomForestParams,
+    "gradient_boosting": GradientBoostingParams,
+    "knn": KnnParams,
+    "baseline": BaselineParams,
+}
 
 
 class TrainParams(Section):
@@ -135,6 +152,88 @@ class CompareParams(Section):
     registered_model: str = Field("auto", description="auto: mlrig-<dataset name>")
 
 
+class IntRange(Section):
+    """`{int: [low, high]}`: integers from low to high, both included."""
+
+    bounds: tuple[int, int] = Field(alias="int")
+    step: int = Field(1, ge=1, description="sample low, low + step, ... up to high")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        _check_bounds(*self.bounds, log=False)
+        return self
+
+
+class FloatRange(Section):
+    """`{float: [low, high]}`: real numbers from low to high."""
+
+    bounds: tuple[float, float] = Field(alias="float")
+    log: bool = Field(False, description="sample on a log scale (low must be above 0)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        _check_bounds(*self.bounds, self.log)
+        return self
+
+
+class Choice(Section):
+    """`{choice: [a, b, ...]}`: one of the listed values (null for a param's None)."""
+
+    choice: list[bool | int | float | str | None] = Field(min_length=1)
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low >= high:
+        raise ValueError(f"the range [{low}, {high}] is empty: low must be below high")
+    if log and low <= 0:
+        raise ValueError(f"a log scale needs low above 0 (got {low})")
+
+
+DIMENSION_KINDS = ("int", "float", "choice")
+
+
+def _dimension_kind(value: Any) -> str | None:
+    """Which kind of search dimension a value is: the one key of int, float, choice it has."""
+    if isinstance(value, BaseModel):
+        return {IntRange: "int", FloatRange: "float", Choice: "choice"}.get(type(value))
+    if isinstance(value, dict):
+        kinds = [kind for kind in DIMENSION_KINDS if kind in value]
+        return kinds[0] if len(kinds) == 1 else None
+    return None
+
+
+#: one searched param: `{int: [2, 16]}`, `{float: [0.001, 100], log: true}`, `{choice: [...]}`
+Dimension = Annotated[
+    Annotated[IntRange, Tag("int")]
+    | Annotated[FloatRange, Tag("float")]
+    | Annotated[Choice, Tag("choice")],
+    Discriminator(
+        _dimension_kind,
+        custom_error_type="search_dimension",
+        custom_error_message=(
+            "a search dimension is one of {int: [low, high]}, {float: [low, high]} "
+            "(add log: true for a log scale) or {choice: [a, b, ...]}"
+        ),
+    ),
+]
+SearchSpace = dict[str, Dimension]
+
+
+class TuneParams(Section):
+    """`mlrig tune`: the search space of each family or experiment, and how trials are scored.
+
+    An experiment's own space (`experiments.<name>`) replaces its family's (`families.<family>`);
+    the params a space leaves out keep the experiment's values.
+    """
+
+    trials: int = Field(20, ge=1, description="trials of a search unless --trials is given")
+    cv_folds: int = Field(
+        5, ge=2, description="folds of the cross-validation on the train split scoring a trial"
+    )
+    families: dict[FamilyName, SearchSpace] = Field(default_factory=dict)
+    experiments: dict[str, SearchSpace] = Field(default_factory=dict)
+
+
 class ReportParams(Section):
     title: str = "mlrig experiment report"
 
@@ -147,6 +246,7 @@ class Params(Section):
     split: SplitParams = SplitParams()
     train: TrainParams
     compare: CompareParams = CompareParams()
+    tune: TuneParams = TuneParams()
     report: ReportParams = ReportParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -190,6 +290,9 @@ def dotted_key(location: tuple[str | int, ...], prefix: tuple[str, ...] = ()) ->
     for index in range(len(parts) - 2, 1, -1):
         if parts[index - 2] == "experiments" and parts[index] in MODEL_FAMILIES:
             del parts[index]
+    # nor the kind of a search dimension (tune.families.<family>.<param>.<kind>.<kind>)
+    if parts[:1] == ["tune"] and len(parts) > 4 and parts[4] in DIMENSION_KINDS:
+        del parts[4]
     return ".".join(parts)
 
 
@@ -202,7 +305,8 @@ def describe_validation_error(
         key = dotted_key(problem["loc"], prefix)
         value = problem.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {key}: {problem['msg']}{shown}")
+        message = problem["msg"].removeprefix("Value error, ")  # a validator's own message
+        lines.append(f"  {key}: {message}{shown}")
     families = ", ".join(MODEL_FAMILIES)
     return (
         f"{origin} has invalid params:\n" + "\n".join(lines) + "\n"
@@ -255,20 +359,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_value(document: Any, keys: list[str], value: Any, what: str) -> None:
+    """Set the value at a key path of a params document, creating mappings on the way.
+
+    Args:
+        what: how an error names the change, e.g. "Override 'split.seed.x=1'".
+
+    Raises:
+        ParamsError: a key on the path holds a value, not a section.
+    """
+    node = document
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            path = ".".join(keys[: depth + 1])
+            raise ParamsError(f"{what}: {path} is a value, not a section.")
+        node = child
+    node[keys[-1]] = value
+
+
 def apply_overrides(document: Any, overrides: list[str]) -> Any:
     """Set each `key.path=value` in the params document, creating mappings on the way."""
     for text in overrides:
         keys, value = parse_override(text)
-        node = document
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                path = ".".join(keys[: depth + 1])
-                raise ParamsError(f"Override {text!r}: {path} is a value, not a section.")
-            node = child
-        node[keys[-1]] = value
+        set_value(document, keys, value, f"Override {text!r}")
     return document
 
 

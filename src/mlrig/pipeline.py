@@ -144,12 +144,18 @@ def require_checkout(root: Path) -> None:
         ) from None
 
 
-def changed_stages(root: Path) -> list[str]:
-    """Stages `dvc repro` would run (empty when the pipeline is up to date)."""
+def changed_stages(root: Path, target: str | None = None) -> list[str]:
+    """Stages `dvc repro [target]` would run (empty when they are up to date).
+
+    Args:
+        target: a stage: only it and the stages it depends on are checked.
+    """
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return list(repo.status())
+        if target is None:
+            return list(repo.status())
+        return list(repo.status(targets=[target], with_deps=True))
 
 
 def new_pipeline_run_id() -> str:
@@ -157,13 +163,15 @@ def new_pipeline_run_id() -> str:
 
 
 def stage_environment(
-    settings: Settings, parent_run_id: str, pipeline_run_id: str
+    settings: Settings, parent_run_id: str | None, pipeline_run_id: str | None
 ) -> dict[str, str]:
     """The environment of `dvc repro`: this interpreter first on PATH, the run ids set."""
     environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
-    environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
-    environment["MLRIG_PIPELINE_RUN_ID"] = pipeline_run_id
+    if parent_run_id:
+        environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
+    if pipeline_run_id:
+        environment["MLRIG_PIPELINE_RUN_ID"] = pipeline_run_id
     environment["MLRIG_PROJECT_DIR"] = str(settings.root)
     return environment
 

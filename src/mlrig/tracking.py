@@ -116,7 +116,7 @@ class StepRun:
         if self.mlflow_run_id:
             import mlflow
 
-            mlflow.log_params({key: _param_text(value) for key, value in params.items()})
+            mlflow.log_params({key: param_text(value) for key, value in params.items()})
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         logger = self.clearml_task.get_logger()
@@ -157,7 +157,8 @@ class StepRun:
             mlflow.log_artifact(str(path))
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param value as MLflow stores it (None as the word, as ClearML shows it)."""
     return "None" if value is None else str(value)
 
 

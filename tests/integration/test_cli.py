@@ -21,7 +21,7 @@ def empty_project(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["run"], ["compare"], ["report"], ["clearml"], ["clearml", "import"], ["stage"],
+    [[], ["run"], ["compare"], ["report"], ["tune"], ["clearml"], ["clearml", "import"], ["stage"],
      ["images"], ["images", "build"]],
 )  # fmt: skip
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
