@@ -561,7 +561,8 @@ def follow_pipeline(pipeline_id: str, poll_seconds: float = 10.0) -> None:
     from clearml import Task
 
     controller = Task.get_task(task_id=pipeline_id)
-    print(f"Following {controller.get_output_log_web_page()}", flush=True)
+    # on stderr: stdout keeps only the summary (--json)
+    print(f"Following {controller.get_output_log_web_page()}", file=sys.stderr, flush=True)
     statuses: dict[str, str] = {}
     while True:
         controller.reload()
@@ -570,7 +571,7 @@ def follow_pipeline(pipeline_id: str, poll_seconds: float = 10.0) -> None:
             step_status = str(step.get_status())
             if statuses.get(step.name) != step_status:
                 statuses[step.name] = step_status
-                print(f"  {step.name}: {step_status}", flush=True)
+                print(f"  {step.name}: {step_status}", file=sys.stderr, flush=True)
         if status in PIPELINE_ENDED:
             break
         time.sleep(poll_seconds)

@@ -684,25 +684,27 @@ def submit_to_clearml(
         description = prepare_submission(settings, description)
     submitted = [step.name for step in description.submitted()]
     recorded = [step.name for step in description.steps if step.recorded]
-    if not submitted:
-        summary = {"pipeline_id": None, "submitted": [], "recorded": recorded}
+    if submitted:
+        with console.status(
+            f"submitting to ClearML (controller on {settings.clearml_services_queue})"
+        ):
+            pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
+        message = (
+            f"ClearML pipeline {pipeline_id} submitted: {len(submitted)} step(s), "
+            f"{len(recorded)} stage(s) already on the remote."
+        )
+    else:
+        pipeline_id = None
         message = "Every stage's result for these inputs is on the DVC remote: nothing submitted."
-        typer.echo(json.dumps(summary) if as_json else message)
-        return
-    with console.status(f"submitting to ClearML (controller on {settings.clearml_services_queue})"):
-        pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
     summary = {"pipeline_id": pipeline_id, "submitted": submitted, "recorded": recorded}
-    typer.echo(
-        json.dumps(summary)
-        if as_json
-        else f"ClearML pipeline {pipeline_id} submitted: {len(submitted)} step(s), "
-        f"{len(recorded)} stage(s) already on the remote."
-    )
-    if wait:
+    typer.echo(json.dumps(summary) if as_json else message)
+    if not wait:
+        return
+    if pipeline_id:
         follow_pipeline(pipeline_id)
-        with console.status("merging the steps' results into dvc.lock, pulling their outputs"):
-            take_results(settings, description.steps)
-        typer.echo("dvc.lock and the outputs are as the cluster left them: commit dvc.lock.")
+    with console.status("merging the steps' results into dvc.lock, pulling their outputs"):
+        take_results(settings, description.steps)
+    console.print("dvc.lock and the outputs are as the cluster left them: commit dvc.lock.")
 
 
 def compiled_pipeline(
