@@ -97,6 +97,40 @@ def test_a_stage_without_its_settings_names_each_one(empty_project: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+SETTINGS = {
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+    "MLRIG_DVC_REMOTE_URL": "s3://bucket/dvc",
+    "AWS_ACCESS_KEY_ID": "key",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+}
+
+
+def test_a_stage_needs_its_name_outside_a_clearml_step_pod(empty_project: Path) -> None:
+    result = run_mlrig("stage", cwd=empty_project, **SETTINGS)
+    assert result.returncode == 2
+    assert "Name the stage to run, e.g. mlrig stage train@knn" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_clearml_step_pod_that_cannot_reach_its_remote_says_so(tmp_path: Path) -> None:
+    """As a pod the glue starts: an empty workspace, the step's stage and input key set."""
+    result = run_mlrig(
+        "stage",
+        cwd=tmp_path,
+        **SETTINGS,
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        MLRIG_STAGE="ingest",
+        MLRIG_INPUT_KEY="0" * 64,
+        CLEARML_TASK_ID="task-1",
+        CLEARML_OFFLINE_MODE="1",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "task task-1's status is not reported" in result.stdout
+    assert "s3://bucket/dvc/mlrig/steps/" in result.stderr and "AWS_ENDPOINT_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing fetched, nothing written
+
+
 def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
     copy_repository(tmp_path)
     shutil.rmtree(tmp_path / ".git")
