@@ -93,6 +93,18 @@ def test_a_missing_or_altered_workspace_is_named(store: StepStore, tmp_path: Pat
     assert not (tmp_path / "pod").exists()
 
 
+def test_a_workspace_with_an_entry_outside_it_is_refused(store: StepStore, tmp_path: Path) -> None:
+    (tmp_path / "evil.txt").write_text("outside\n")
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(tmp_path / "evil.txt", arcname="../evil.txt")
+    digest = store.upload_workspace(archive.read_bytes())
+
+    with pytest.raises(MlrigError, match=r"outside a workspace \(\.\./evil\.txt\)"):
+        store.download_workspace(digest, tmp_path / "pod" / "workspace")
+    assert not (tmp_path / "pod").exists()
+
+
 def test_records_are_found_by_input_key_and_stage(store: StepStore) -> None:
     entry = {"cmd": "python -m steps.ingest", "outs": [{"path": "outputs/ingest", "md5": "a.dir"}]}
     assert not store.has_record("key-1")
