@@ -60,10 +60,17 @@ def require_server(settings: Settings) -> None:
         )
 
 
-def check_server(settings: Settings, timeout: float = 5.0) -> None:
+def check_server(
+    settings: Settings,
+    timeout: float = 5.0,
+    meanwhile: str = "the offline sessions stay where they are.",
+) -> None:
     """Fail fast, naming the setting, when the ClearML API is unreachable or refuses the keys.
 
     ClearML's SDK retries a dead server for minutes; a ping and a login answer in seconds.
+
+    Args:
+        meanwhile: what happened to the user's work, the end of the message.
     """
     import requests
     from requests.adapters import HTTPAdapter
@@ -72,23 +79,24 @@ def check_server(settings: Settings, timeout: float = 5.0) -> None:
     host = (settings.clearml_api_host or "").rstrip("/")
     session = requests.Session()
     session.mount("http", HTTPAdapter(max_retries=Retry(total=2, backoff_factor=0.5)))
+    keys = (settings.clearml_access_key, settings.clearml_secret_key)
     try:
         session.get(f"{host}/debug.ping", timeout=timeout)
-        login = session.get(
-            f"{host}/auth.login",
-            auth=(
-                settings.clearml_access_key.get_secret_value(),  # type: ignore[union-attr]
-                settings.clearml_secret_key.get_secret_value(),  # type: ignore[union-attr]
-            ),
-            timeout=timeout,
+        login = (
+            session.get(
+                f"{host}/auth.login",
+                auth=(keys[0].get_secret_value(), keys[1].get_secret_value()),
+                timeout=timeout,
+            )
+            if keys[0] and keys[1]
+            else None  # a pod the glue gave a token (CLEARML_AUTH_TOKEN) instead of keys
         )
     except requests.RequestException as error:
         raise ConfigError(
             f"Cannot reach the ClearML API at {host} (CLEARML_API_HOST): "
-            f"{type(error).__name__}. Check the address and that the server is up; "
-            "the offline sessions stay where they are."
+            f"{type(error).__name__}. Check the address and that the server is up; {meanwhile}"
         ) from None
-    if login.status_code in (401, 403):
+    if login is not None and login.status_code in (401, 403):
         raise ConfigError(
             f"ClearML at {host} refused the credentials (CLEARML_API_ACCESS_KEY / "
             "CLEARML_API_SECRET_KEY). Create a key pair in the ClearML web UI and set them."

@@ -216,12 +216,22 @@ def clearml_status(settings: Settings, task_id: str | None) -> Iterator[None]:
         os.environ.pop("CLEARML_TASK_ID")  # the stage's tasks become offline sessions instead
         yield
         return
+    from mlrig.clearml_sessions import check_server
     from mlrig.tracking import configure_clearml
 
+    # the SDK retries a dead server for minutes; this answers in seconds
+    check_server(settings, meanwhile="the stage did not run.")
     configure_clearml(settings)
     from clearml import Task
 
-    task = Task.get_task(task_id=task_id)
+    try:
+        task = Task.get_task(task_id=task_id)
+    except Exception as error:  # the SDK raises many types for a missing task or a refusal
+        raise MlrigError(
+            f"ClearML at {settings.clearml_api_host} has no task {task_id} for this pod "
+            f"({type(error).__name__}: {error}). Was the task deleted? Submit again.",
+            exit_code=EXIT_FAILED,
+        ) from None
     task.mark_started(force=True)
     try:
         yield

@@ -131,6 +131,24 @@ def test_a_clearml_step_pod_that_cannot_reach_its_remote_says_so(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []  # nothing fetched, nothing written
 
 
+def test_a_clearml_step_pod_whose_server_is_down_stops_before_its_stage(tmp_path: Path) -> None:
+    result = run_mlrig(
+        "stage",
+        cwd=tmp_path,
+        **SETTINGS,
+        MLRIG_STAGE="ingest",
+        MLRIG_INPUT_KEY="0" * 64,
+        CLEARML_TASK_ID="task-1",
+        CLEARML_API_HOST="http://127.0.0.1:9",
+        CLEARML_API_ACCESS_KEY="key",
+        CLEARML_API_SECRET_KEY="secret",
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Cannot reach the ClearML API at http://127.0.0.1:9 (CLEARML_API_HOST)" in result.stderr
+    assert "the stage did not run" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
     copy_repository(tmp_path)
     shutil.rmtree(tmp_path / ".git")
