@@ -357,6 +357,19 @@ def project_archive(root: Path) -> bytes:
     return workspace_archive(root, project_files(root))
 
 
+def remote_store(settings: Settings) -> StepStore:
+    """The step store of this project's DVC remote (MLRIG_DVC_REMOTE, else the default).
+
+    Raises:
+        ConfigError: no remote, or one that is not on S3.
+    """
+    from mlrig.containers import container_remote
+    from mlrig.step_store import StepStore
+
+    remote = container_remote(settings)
+    return StepStore.of_remote(remote.url, remote.endpoint)
+
+
 def prepare_submission(settings: Settings, description: PipelineDescription) -> PipelineDescription:
     """Upload the workspace the pods start from; mark the steps whose result the remote holds.
 
@@ -364,11 +377,7 @@ def prepare_submission(settings: Settings, description: PipelineDescription) -> 
         ConfigError: the DVC remote is not on S3.
         MlrigError: the remote cannot be read or written.
     """
-    from mlrig.containers import container_remote
-    from mlrig.step_store import StepStore
-
-    remote = container_remote(settings)
-    store = StepStore.of_remote(remote.url, remote.endpoint)
+    store = remote_store(settings)
     if store.upload_workspace(project_archive(settings.root)) != description.workspace:
         raise MlrigError("The project's files changed while it was compiled: submit again.")
     description = with_records(description, store)
@@ -384,20 +393,15 @@ def take_results(settings: Settings, steps: list[PipelineStep]) -> None:
     Raises:
         MlrigError: a step has no record (it did not finish), or pulling failed.
     """
-    from mlrig.containers import container_remote
-    from mlrig.pipeline import run_dvc
+    from mlrig.pipeline import remote_arguments, run_dvc
     from mlrig.stage import merge_lock_entries
-    from mlrig.step_store import StepStore
 
-    remote = container_remote(settings)
-    store = StepStore.of_remote(remote.url, remote.endpoint)
+    store = remote_store(settings)
     entries = {step.name: store.get_record(step.input_key, step.name) for step in steps}
     merge_lock_entries(settings.root / "dvc.lock", entries)
-    remote_flag = ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+    arguments = ["pull", *remote_arguments(settings), *entries]
     log_path = settings.state_dir / "logs" / "clearml-pull.log"
-    run_dvc(
-        ["pull", *remote_flag, *entries], settings.root, dict(os.environ), log_path, lambda _: None
-    )
+    run_dvc(arguments, settings.root, dict(os.environ), log_path, lambda _: None)
 
 
 def with_records(description: PipelineDescription, store: StepStore) -> PipelineDescription:

@@ -230,7 +230,7 @@ class ContainerRun:
 
     def take_results(self, stage: str, workspace: Path) -> None:
         """Merge the stage's dvc.lock entry, pull its outputs, keep its ClearML sessions."""
-        from mlrig.pipeline import run_dvc
+        from mlrig.pipeline import remote_arguments, run_dvc
         from mlrig.stage import lock_entry, merge_lock_entries
 
         root = self.settings.root
@@ -241,11 +241,8 @@ class ContainerRun:
             shutil.copy2(session, self.settings.clearml_sessions_dir / session.name)
         with self.host_lock:
             merge_lock_entries(root / "dvc.lock", {stage: entry})
-            arguments = ["pull", *self.remote_flag(), stage]
+            arguments = ["pull", *remote_arguments(self.settings), stage]
             run_dvc(arguments, root, dict(os.environ), self.run_dir / "pull.log", lambda s: None)
-
-    def remote_flag(self) -> list[str]:
-        return ["--remote", self.settings.dvc_remote] if self.settings.dvc_remote else []
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,11 @@ def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
     return train_stages
 
 
+def remote_arguments(settings: Settings) -> list[str]:
+    """`--remote NAME` for dvc push/pull when MLRIG_DVC_REMOTE names one, else nothing."""
+    return ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+
+
 def push_outputs(settings: Settings, log_path: Path) -> None:
     """`dvc push` outputs and run-cache to the configured remote.
 
@@ -240,9 +245,7 @@ def push_outputs(settings: Settings, log_path: Path) -> None:
         MlrigError: the remote failed; the outputs stay in the local cache for a later push.
     """
     remote = settings.dvc_remote or "the default remote"
-    arguments = ["push", "--run-cache"]
-    if settings.dvc_remote:
-        arguments += ["--remote", settings.dvc_remote]
+    arguments = ["push", "--run-cache", *remote_arguments(settings)]
     try:
         run_dvc(arguments, settings.root, dict(os.environ), log_path, lambda stage: None)
     except MlrigError as error:

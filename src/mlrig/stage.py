@@ -102,6 +102,27 @@ def overlaps(path: str, other: str) -> bool:
     return path == other or path.startswith(other + os.sep) or other.startswith(path + os.sep)
 
 
+def pull_inputs(
+    settings: Settings, name: str, on_phase: Callable[[str], None] = lambda phase: None
+) -> None:
+    """Pull the stage's inputs from the workspace's remote (`configure_workspace` set it).
+
+    Raises:
+        ConfigError: the stage does not exist.
+        MlrigError: pulling failed.
+    """
+    inputs = stage_inputs(settings.root, name)
+    if not inputs:  # `dvc pull` with no target would pull everything
+        return
+    on_phase(f"pulling {', '.join(inputs)}")
+    if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
+        raise MlrigError(
+            f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
+            f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
+            exit_code=EXIT_FAILED,
+        )
+
+
 def run_stage(
     settings: Settings,
     name: str,
@@ -116,17 +137,8 @@ def run_stage(
         MlrigError: pulling, running or pushing failed; the message says which.
     """
     require_settings()
-    root = settings.root
     configure_workspace(settings)
-    inputs = stage_inputs(root, name)
-    if inputs:
-        on_phase(f"pulling {', '.join(inputs)}")
-        if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
-            raise MlrigError(
-                f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
-                f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
-                exit_code=EXIT_FAILED,
-            )
+    pull_inputs(settings, name, on_phase)
     on_phase(f"running {name}")
     # --pull: a stage in the remote run-cache is restored instead of run
     repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]

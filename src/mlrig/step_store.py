@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ class StepStore:
         prefix = self.url.removeprefix("s3://").partition("/")[2]
         return "/".join(part for part in (prefix, *parts) if part)
 
-    def client(self) -> Any:
+    @cached_property
+    def client(self) -> Any:  # one per store: a pod reads a record per parent
         import boto3
         from botocore.config import Config
 
@@ -103,7 +105,7 @@ class StepStore:
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
-        client = self.client()
+        client = self.client
         with self.reaching("read", key):
             try:
                 return bytes(client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
@@ -115,7 +117,7 @@ class StepStore:
 
         with self.reaching("read", key):
             try:
-                self.client().head_object(Bucket=self.bucket, Key=key)
+                self.client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") not in {"404", "NotFound"}:
                     raise
@@ -124,7 +126,7 @@ class StepStore:
 
     def put(self, key: str, body: bytes) -> None:
         with self.reaching("write", key):
-            self.client().put_object(Bucket=self.bucket, Key=key, Body=body)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def upload_workspace(self, archive: bytes) -> str:
         """Store a workspace archive (once per content); its digest."""

@@ -697,15 +697,13 @@ def run_trial_task(settings: Settings, experiment: str) -> float:  # pragma: no 
     from clearml import Task
 
     from mlrig.params import load_params
-    from mlrig.stage import REMOTE_NAME, configure_workspace, dvc, require_settings, stage_inputs
+    from mlrig.stage import configure_workspace, pull_inputs, require_settings
     from mlrig.tracking import configure_clearml
 
     require_settings()
     configure_workspace(settings)
     root = settings.root
-    inputs = stage_inputs(root, f"train@{experiment}")
-    if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
-        raise DataError(f"Could not pull {', '.join(inputs)} from {settings.dvc_remote_url}.")
+    pull_inputs(settings, f"train@{experiment}")
     params = load_params(root / PARAMS_FILE)
     _, space = resolve_space(params, experiment)
     chosen = params.train.experiments[experiment]

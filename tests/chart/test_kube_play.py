@@ -22,11 +22,11 @@ from mlrig.clearml_pipeline import (
     PipelineDescription,
     describe_pipeline,
     prepare_submission,
+    remote_store,
     step_task_arguments,
     take_results,
     with_records,
 )
-from mlrig.containers import container_remote
 from mlrig.dag import stage_graph
 from mlrig.images import (
     Engine,
@@ -218,10 +218,7 @@ def submission(
             patch.setenv(name, environment[name])
         settings = Settings(project_dir=project, dvc_remote="chart")
         description = prepare_submission(settings, describe_pipeline(settings, "default"))
-        remote = container_remote(settings)
-        yield Submission(
-            project, settings, description, StepStore.of_remote(remote.url, remote.endpoint)
-        )
+        yield Submission(project, settings, description, remote_store(settings))
 
 
 @dataclass(frozen=True)

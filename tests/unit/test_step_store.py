@@ -69,7 +69,7 @@ def test_a_workspace_comes_back_whole_and_is_stored_once(store: StepStore, tmp_p
     digest = store.upload_workspace(archive)
     assert digest == hashlib.sha256(archive).hexdigest()
     assert store.upload_workspace(archive) == digest
-    listed = store.client().list_objects_v2(Bucket=BUCKET, Prefix=store.key("mlrig/workspaces"))
+    listed = store.client.list_objects_v2(Bucket=BUCKET, Prefix=store.key("mlrig/workspaces"))
     assert listed["KeyCount"] == 1
 
     pod = tmp_path / "pod"
