@@ -321,25 +321,31 @@ def describe_pipeline(
 ) -> PipelineDescription:
     """The pipeline of this project, each stage in the image the containers executor would use.
 
+    The images' references come from the sources, so no container engine is needed (unless
+    MLRIG_BASE_IMAGE names a local image); steps whose image was pushed need none at all.
+
     Args:
         pushed_images: step -> `registry/step@sha256:...` of the images a CI build job pushed
             (`mlrig images push --digests`); they replace the local content-tag references.
 
     Raises:
-        ConfigError: no container engine (image tags depend on its base image), a step
-            without an image, or a pushed image of a step the pipeline does not have.
+        ConfigError: a step without an image, a pushed image of a step the pipeline does not
+            have, or MLRIG_BASE_IMAGE set with no engine to read it.
     """
-    from mlrig.images import find_engine, step_image_references
+    from mlrig.images import engine_if_any, step_image_references, step_names
 
-    images = step_image_references(settings, find_engine(settings))
-    unknown = sorted(set(pushed_images or {}) - set(images))
+    pushed = dict(pushed_images or {})
+    steps = step_names(settings.root)
+    unknown = sorted(set(pushed) - set(steps))
     if unknown:
         raise ConfigError(
             f"The image digest files name step(s) {', '.join(unknown)}, which this project has "
-            f"no image for (steps: {', '.join(sorted(images))}). Pass the digest files of this "
+            f"no image for (steps: {', '.join(sorted(steps))}). Pass the digest files of this "
             "commit's build jobs."
         )
-    images |= pushed_images or {}
+    images = pushed
+    if not set(steps) <= set(pushed):
+        images = step_image_references(settings, engine_if_any(settings)) | pushed
     return compile_pipeline(
         settings.root,
         images,

@@ -716,7 +716,25 @@ def compiled_pipeline(
 
     pushed = read_digests(images)
     with console.status("compiling dvc.yaml into a ClearML pipeline"):
-        return describe_pipeline(settings, default_queue=queue, pushed_images=pushed)
+        description = describe_pipeline(settings, default_queue=queue, pushed_images=pushed)
+    say_unbuilt_images(settings, description)
+    return description
+
+
+def say_unbuilt_images(settings: Settings, description: PipelineDescription) -> None:
+    """Name, on stderr, the steps whose image is neither built here nor pushed by digest."""
+    from mlrig.images import engine_if_any, unbuilt_images
+
+    unbuilt = unbuilt_images(settings, {step.step: step.image for step in description.steps})
+    if not unbuilt:
+        return
+    where = "" if engine_if_any(settings) else " (no container engine here)"
+    typer.echo(
+        f"Not built on this machine{where}: the image(s) of {', '.join(unbuilt)}. `make images` "
+        "builds them where podman or docker runs; CI's build jobs push them, and --images "
+        "passes their digests.",
+        err=True,
+    )
 
 
 @clearml_app.command("pipeline")

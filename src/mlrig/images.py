@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +113,20 @@ def find_engine(settings: Settings) -> Engine:
         # crun, podman's default, fails on cgroup v1 kernels such as this project's CI hosts
         runtime = "runc"
     return Engine(program=program, runtime=runtime)
+
+
+def engine_if_any(settings: Settings) -> Engine | None:
+    """The engine, or None where none is installed (a dry run or a pushed image needs none).
+
+    Raises:
+        ConfigError: MLRIG_CONTAINER_ENGINE names a program that is not on PATH.
+    """
+    try:
+        return find_engine(settings)
+    except ConfigError:
+        if settings.container_engine:
+            raise
+        return None
 
 
 def docker_daemon_answers(program: str) -> bool:
@@ -352,18 +366,29 @@ class ImageBuild:
     seconds: float
 
 
-def os_base(settings: Settings, engine: Engine) -> tuple[str | None, str]:
+def os_base(settings: Settings, engine: Engine | None) -> tuple[str | None, str]:
     """The base the mlrig base image is built FROM, and a fingerprint of it for the tag.
 
     MLRIG_BASE_IMAGE when set; else the debootstrap image when `make base-image` made one;
     else the digest-pinned default of images/base/Dockerfile (None: the engine pulls it).
+    Without an engine no local image can exist, so the default is the base.
+
+    Raises:
+        ConfigError: MLRIG_BASE_IMAGE is not among the engine's images, or there is no engine
+            to read its id from.
     """
     if settings.base_image:
         reference = settings.base_image
-    elif engine.image_exists(LOCAL_OS_IMAGE):
+    elif engine is not None and engine.image_exists(LOCAL_OS_IMAGE):
         reference = LOCAL_OS_IMAGE
     else:
         return None, "dockerfile-default"
+    if engine is None:
+        raise ConfigError(
+            f"MLRIG_BASE_IMAGE={reference} is set, and the step images' tags hold its image id, "
+            "which only a container engine can read. Install podman (apt-get install podman "
+            "runc), or pass --images with every step's pushed digest."
+        )
     if not engine.image_exists(reference):
         raise ConfigError(
             f"MLRIG_BASE_IMAGE={reference} is not in {engine.name}'s images. Pull it, or run "
@@ -487,11 +512,12 @@ def build_images(
     return results
 
 
-def step_image_references(settings: Settings, engine: Engine) -> dict[str, str]:
+def step_image_references(settings: Settings, engine: Engine | None) -> dict[str, str]:
     """Each step's image reference (by content tag) for the sources as they are now.
 
     The references say which image a stage must run in, built or not: `make images` builds
-    exactly these.
+    exactly these. They are computed from the sources; the engine is asked only for the id of
+    a local base image (None: there is no engine, and so no local base).
     """
     layout = BuildLayout(settings.root)
     steps = step_names(settings.root)
@@ -500,6 +526,18 @@ def step_image_references(settings: Settings, engine: Engine) -> dict[str, str]:
     base_reference = image_reference(settings, BASE, base_tag(settings, os_fingerprint))
     return {step: image_reference(settings, step, step_tag(settings, step, base_reference))
             for step in steps}  # fmt: skip
+
+
+def unbuilt_images(settings: Settings, images: Mapping[str, str]) -> list[str]:
+    """The steps whose image this machine's engine lacks (every local one without an engine).
+
+    An image by digest (`registry/step@sha256:...`) is a registry's, built by a CI job.
+    """
+    local = {step: reference for step, reference in images.items() if "@sha256:" not in reference}
+    engine = engine_if_any(settings)
+    if engine is None:
+        return sorted(local)
+    return sorted(step for step, reference in local.items() if not engine.image_exists(reference))
 
 
 def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:

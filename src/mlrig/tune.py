@@ -619,14 +619,14 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
 ) -> TuneSummary:
     from clearml import Task
 
-    from mlrig.images import find_engine, step_image_references
+    from mlrig.images import engine_if_any, step_image_references
     from mlrig.pipeline import exclusive_run, push_outputs
     from mlrig.tracking import configure_clearml
 
     root = settings.root
     params, count, key, space = checked
     chosen = params.train.experiments[experiment]
-    image = step_image_references(settings, find_engine(settings))["train"]
+    image = step_image_references(settings, engine_if_any(settings))["train"]
     with exclusive_run(settings):
         ensure_split(settings, params)
         push_outputs(settings, settings.state_dir / "logs" / "tune-push.log")

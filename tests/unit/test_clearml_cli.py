@@ -4,8 +4,10 @@ to submit without a ClearML server."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from conftest import REPO_ROOT, run_mlrig
 from mlrig.clearml_pipeline import PipelineDescription
 from mlrig.dag import stage_graph
 from mlrig.errors import EXIT_BAD_INPUT
-from mlrig.images import find_engine, step_image_references
+from mlrig.images import engine_if_any, step_image_references, step_names
 from mlrig.settings import Settings
 
 pytestmark = pytest.mark.clearml
@@ -40,8 +42,6 @@ def test_submit_without_a_server_names_what_to_set(arguments: tuple[str, ...]) -
 
 
 def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
-    if not (shutil.which("podman") or shutil.which("docker")):
-        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     result = mlrig("clearml", "pipeline", "--dry-run", "--json", "--queue", "cpu")
 
     assert result.returncode == 0, result.stderr
@@ -50,7 +50,7 @@ def test_dry_run_json_prints_the_repository_pipeline_in_its_images() -> None:
     assert {step.queue for step in description.steps} == {"cpu"}
     # the images the containers executor runs each step in (content tags of the sources now)
     settings = Settings(project_dir=REPO_ROOT)
-    images = step_image_references(settings, find_engine(settings))
+    images = step_image_references(settings, engine_if_any(settings))
     assert {step.name: step.image for step in description.steps} == {
         step.name: images[step.step] for step in description.steps
     }
@@ -79,8 +79,6 @@ PUSHED_TRAIN = "registry.example/mlrig/train@sha256:" + "a" * 64
 
 def test_dry_run_runs_the_pushed_steps_by_digest(tmp_path: Path) -> None:
     """The build jobs' digest files: those steps by digest, the others by their local tag."""
-    if not (shutil.which("podman") or shutil.which("docker")):
-        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     digests = tmp_path / "images-train.json"
     digests.write_text(json.dumps({"train": PUSHED_TRAIN}))
     result = mlrig("clearml", "pipeline", "--dry-run", "--json", "--images", str(digests))
@@ -103,8 +101,6 @@ def test_dry_run_runs_the_pushed_steps_by_digest(tmp_path: Path) -> None:
 def test_a_wrong_digest_file_is_refused_naming_the_problem(
     tmp_path: Path, content: str, named: str
 ) -> None:
-    if not (shutil.which("podman") or shutil.which("docker")):
-        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     digests = tmp_path / "images.json"
     digests.write_text(content)
     result = mlrig("clearml", "pipeline", "--dry-run", "--images", str(digests))
@@ -114,8 +110,6 @@ def test_a_wrong_digest_file_is_refused_naming_the_problem(
 
 
 def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
-    if not (shutil.which("podman") or shutil.which("docker")):
-        pytest.skip("no container engine (podman or docker): image tags depend on its base image")
     result = mlrig("clearml", "pipeline", "--dry-run", MLRIG_CLEARML_STEP_QUEUES='{"train": "gpu"}')
 
     assert result.returncode == 0, result.stderr
@@ -124,3 +118,62 @@ def test_dry_run_table_lists_every_stage_with_its_queue() -> None:
     assert set(rows) == set(stage_graph(REPO_ROOT))
     queues = {name: row[4].strip() for name, row in rows.items()}
     assert queues == {name: "gpu" if name.startswith("train@") else "default" for name in rows}
+
+
+def path_without_an_engine(tmp_path: Path) -> str:
+    """A PATH holding the venv's tools and git, and neither podman nor docker."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    git = shutil.which("git")
+    assert git is not None
+    (tools / "git").symlink_to(git)
+    return f"{Path(sys.executable).parent}{os.pathsep}{tools}"
+
+
+def test_dry_run_needs_no_container_engine_and_names_the_unbuilt_images(tmp_path: Path) -> None:
+    result = mlrig(
+        "clearml", "pipeline", "--dry-run", "--json", PATH=path_without_an_engine(tmp_path)
+    )
+
+    assert result.returncode == 0, result.stderr
+    description = PipelineDescription.model_validate_json(result.stdout)
+    images = step_image_references(Settings(project_dir=REPO_ROOT), None)
+    assert {step.step: step.image for step in description.steps} == {
+        step.step: images[step.step] for step in description.steps
+    }
+    assert "no container engine" in result.stderr
+    for step in {step.step for step in description.steps}:
+        assert step in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_submission_of_pushed_images_only_needs_no_engine_and_builds_nothing(
+    tmp_path: Path,
+) -> None:
+    digests = tmp_path / "images.json"
+    pushed = {
+        step: f"registry.example/mlrig/{step}@sha256:{'b' * 64}" for step in step_names(REPO_ROOT)
+    }
+    digests.write_text(json.dumps(pushed))
+    result = mlrig(
+        "clearml", "pipeline", "--dry-run", "--json", "--images", str(digests),
+        PATH=path_without_an_engine(tmp_path),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    description = PipelineDescription.model_validate_json(result.stdout)
+    assert {step.step: step.image for step in description.steps} == {
+        step.step: pushed[step.step] for step in description.steps
+    }
+    assert "Not built" not in result.stderr
+
+
+def test_a_base_image_without_an_engine_is_refused_naming_both(tmp_path: Path) -> None:
+    result = mlrig(
+        "clearml", "pipeline", "--dry-run",
+        PATH=path_without_an_engine(tmp_path), MLRIG_BASE_IMAGE="localhost/my-base:1",
+    )  # fmt: skip
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "MLRIG_BASE_IMAGE=localhost/my-base:1" in result.stderr
+    assert "--images" in result.stderr and "Traceback" not in result.stderr
