@@ -6,7 +6,11 @@ PYTHON ?= python3
 UV_VERSION ?= 0.13.9
 BOOTSTRAP_DIR := .mlrig/bootstrap
 UV ?= $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP_DIR)/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# test workers side by side (pytest-xdist), each taking a whole test file; 0 runs in-process
+TEST_WORKERS ?= 3
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
@@ -28,10 +32,15 @@ $(BOOTSTRAP_DIR)/bin/uv:
 	$(PYTHON) -m venv $(BOOTSTRAP_DIR)
 	$(BOOTSTRAP_DIR)/bin/pip install --quiet uv==$(UV_VERSION)
 
+# synced once per change of the lock, bytecode compiled then: a target then runs .venv/bin/...
+# directly, with no `uv run` (which would check and compile the environment each time)
+$(VENV)/.synced: uv.lock pyproject.toml $(if $(findstring $(BOOTSTRAP_DIR),$(UV)),$(UV))
+	$(UV) sync --locked --quiet
+	touch $@
+
 ## Install the locked environment into .venv (uv is bootstrapped when missing)
 .PHONY: env
-env: $(if $(findstring $(BOOTSTRAP_DIR),$(UV)),$(UV))
-	$(UV) sync --locked --quiet
+env: $(VENV)/.synced
 
 #################################################################################
 # PIPELINE                                                                      #
@@ -40,32 +49,32 @@ env: $(if $(findstring $(BOOTSTRAP_DIR),$(UV)),$(UV))
 ## Run the whole pipeline on the configured data (no server needed)
 .PHONY: run
 run: env
-	$(UV) run --locked mlrig run
+	$(BIN)/mlrig run
 
 ## Print the experiment table
 .PHONY: compare
 compare: env
-	$(UV) run --locked mlrig compare
+	$(BIN)/mlrig compare
 
 ## Bring the report up to date and print where it is
 .PHONY: report
 report: env
-	$(UV) run --locked mlrig report
+	$(BIN)/mlrig report
 
 ## Open the MLflow UI on the local store (http://127.0.0.1:5000)
 .PHONY: ui
 ui: env
-	$(UV) run --locked mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db --port 5000
 
 ## Run the pipeline against the local stack (make stack-up first)
 .PHONY: run-stack
 run-stack: env
-	$(UV) run --locked mlrig run --stack local
+	$(BIN)/mlrig run --stack local
 
 ## Run the pipeline stage by stage in the step images, against the local stack
 .PHONY: run-containers
 run-containers: env
-	$(UV) run --locked mlrig run --stack local --executor containers
+	$(BIN)/mlrig run --stack local --executor containers
 
 #################################################################################
 # IMAGES                                                                        #
@@ -74,22 +83,22 @@ run-containers: env
 ## Build the base and step images (docker, else podman); unchanged ones are kept
 .PHONY: images
 images: env
-	$(UV) run --locked mlrig images build
+	$(BIN)/mlrig images build
 
 ## Build the Helm chart's server images (images/mlflow-server), FROM the bare OS image
 .PHONY: server-images
 server-images: env
-	$(UV) run --locked mlrig images servers
+	$(BIN)/mlrig images servers
 
 ## Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline
 .PHONY: wheels
 wheels: env
-	$(UV) run --locked mlrig images wheels
+	$(BIN)/mlrig images wheels
 
 ## Make a Debian + Python 3.11 base image with debootstrap (where none can be pulled)
 .PHONY: base-image
 base-image: env
-	$(UV) run --locked mlrig images base-os
+	$(BIN)/mlrig images base-os
 
 #################################################################################
 # LOCAL STACK                                                                   #
@@ -98,32 +107,32 @@ base-image: env
 ## Start PostgreSQL, S3 and the MLflow server on 127.0.0.1 (data in .mlrig/stack)
 .PHONY: stack-up
 stack-up: env
-	$(UV) run --locked mlrig stack up
+	$(BIN)/mlrig stack up
 
 ## Stop the local stack (its data stays)
 .PHONY: stack-down
 stack-down: env
-	$(UV) run --locked mlrig stack down
+	$(BIN)/mlrig stack down
 
 ## Show what the local stack runs and whether it is healthy
 .PHONY: stack-status
 stack-status: env
-	$(UV) run --locked mlrig stack status
+	$(BIN)/mlrig stack status
 
 ## Check the toolchain, DVC remote, MLflow and ClearML settings
 .PHONY: doctor
 doctor: env
-	$(UV) run --locked mlrig doctor
+	$(BIN)/mlrig doctor
 
 ## Run the benchmarks (bench/) against their baselines; one of them: make bench BENCH=containers
 .PHONY: bench
 bench: env
-	$(UV) run --locked python -m bench $(BENCH)
+	$(BIN)/python -m bench $(BENCH)
 
 ## Scaffold a new step: make step NAME=my_step
 .PHONY: step
 step: env
-	$(UV) run --locked python -m mlrig.scaffold $(NAME)
+	$(BIN)/python -m mlrig.scaffold $(NAME)
 
 #################################################################################
 # KUBERNETES                                                                    #
@@ -153,46 +162,51 @@ ci-tools: $(GITLAB_CI_LOCAL)
 ## Lint, render and validate helm/mlrig and k8s/ (schemas 1.29 and newest, checkov, secrets)
 .PHONY: chart
 chart: env kube-tools
-	$(UV) run --locked pytest tests/chart -m "not containers" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/chart -m "not containers" $(PYTEST_ARGS)
 
 ## Start the chart's pods here with podman kube play (helm/mlrig/local/podman-values.yaml)
 .PHONY: chart-play
 chart-play: env kube-tools server-images
-	$(UV) run --locked mlrig chart play
+	$(BIN)/mlrig chart play
 
 ## Remove the pods, volumes and secrets of make chart-play
 .PHONY: chart-down
 chart-down: env
-	$(UV) run --locked mlrig chart down
+	$(BIN)/mlrig chart down
 
 #################################################################################
 # QUALITY                                                                       #
 #################################################################################
 
-## Run the whole test suite (unit, integration, end to end)
+## Install the Debian packages the test tiers need (as root; elsewhere it names them)
+.PHONY: system-packages
+system-packages:
+	@scripts/system-packages.sh
+
+## Run the whole test suite (unit, integration, end to end; installs what the tiers need)
 .PHONY: test
-test: env
-	$(UV) run --locked pytest $(PYTEST_ARGS)
+test: env system-packages
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Run the fast tests only (no end-to-end pipeline runs)
 .PHONY: test-fast
 test-fast: env
-	$(UV) run --locked pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 ## Lint the Python code (ruff check)
 .PHONY: lint-python
 lint-python: env
-	$(UV) run --locked ruff check src steps tests bench
+	$(BIN)/ruff check src steps tests bench
 
 ## Check the Python formatting (ruff format --check)
 .PHONY: lint-format
 lint-format: env
-	$(UV) run --locked ruff format --check src steps tests bench
+	$(BIN)/ruff format --check src steps tests bench
 
 ## Lint the Dockerfiles (hadolint)
 .PHONY: lint-images
 lint-images: env
-	$(UV) run --locked hadolint images/*/Dockerfile
+	$(BIN)/hadolint images/*/Dockerfile
 
 ## Run every linter
 .PHONY: lint
@@ -201,7 +215,7 @@ lint: lint-python lint-format lint-images
 ## Remove pipeline outputs and everything mlrig keeps locally (MLflow store, sessions, remote)
 .PHONY: clean
 clean:
-	-$(UV) run --locked mlrig stack down
+	-$(BIN)/mlrig stack down
 	rm -rf outputs reports .mlrig
 
 #################################################################################

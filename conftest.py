@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,74 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if required and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but MLRIG_REQUIRE_SERVICES=1 requires it: {report.longrepr}"
+
+
+# the tests commit into scratch repositories; a fresh machine's git has no identity
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "mlrig tests",
+    "GIT_AUTHOR_EMAIL": "tests@mlrig.invalid",
+    "GIT_COMMITTER_NAME": "mlrig tests",
+    "GIT_COMMITTER_EMAIL": "tests@mlrig.invalid",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, value in GIT_IDENTITY.items():
+        os.environ.setdefault(name, value)
+
+
+@contextmanager
+def checkout_lock(name: str) -> Iterator[None]:
+    """Held while a test worker builds what every worker shares in the checkout (images,
+    tools): the others wait, then find it built. `make test` runs several workers at once."""
+    from filelock import FileLock
+
+    folder = REPO_ROOT / ".mlrig" / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / f"{name}.lock"):
+        yield
+
+
+def tier_of(nodeid: str) -> str:
+    """The tier of a test: its folder under tests/ (`containers`, `chart`, ...), else `steps`."""
+    parts = nodeid.split("/")
+    return parts[1] if parts[0] == "tests" and len(parts) > 2 else "steps"
+
+
+#: the slowest tiers first, so that test workers (`make test` runs several) take them first and
+#: end together; `containers` first of all, as it builds the step images the others wait for
+TIER_ORDER = ("containers", "e2e", "integration", "chart", "ci")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the tests by tier (TIER_ORDER, then the rest); a file keeps its own order."""
+    rank = {tier: position for position, tier in enumerate(TIER_ORDER)}
+    items.sort(key=lambda item: rank.get(tier_of(item.nodeid), len(rank)))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """End with each tier that skipped tests for lack of a tool, and the command that installs it.
+
+    A `live` test (it needs a ClearML server, which no package installs) is not counted.
+    """
+    reasons: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        if "live" in report.keywords or not isinstance(report.longrepr, tuple):
+            continue
+        tier = tier_of(report.nodeid)
+        reasons.setdefault(tier, set()).add(str(report.longrepr[2]).removeprefix("Skipped: "))
+        counts[tier] = counts.get(tier, 0) + 1
+    if not reasons:
+        return
+    terminalreporter.section("tiers skipped for lack of a tool")
+    for tier in sorted(reasons):
+        why = "; ".join(sorted(reasons[tier]))
+        terminalreporter.write_line(f"{tier}: {counts[tier]} test(s) skipped: {why}")
+    terminalreporter.write_line(
+        "Install what they need (Debian, as root), then run make test again: "
+        "sudo make system-packages"
+    )
 
 
 def postgres_installed() -> bool:

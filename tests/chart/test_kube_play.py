@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO_ROOT, clean_environment, copy_repository, glue_pod
+from conftest import REPO_ROOT, checkout_lock, clean_environment, copy_repository, glue_pod
 from mlrig.clearml_pipeline import (
     PipelineDescription,
     describe_pipeline,
@@ -60,7 +60,8 @@ def played(kube_tools: KubeTools, step_images: tuple[Engine, list[ImageBuild]]) 
     engine, _ = step_images
     if engine.name != "podman":
         pytest.skip("kube play needs podman")
-    build_server_images(Settings(project_dir=REPO_ROOT), engine)
+    with checkout_lock("images"):
+        build_server_images(Settings(project_dir=REPO_ROOT), engine)
     layout = PlayLayout(REPO_ROOT)
     try:
         yield up(REPO_ROOT)

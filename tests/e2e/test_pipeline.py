@@ -7,7 +7,9 @@ change, bad inputs that must change nothing, then the champion served by MLflow.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -98,6 +100,34 @@ def test_first_run_prints_where_everything_is(project: Project, first_run) -> No
     assert "6 experiment runs recorded by this pipeline run" in out
     assert f"{MODEL_NAME} v1 @champion" in out
     assert "mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db" in out
+
+
+def test_the_printed_mlflow_ui_command_opens_the_ui_without_uv(project: Project, first_run) -> None:
+    """As printed, in a shell whose PATH has no uv and no venv (a machine without uv)."""
+    command = first_run.stdout.split("MLflow UI: ", 1)[1].splitlines()[0]
+    port = free_port()
+    assert "--port 5000" in command
+    shell = subprocess.Popen(
+        ["bash", "-c", command.replace("--port 5000", f"--port {port}")],
+        env=project.env | {"PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert shell.poll() is None, shell.stderr.read() if shell.stderr else ""
+                assert time.monotonic() < deadline, f"{command} did not answer in 120 s"
+                time.sleep(1)
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+        shell.wait(timeout=30)
 
 
 def test_runs_carry_params_metrics_models_and_lineage(project: Project, first_run) -> None:
