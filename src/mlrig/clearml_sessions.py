@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from mlrig.errors import ConfigError
 from mlrig.settings import Settings, unset_names
+from mlrig.text import counted
 
 IMPORTED_FILE = "imported.json"
 #: the metric ClearML files a task's single values under (Logger.report_single_value)
@@ -129,7 +130,7 @@ def import_sessions(settings: Settings) -> list[Session]:
             raise ConfigError(
                 f"ClearML at {settings.clearml_api_host} refused session {session.offline_id}: "
                 f"{error}. Check CLEARML_API_HOST and the credentials; "
-                f"{len(done)} session(s) were imported before this one."
+                f"{counted(len(done), 'session was', 'sessions were')} imported before this one."
             ) from None
         imported[session.offline_id] = str(task_id)
         (sessions_dir / IMPORTED_FILE).write_text(json.dumps(imported, indent=2) + "\n")

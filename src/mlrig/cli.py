@@ -15,9 +15,11 @@ from rich.table import Table
 
 from mlrig import __version__
 from mlrig.errors import exits_cleanly
+from mlrig.text import counted
 
 if TYPE_CHECKING:
     from mlrig.clearml_pipeline import PipelineDescription
+    from mlrig.pipeline import RunSummary
     from mlrig.settings import Settings
     from mlrig.tune import TuneSummary
 
@@ -184,18 +186,26 @@ def run(
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return
+    typer.echo("\n".join(run_summary_lines(summary)))
+
+
+def run_summary_lines(summary: RunSummary) -> list[str]:
+    """The closing message of `mlrig run`: what ran, where the report and the runs are."""
+    lines = []
     if summary.up_to_date:
-        typer.echo("Pipeline up to date: no stage re-ran.")
+        lines.append("Pipeline up to date: no stage re-ran.")
     else:
-        typer.echo(f"Pipeline run {summary.pipeline_run_id}: {len(summary.stages_run)} stages ran.")
+        ran = counted(len(summary.stages_run), "stage")
+        lines.append(f"Pipeline run {summary.pipeline_run_id}: {ran} ran.")
         times = ", ".join(
             f"{stage} {seconds:.1f}s" for stage, seconds in summary.stage_seconds.items()
         )
-        typer.echo(f"Stages:    {times}")
-    typer.echo(f"Report:    {summary.report}")
-    typer.echo(
-        f"MLflow:    {summary.runs_recorded} experiment runs recorded by this pipeline run, "
-        f"{summary.runs_in_experiment} runs in the experiment"
+        lines.append(f"Stages:    {times}")
+    lines.append(f"Report:    {summary.report}")
+    lines.append(
+        f"MLflow:    {counted(summary.runs_recorded, 'experiment run')} recorded by this "
+        "pipeline run, "
+        f"{counted(summary.runs_in_experiment, 'run')} in the experiment"
     )
     if champion := summary.champion:
         status = (
@@ -203,11 +213,12 @@ def run(
             if champion.version
             else "not registered"
         )
-        typer.echo(
+        lines.append(
             f"Champion:  {champion.experiment} ({champion.metric}={champion.value:.4f}), "
             f"{status} @champion; {champion.reason}"
         )
-    typer.echo(f"MLflow UI: {summary.mlflow_ui}")
+    lines.append(f"MLflow UI: {summary.mlflow_ui}")
+    return lines
 
 
 class TuneExecutor(StrEnum):
@@ -690,8 +701,8 @@ def submit_to_clearml(
         ):
             pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
         message = (
-            f"ClearML pipeline {pipeline_id} submitted: {len(submitted)} step(s), "
-            f"{len(recorded)} stage(s) already on the remote."
+            f"ClearML pipeline {pipeline_id} submitted: {counted(len(submitted), 'step')}, "
+            f"{counted(len(recorded), 'stage')} already on the remote."
         )
     else:
         pipeline_id = None
@@ -780,7 +791,7 @@ def clearml_list(
     for session in sessions:
         state = f"imported as {session.imported_as}" if session.imported_as else "not imported"
         typer.echo(f"{session.offline_id}  {state}")
-    typer.echo(f"{len(sessions)} offline session(s)")
+    typer.echo(counted(len(sessions), "offline session"))
 
 
 @clearml_app.command("import")
@@ -793,7 +804,7 @@ def clearml_import() -> None:
     imported = import_sessions(load_settings())
     for session in imported:
         typer.echo(f"{session.offline_id} -> {session.imported_as}")
-    typer.echo(f"{len(imported)} session(s) imported")
+    typer.echo(f"{counted(len(imported), 'session')} imported")
 
 
 @stack_app.command("up")

@@ -39,6 +39,7 @@ from mlrig.params import (
     validate_params,
 )
 from mlrig.settings import Settings
+from mlrig.text import counted
 
 if TYPE_CHECKING:
     import optuna
@@ -209,7 +210,8 @@ def cv_folds(train_table: pd.DataFrame, meta: TableMeta, folds: int, seed: int) 
         counts = train_table[meta.target].value_counts()
         if int(counts.min()) < folds:
             raise DataError(
-                f"The train split has {int(counts.min())} row(s) of class {counts.idxmin()!r}, "
+                f"The train split has {counted(int(counts.min()), 'row')} of class "
+                f"{counts.idxmin()!r}, "
                 f"fewer than tune.cv_folds = {folds}: every fold needs each class. Lower "
                 "tune.cv_folds in params.yaml, or use more data."
             )
@@ -217,7 +219,8 @@ def cv_folds(train_table: pd.DataFrame, meta: TableMeta, folds: int, seed: int) 
         return list(splitter.split(train_table, train_table[meta.target]))
     if len(train_table) < folds:
         raise DataError(
-            f"The train split has {len(train_table)} rows, fewer than tune.cv_folds = {folds}."
+            f"The train split has {counted(len(train_table), 'row')}, fewer than "
+            f"tune.cv_folds = {folds}."
         )
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(train_table))

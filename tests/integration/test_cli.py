@@ -69,7 +69,7 @@ def test_clearml_import_to_an_unreachable_server_fails_fast(empty_project: Path)
 def test_clearml_list_on_a_fresh_project_is_empty(empty_project: Path) -> None:
     result = run_mlrig("clearml", "list", cwd=empty_project)
     assert result.returncode == 0
-    assert "0 offline session(s)" in result.stdout
+    assert "0 offline sessions" in result.stdout
 
 
 def test_containers_without_an_mlflow_server_say_what_to_start(tmp_path: Path) -> None:
@@ -157,3 +157,27 @@ def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
     assert "not a git repository" in result.stderr and "git init" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_run_summary_counts_in_the_singular_for_one() -> None:
+    from mlrig.cli import run_summary_lines
+    from mlrig.pipeline import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["report"],
+        stage_seconds={"report": 1.5},
+        up_to_date=False,
+        runs_recorded=1,
+        runs_in_experiment=1,
+        champion=None,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+    )
+    text = "\n".join(run_summary_lines(summary))
+    assert "Pipeline run 20261203-120000-abcdef: 1 stage ran." in text
+    assert "1 experiment run recorded by this pipeline run, 1 run in the experiment" in text
+    many = summary.model_copy(update={"stages_run": ["a", "b"], "runs_recorded": 0})
+    text = "\n".join(run_summary_lines(many))
+    assert "2 stages ran." in text and "0 experiment runs recorded" in text

@@ -345,8 +345,11 @@ def test_too_few_rows_of_a_class_for_the_folds_is_a_data_error() -> None:
     meta = TableMeta(
         dataset="t", source="t", target="target", task="classification", features=["x"], rows=10
     )
-    with pytest.raises(DataError, match=r"2 row\(s\) of class 'b', fewer than tune.cv_folds = 3"):
+    with pytest.raises(DataError, match=r"2 rows of class 'b', fewer than tune.cv_folds = 3"):
         cv_folds(table, meta, 3, seed=0)
+    one = pd.DataFrame({"x": range(10), "target": ["a"] * 9 + ["b"]})
+    with pytest.raises(DataError, match=r"1 row of class 'b', fewer than tune.cv_folds = 3"):
+        cv_folds(one, meta, 3, seed=0)
 
 
 def test_a_folder_dvc_cannot_work_in_is_refused_before_anything_runs(tmp_path: Path) -> None:
