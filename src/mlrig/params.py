@@ -27,6 +27,9 @@ from mlrig.errors import ParamsError
 
 TaskKind = Literal["classification", "regression"]
 BUILTIN_DATASETS = ("breast_cancer", "wine", "diabetes")
+#: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
+GENERATED_SOURCES = ("builtin", "synthetic")
+GENERATED_TARGET = "target"
 
 
 class Section(BaseModel):
@@ -45,6 +48,19 @@ class IngestParams(Section):
     target: str = Field("target", description="name of the target column in a file source")
     task: Literal["auto", "classification", "regression"] = "auto"
     seed: int = Field(42, description="seed of the synthetic generator")
+
+    @model_validator(mode="after")
+    def _target_of_a_generated_source(self) -> IngestParams:
+        # a builtin or synthetic table names its target itself: another name would be
+        # saved and recorded though the pipeline never reads it
+        kind = self.source.partition(":")[0]
+        if kind in GENERATED_SOURCES and self.target != GENERATED_TARGET:
+            raise ValueError(
+                f"ingest.source {self.source} has its target in column {GENERATED_TARGET!r}, "
+                f"so ingest.target must be {GENERATED_TARGET!r} (got {self.target!r}); "
+                "ingest.target names the target column of a CSV or Parquet source"
+            )
+        return self
 
 
 class ValidateParams(Section):

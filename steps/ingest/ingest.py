@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.params import BUILTIN_DATASETS, IngestParams, TaskKind, load_section
+from mlrig.params import (
+    BUILTIN_DATASETS,
+    GENERATED_TARGET,
+    IngestParams,
+    TaskKind,
+    load_section,
+)
 from mlrig.tables import TABLE_FILE, TableMeta, write_meta
 
 if TYPE_CHECKING:
@@ -68,7 +74,7 @@ def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
         random_state=seed,
     )
     table = pd.DataFrame(features, columns=[f"x{i:02d}" for i in range(SYNTHETIC_FEATURES)])
-    table["target"] = target
+    table[GENERATED_TARGET] = target
     return table
 
 
@@ -140,9 +146,9 @@ def load_source(params: IngestParams, root: Path) -> tuple[pd.DataFrame, str, st
     """Return the raw table, its target column and a dataset name for the configured source."""
     kind, _, rest = params.source.partition(":")
     if kind == "builtin":
-        return load_builtin(rest), "target", rest
+        return load_builtin(rest), GENERATED_TARGET, rest
     if kind == "synthetic":
-        return make_synthetic(rest, params.seed), "target", f"synthetic_{rest}"
+        return make_synthetic(rest, params.seed), GENERATED_TARGET, f"synthetic_{rest}"
     path = Path(params.source)
     table = read_file(path if path.is_absolute() else root / path)
     return table, params.target, path.stem

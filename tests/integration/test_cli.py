@@ -181,3 +181,22 @@ def test_the_run_summary_counts_in_the_singular_for_one() -> None:
     many = summary.model_copy(update={"stages_run": ["a", "b"], "runs_recorded": 0})
     text = "\n".join(run_summary_lines(many))
     assert "2 stages ran." in text and "0 experiment runs recorded" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("ingest.target=nope", "builtin:breast_cancer has its target in column 'target'"),
+        ("trian.seed=1", "trian: Extra inputs are not permitted; did you mean train?"),
+    ],
+)  # fmt: skip
+def test_a_wrong_override_is_refused_and_not_saved(
+    tmp_path: Path, override: str, expected: str
+) -> None:
+    copy_repository(tmp_path)
+    params_before = (tmp_path / "params.yaml").read_bytes()
+    result = run_mlrig("run", "-S", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "params.yaml").read_bytes() == params_before
+    assert not (tmp_path / "outputs").exists()

@@ -151,6 +151,24 @@ def test_a_misspelt_key_of_one_section_gets_a_did_you_mean(tmp_path: Path) -> No
         load_section(path, "ingest", IngestParams)
 
 
+@pytest.mark.parametrize("source", ["builtin:breast_cancer", "synthetic:100"])
+def test_a_target_other_than_a_generated_sources_own_is_refused(source: str) -> None:
+    document = apply_overrides(
+        read_params_file(REPO_PARAMS), [f"ingest.source={source}", "ingest.target=nope"]
+    )
+
+    message = params_error(document, origin="params.yaml with -S overrides")
+
+    assert f"ingest.source {source} has its target in column 'target'" in message
+    assert "so ingest.target must be 'target' (got 'nope')" in message
+
+
+def test_a_file_source_takes_any_target() -> None:
+    document = minimal(ingest={"source": "data/flowers.csv", "target": "species"})
+
+    assert validate_params(document).ingest.target == "species"
+
+
 def test_unknown_section_is_an_error() -> None:
     message = params_error(minimal(evaluate={"threshold": 0.5}))
 
