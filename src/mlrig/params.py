@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from ruamel.yaml import YAML
@@ -48,6 +49,23 @@ class IngestParams(Section):
     target: str = Field("target", description="name of the target column in a file source")
     task: Literal["auto", "classification", "regression"] = "auto"
     seed: int = Field(42, description="seed of the synthetic generator")
+    encoding: str = Field(
+        "utf-8", description="text encoding of a CSV source, e.g. latin-1 or cp1252"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {value!r}; use a name Python knows, e.g. utf-8, "
+                "latin-1 or cp1252"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _target_of_a_generated_source(self) -> IngestParams:
