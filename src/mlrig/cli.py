@@ -384,6 +384,7 @@ def stage_command(
     status to its ClearML task (CLEARML_TASK_ID).
     """
     from mlrig.errors import ConfigError
+    from mlrig.pipeline import exclusive_run
     from mlrig.settings import load_settings
     from mlrig.stage import require_settings, run_stage, run_step_task, step_of_pod
 
@@ -395,7 +396,9 @@ def stage_command(
         return
     if name is None:
         raise ConfigError("Name the stage to run, e.g. mlrig stage train@knn (dvc.yaml has them).")
-    run_stage(load_settings(), name, force=force, on_phase=lambda phase: console.print(phase))
+    settings = load_settings()
+    with exclusive_run(settings, "mlrig stage"):
+        run_stage(settings, name, force=force, on_phase=lambda phase: console.print(phase))
 
 
 @images_app.command("build")
@@ -572,13 +575,11 @@ def report(
     ] = False,
 ) -> None:
     """Bring the report up to date (dvc repro report) and print where it is."""
-    from mlrig.pipeline import REPORT_DIR, run_dvc
+    from mlrig.pipeline import REPORT_DIR, exclusive_run, run_dvc
     from mlrig.settings import load_settings
 
     settings = load_settings()
-    import os
-
-    with console.status("updating the report"):
+    with exclusive_run(settings, "mlrig report"), console.status("updating the report"):
         run_dvc(
             ["repro", "report"],
             settings.root,
@@ -681,6 +682,17 @@ def submit_to_clearml(
     settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
 ) -> None:
     """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it)."""
+    from mlrig.pipeline import exclusive_run
+
+    # it reads the checkout's DVC state, and with --wait writes dvc.lock and the outputs
+    with exclusive_run(settings, "mlrig clearml pipeline"):
+        submit_holding_the_checkout(settings, queue, images, wait, as_json)
+
+
+def submit_holding_the_checkout(
+    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+) -> None:
+    """submit_to_clearml's work, once it holds the run lock."""
     from mlrig.clearml_pipeline import (
         follow_pipeline,
         prepare_submission,

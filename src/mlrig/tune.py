@@ -478,7 +478,7 @@ def tune(
 
     root = settings.root
     params, count, _, _ = check_input(settings, experiment, trials)
-    with exclusive_run(settings):
+    with exclusive_run(settings, "mlrig tune"):
         ensure_split(settings, params, on_stage)
         summary = run_search(settings, params, experiment, count, on_trial)
         if apply:
@@ -630,7 +630,7 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
     params, count, key, space = checked
     chosen = params.train.experiments[experiment]
     image = step_image_references(settings, find_engine(settings))["train"]
-    with exclusive_run(settings):
+    with exclusive_run(settings, "mlrig tune"):
         ensure_split(settings, params)
         push_outputs(settings, settings.state_dir / "logs" / "tune-push.log")
         train_table, meta = load_train_split(root)

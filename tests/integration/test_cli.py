@@ -200,3 +200,26 @@ def test_a_wrong_override_is_refused_and_not_saved(
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "params.yaml").read_bytes() == params_before
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "environment"), [(["report"], {}), (["stage", "train@knn"], SETTINGS)]
+)
+def test_a_command_that_runs_dvc_is_refused_while_a_pipeline_runs(
+    empty_project: Path, command: list[str], environment: dict[str, str]
+) -> None:
+    """While `mlrig run` holds the checkout, DVC's own lock error would advise deleting
+    .dvc/tmp/rwlock under the running stages: the command is refused before dvc starts."""
+    from mlrig.pipeline import exclusive_run
+    from mlrig.settings import Settings
+
+    with exclusive_run(Settings(project_dir=empty_project)):
+        result = run_mlrig(*command, cwd=empty_project, **environment)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"mlrig {command[0]} did not start: another mlrig command (mlrig run, pid " in message
+    assert f"is running dvc in {empty_project}" in message
+    assert f"Wait for it to finish, then run mlrig {command[0]} again" in message
+    assert "Traceback" not in result.stderr
+    assert not (empty_project / "reports").exists() and not (empty_project / "outputs").exists()
+    assert not (empty_project / ".mlrig/logs").exists()  # dvc never started
