@@ -136,6 +136,7 @@ def run(
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from mlrig.clearml_sessions import prune_sessions
     from mlrig.errors import ConfigError
     from mlrig.pipeline import run_pipeline
     from mlrig.settings import load_settings
@@ -183,10 +184,13 @@ def run(
             on_stage=on_stage,
             on_phase=lambda phase: progress.update(current, description=phase),
         )
+    pruned = prune_sessions(settings).message()
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
-        return
-    typer.echo("\n".join(run_summary_lines(summary)))
+    else:
+        typer.echo("\n".join(run_summary_lines(summary)))
+    if pruned:
+        console.print(pruned, soft_wrap=True, markup=False, highlight=False)
 
 
 def run_summary_lines(summary: RunSummary) -> list[str]:
@@ -804,6 +808,26 @@ def clearml_list(
         state = f"imported as {session.imported_as}" if session.imported_as else "not imported"
         typer.echo(f"{session.offline_id}  {state}")
     typer.echo(counted(len(sessions), "offline session"))
+
+
+@clearml_app.command("prune")
+@exits_cleanly
+def clearml_prune(
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="How many of the newest to keep (default MLRIG_CLEARML_KEEP_SESSIONS; 0 keeps "
+            "every one).",
+        ),
+    ] = None,
+) -> None:
+    """Delete the oldest offline ClearML sessions (mlrig run does so past the limit)."""
+    from mlrig.clearml_sessions import prune_sessions
+    from mlrig.settings import load_settings
+
+    pruned = prune_sessions(load_settings(), keep)
+    typer.echo(pruned.message() or f"Nothing to drop: {counted(pruned.kept, 'offline session')}.")
 
 
 @clearml_app.command("import")

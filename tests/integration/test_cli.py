@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_repository, run_mlrig
+from conftest import clean_environment, copy_repository, run_mlrig
 
 
 @pytest.fixture
@@ -21,8 +22,8 @@ def empty_project(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["run"], ["compare"], ["report"], ["tune"], ["clearml"], ["clearml", "import"], ["stage"],
-     ["images"], ["images", "build"]],
+    [[], ["run"], ["compare"], ["report"], ["tune"], ["clearml"], ["clearml", "import"],
+     ["clearml", "prune"], ["stage"], ["images"], ["images", "build"]],
 )  # fmt: skip
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = run_mlrig(*command, "--help", cwd=tmp_path)
@@ -223,3 +224,60 @@ def test_a_command_that_runs_dvc_is_refused_while_a_pipeline_runs(
     assert "Traceback" not in result.stderr
     assert not (empty_project / "reports").exists() and not (empty_project / "outputs").exists()
     assert not (empty_project / ".mlrig/logs").exists()  # dvc never started
+
+
+def offline_sessions(project: Path, count: int) -> Path:
+    """`count` offline session zips, oldest first, the first one imported to a server."""
+    import json
+    import os
+
+    folder = project / ".mlrig/clearml/offline"
+    folder.mkdir(parents=True)
+    for number in range(count):
+        session = folder / f"offline-{number:03d}.zip"
+        session.write_bytes(b"")
+        os.utime(session, (1_700_000_000 + number, 1_700_000_000 + number))
+    (folder / "imported.json").write_text(json.dumps({"offline-000": "task-on-server"}))
+    return folder
+
+
+def test_a_run_keeps_the_newest_offline_sessions_and_says_how_to_import(tmp_path: Path) -> None:
+    """A project whose pipeline has no stage: the run is quick, the sessions are as many."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  experiments:\n    base:\n      family: baseline\n"
+    )
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(command, cwd=tmp_path, check=True, env=clean_environment(tmp_path))
+    folder = offline_sessions(tmp_path, 5)
+
+    result = run_mlrig("run", "--no-push", cwd=tmp_path, MLRIG_CLEARML_KEEP_SESSIONS="3")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(path.name for path in folder.glob("*.zip")) == [
+        "offline-002.zip",
+        "offline-003.zip",
+        "offline-004.zip",
+    ]
+    message = " ".join(result.stderr.split())
+    assert "Dropped the 2 oldest offline ClearML sessions, 1 of them never imported" in message
+    assert "kept the newest 3 (MLRIG_CLEARML_KEEP_SESSIONS" in message
+    assert "run mlrig clearml import" in message
+    again = run_mlrig("run", "--no-push", cwd=tmp_path, MLRIG_CLEARML_KEEP_SESSIONS="3")
+    assert again.returncode == 0 and "Dropped" not in again.stderr
+
+
+def test_clearml_prune_keeps_the_newest(empty_project: Path) -> None:
+    folder = offline_sessions(empty_project, 4)
+
+    result = run_mlrig("clearml", "prune", "--keep", "1", cwd=empty_project)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in folder.glob("*.zip")] == ["offline-003.zip"]
+    assert "Dropped the 3 oldest offline ClearML sessions, 2 of them never" in result.stdout
+    # an imported session's server id stays: its link and values still resolve
+    assert "task-on-server" in (folder / "imported.json").read_text()
+    listed = run_mlrig("clearml", "list", cwd=empty_project)
+    assert "1 offline session\n" in listed.stdout
+    nothing = run_mlrig("clearml", "prune", cwd=empty_project)
+    assert "Nothing to drop: 1 offline session." in nothing.stdout
