@@ -341,7 +341,8 @@ def print_tune_summary(summary: TuneSummary) -> None:
     )
     if summary.mlflow_parent_run_id:
         typer.echo(
-            f"MLflow:  parent run {summary.mlflow_parent_run_id} (tune-{summary.experiment})"
+            f"MLflow:  parent run {summary.mlflow_parent_run_id} (tune-{summary.experiment}) "
+            f"in experiment {summary.mlflow_experiment}"
         )
     target = f"train.experiments.{summary.experiment}.params"
     if summary.applied:
