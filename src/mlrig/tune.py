@@ -642,7 +642,7 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
     params, count, key, space = checked
     chosen = params.train.experiments[experiment]
     image = step_image_references(settings, find_engine(settings))["train"]
-    with exclusive_run(settings, "mlrig tune"):
+    with exclusive_run(settings):
         ensure_split(settings, params)
         push_outputs(settings, settings.state_dir / "logs" / "tune-push.log")
         train_table, meta = load_train_split(root)
