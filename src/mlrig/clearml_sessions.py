@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from mlrig.errors import ConfigError
 from mlrig.settings import Settings, unset_names
+from mlrig.text import counted
 
 IMPORTED_FILE = "imported.json"
 #: the metric ClearML files a task's single values under (Logger.report_single_value)
@@ -41,6 +42,51 @@ def list_sessions(settings: Settings) -> list[Session]:
         Session(offline_id=path.stem, path=str(path), imported_as=imported.get(path.stem))
         for path in zips
     ]
+
+
+class Pruned(BaseModel):
+    """What prune_sessions dropped."""
+
+    dropped: list[Session]
+    kept: int
+
+    @property
+    def not_imported(self) -> list[Session]:
+        """Dropped sessions no server has: their records are gone."""
+        return [session for session in self.dropped if not session.imported_as]
+
+    def message(self) -> str | None:
+        """One paragraph saying what was dropped and how to keep sessions; None if nothing."""
+        if not self.dropped:
+            return None
+        lost = len(self.not_imported)
+        imported = (
+            f", {lost} of them never imported to a ClearML server"
+            if lost
+            else ", each already imported to a ClearML server"
+        )
+        return (
+            f"Dropped the {counted(len(self.dropped), 'oldest offline ClearML session')}"
+            f"{imported}; kept the newest {self.kept} (MLRIG_CLEARML_KEEP_SESSIONS; 0 keeps "
+            "every one). To keep every session on a server, run mlrig clearml import "
+            "(CLEARML_API_HOST and its keys set) before they reach the limit; mlrig clearml "
+            "prune --keep N drops more by hand."
+        )
+
+
+def prune_sessions(settings: Settings, keep: int | None = None) -> Pruned:
+    """Delete the offline sessions older than the newest `keep` (an imported one's server id
+    stays in imported.json, so its link and values keep working).
+
+    Args:
+        keep: how many to keep (default MLRIG_CLEARML_KEEP_SESSIONS); 0 keeps every one.
+    """
+    keep = settings.clearml_keep_sessions if keep is None else keep
+    sessions = list_sessions(settings)
+    dropped = sessions[:-keep] if keep and len(sessions) > keep else []
+    for session in dropped:
+        Path(session.path).unlink(missing_ok=True)
+    return Pruned(dropped=dropped, kept=min(keep, len(sessions)) if keep else len(sessions))
 
 
 def require_server(settings: Settings) -> None:
@@ -129,7 +175,7 @@ def import_sessions(settings: Settings) -> list[Session]:
             raise ConfigError(
                 f"ClearML at {settings.clearml_api_host} refused session {session.offline_id}: "
                 f"{error}. Check CLEARML_API_HOST and the credentials; "
-                f"{len(done)} session(s) were imported before this one."
+                f"{counted(len(done), 'session was', 'sessions were')} imported before this one."
             ) from None
         imported[session.offline_id] = str(task_id)
         (sessions_dir / IMPORTED_FILE).write_text(json.dumps(imported, indent=2) + "\n")

@@ -15,9 +15,11 @@ from rich.table import Table
 
 from mlrig import __version__
 from mlrig.errors import exits_cleanly
+from mlrig.text import counted
 
 if TYPE_CHECKING:
     from mlrig.clearml_pipeline import PipelineDescription
+    from mlrig.pipeline import RunSummary
     from mlrig.settings import Settings
     from mlrig.tune import TuneSummary
 
@@ -134,6 +136,7 @@ def run(
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from mlrig.clearml_sessions import prune_sessions
     from mlrig.errors import ConfigError
     from mlrig.pipeline import run_pipeline
     from mlrig.settings import load_settings
@@ -181,21 +184,32 @@ def run(
             on_stage=on_stage,
             on_phase=lambda phase: progress.update(current, description=phase),
         )
+    pruned = prune_sessions(settings).message()
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
-        return
-    if summary.up_to_date:
-        typer.echo("Pipeline up to date: no stage re-ran.")
     else:
-        typer.echo(f"Pipeline run {summary.pipeline_run_id}: {len(summary.stages_run)} stages ran.")
+        typer.echo("\n".join(run_summary_lines(summary)))
+    if pruned:
+        console.print(pruned, soft_wrap=True, markup=False, highlight=False)
+
+
+def run_summary_lines(summary: RunSummary) -> list[str]:
+    """The closing message of `mlrig run`: what ran, where the report and the runs are."""
+    lines = []
+    if summary.up_to_date:
+        lines.append("Pipeline up to date: no stage re-ran.")
+    else:
+        ran = counted(len(summary.stages_run), "stage")
+        lines.append(f"Pipeline run {summary.pipeline_run_id}: {ran} ran.")
         times = ", ".join(
             f"{stage} {seconds:.1f}s" for stage, seconds in summary.stage_seconds.items()
         )
-        typer.echo(f"Stages:    {times}")
-    typer.echo(f"Report:    {summary.report}")
-    typer.echo(
-        f"MLflow:    {summary.runs_recorded} experiment runs recorded by this pipeline run, "
-        f"{summary.runs_in_experiment} runs in the experiment"
+        lines.append(f"Stages:    {times}")
+    lines.append(f"Report:    {summary.report}")
+    lines.append(
+        f"MLflow:    {counted(summary.runs_recorded, 'experiment run')} recorded by this "
+        "pipeline run, "
+        f"{counted(summary.runs_in_experiment, 'run')} in the experiment"
     )
     if champion := summary.champion:
         status = (
@@ -203,11 +217,12 @@ def run(
             if champion.version
             else "not registered"
         )
-        typer.echo(
+        lines.append(
             f"Champion:  {champion.experiment} ({champion.metric}={champion.value:.4f}), "
             f"{status} @champion; {champion.reason}"
         )
-    typer.echo(f"MLflow UI: {summary.mlflow_ui}")
+    lines.append(f"MLflow UI: {summary.mlflow_ui}")
+    return lines
 
 
 class TuneExecutor(StrEnum):
@@ -326,7 +341,8 @@ def print_tune_summary(summary: TuneSummary) -> None:
     )
     if summary.mlflow_parent_run_id:
         typer.echo(
-            f"MLflow:  parent run {summary.mlflow_parent_run_id} (tune-{summary.experiment})"
+            f"MLflow:  parent run {summary.mlflow_parent_run_id} (tune-{summary.experiment}) "
+            f"in experiment {summary.mlflow_experiment}"
         )
     target = f"train.experiments.{summary.experiment}.params"
     if summary.applied:
@@ -373,6 +389,7 @@ def stage_command(
     status to its ClearML task (CLEARML_TASK_ID).
     """
     from mlrig.errors import ConfigError
+    from mlrig.pipeline import exclusive_run
     from mlrig.settings import load_settings
     from mlrig.stage import require_settings, run_stage, run_step_task, step_of_pod
 
@@ -384,7 +401,9 @@ def stage_command(
         return
     if name is None:
         raise ConfigError("Name the stage to run, e.g. mlrig stage train@knn (dvc.yaml has them).")
-    run_stage(load_settings(), name, force=force, on_phase=lambda phase: console.print(phase))
+    settings = load_settings()
+    with exclusive_run(settings, "mlrig stage"):
+        run_stage(settings, name, force=force, on_phase=lambda phase: console.print(phase))
 
 
 @images_app.command("build")
@@ -561,13 +580,11 @@ def report(
     ] = False,
 ) -> None:
     """Bring the report up to date (dvc repro report) and print where it is."""
-    from mlrig.pipeline import REPORT_DIR, run_dvc
+    from mlrig.pipeline import REPORT_DIR, exclusive_run, run_dvc
     from mlrig.settings import load_settings
 
     settings = load_settings()
-    import os
-
-    with console.status("updating the report"):
+    with exclusive_run(settings, "mlrig report"), console.status("updating the report"):
         run_dvc(
             ["repro", "report"],
             settings.root,
@@ -670,6 +687,17 @@ def submit_to_clearml(
     settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
 ) -> None:
     """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it)."""
+    from mlrig.pipeline import exclusive_run
+
+    # it reads the checkout's DVC state, and with --wait writes dvc.lock and the outputs
+    with exclusive_run(settings, "mlrig clearml pipeline"):
+        submit_holding_the_checkout(settings, queue, images, wait, as_json)
+
+
+def submit_holding_the_checkout(
+    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+) -> None:
+    """submit_to_clearml's work, once it holds the run lock."""
     from mlrig.clearml_pipeline import (
         follow_pipeline,
         prepare_submission,
@@ -690,8 +718,8 @@ def submit_to_clearml(
         ):
             pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
         message = (
-            f"ClearML pipeline {pipeline_id} submitted: {len(submitted)} step(s), "
-            f"{len(recorded)} stage(s) already on the remote."
+            f"ClearML pipeline {pipeline_id} submitted: {counted(len(submitted), 'step')}, "
+            f"{counted(len(recorded), 'stage')} already on the remote."
         )
     else:
         pipeline_id = None
@@ -798,7 +826,27 @@ def clearml_list(
     for session in sessions:
         state = f"imported as {session.imported_as}" if session.imported_as else "not imported"
         typer.echo(f"{session.offline_id}  {state}")
-    typer.echo(f"{len(sessions)} offline session(s)")
+    typer.echo(counted(len(sessions), "offline session"))
+
+
+@clearml_app.command("prune")
+@exits_cleanly
+def clearml_prune(
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="How many of the newest to keep (default MLRIG_CLEARML_KEEP_SESSIONS; 0 keeps "
+            "every one).",
+        ),
+    ] = None,
+) -> None:
+    """Delete the oldest offline ClearML sessions (mlrig run does so past the limit)."""
+    from mlrig.clearml_sessions import prune_sessions
+    from mlrig.settings import load_settings
+
+    pruned = prune_sessions(load_settings(), keep)
+    typer.echo(pruned.message() or f"Nothing to drop: {counted(pruned.kept, 'offline session')}.")
 
 
 @clearml_app.command("import")
@@ -811,7 +859,7 @@ def clearml_import() -> None:
     imported = import_sessions(load_settings())
     for session in imported:
         typer.echo(f"{session.offline_id} -> {session.imported_as}")
-    typer.echo(f"{len(imported)} session(s) imported")
+    typer.echo(f"{counted(len(imported), 'session')} imported")
 
 
 @stack_app.command("up")

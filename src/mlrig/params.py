@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -17,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from ruamel.yaml import YAML
@@ -26,6 +28,9 @@ from mlrig.errors import ParamsError
 
 TaskKind = Literal["classification", "regression"]
 BUILTIN_DATASETS = ("breast_cancer", "wine", "diabetes")
+#: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
+GENERATED_SOURCES = ("builtin", "synthetic")
+GENERATED_TARGET = "target"
 
 
 class Section(BaseModel):
@@ -44,6 +49,36 @@ class IngestParams(Section):
     target: str = Field("target", description="name of the target column in a file source")
     task: Literal["auto", "classification", "regression"] = "auto"
     seed: int = Field(42, description="seed of the synthetic generator")
+    encoding: str = Field(
+        "utf-8", description="text encoding of a CSV source, e.g. latin-1 or cp1252"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {value!r}; use a name Python knows, e.g. utf-8, "
+                "latin-1 or cp1252"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _target_of_a_generated_source(self) -> IngestParams:
+        # a builtin or synthetic table names its target itself: another name would be
+        # saved and recorded though the pipeline never reads it
+        kind = self.source.partition(":")[0]
+        if kind in GENERATED_SOURCES and self.target != GENERATED_TARGET:
+            raise ValueError(
+                f"ingest.source {self.source} has its target in column {GENERATED_TARGET!r}, "
+                f"so ingest.target must be {GENERATED_TARGET!r} (got {self.target!r}); "
+                "ingest.target names the target column of a CSV or Parquet source"
+            )
+        return self
 
 
 class ValidateParams(Section):
@@ -296,17 +331,98 @@ def dotted_key(location: tuple[str | int, ...], prefix: tuple[str, ...] = ()) ->
     return ".".join(parts)
 
 
+#: how alike (difflib's ratio) a wrong key and a known one must be for a "did you mean":
+#: trian/train is 0.8, while evaluate/validate (a step without params) is 0.75
+TYPO_CUTOFF = 0.8
+
+
+def _schema_child(node: Any, part: str | int) -> Any:
+    """The type found one step down a pydantic error location from `node`, or None."""
+    while get_origin(node) is Annotated:
+        node = get_args(node)[0]
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        for name, field in node.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+        return None
+    if get_origin(node) is dict:
+        return get_args(node)[1]  # the part is a key the user chose
+    if get_origin(node) in (Union, UnionType):
+        for member in get_args(node):
+            tags = [meta.tag for meta in get_args(member)[1:] if isinstance(meta, Tag)]
+            while get_origin(member) is Annotated:
+                member = get_args(member)[0]
+            if part in tags or _literal_field_holds(member, part):
+                return member
+    return None
+
+
+def _literal_field_holds(model: Any, value: str | int) -> bool:
+    """Whether a model has a Literal field (a discriminator) that only `value` satisfies."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return False
+    return any(
+        get_origin(field.annotation) is Literal and get_args(field.annotation) == (value,)
+        for field in model.model_fields.values()
+    )
+
+
+def _keys_at(schema: type[BaseModel], location: tuple[str | int, ...]) -> list[str]:
+    """The keys params.yaml may hold at a location of the schema (none if it is no section)."""
+    node: Any = schema
+    for part in location:
+        node = _schema_child(node, part)
+    if node is not None and get_origin(node) in (Union, UnionType):
+        # an optional section, e.g. `max_depth: int | None` holds no keys, a model does
+        node = next((arg for arg in get_args(node) if isinstance(arg, type)), None)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [field.alias or name for name, field in node.model_fields.items()]
+    return []
+
+
+def _did_you_mean(problem: Any, schema: type[BaseModel], prefix: tuple[str, ...]) -> str:
+    """`; did you mean <dotted key>?` for a misspelt key, or nothing."""
+    from difflib import get_close_matches
+
+    location = tuple(problem["loc"])
+    if problem["type"] == "extra_forbidden" and location:
+        wrong, known = str(location[-1]), _keys_at(schema, location[:-1])
+        parent = location[:-1]
+    elif problem["type"] == "union_tag_not_found" and isinstance(problem.get("input"), dict):
+        # the discriminator is missing: is one of the given keys a misspelling of it?
+        wanted = problem["ctx"]["discriminator"].strip("'")
+        given = map(str, problem["input"])
+        wrong = next(iter(get_close_matches(wanted, given, n=1, cutoff=TYPO_CUTOFF)), "")
+        known, parent = [wanted], location
+    else:
+        return ""
+    close = get_close_matches(wrong, known, n=1, cutoff=TYPO_CUTOFF) if wrong else []
+    return f"; did you mean {dotted_key((*parent, close[0]), prefix)}?" if close else ""
+
+
 def describe_validation_error(
-    error: ValidationError, origin: str, prefix: tuple[str, ...] = ()
+    error: ValidationError,
+    origin: str,
+    prefix: tuple[str, ...] = (),
+    schema: type[BaseModel] | None = None,
 ) -> str:
-    """One line per problem, each naming the dotted params key, what is wrong and the value."""
+    """One line per problem, each naming the dotted params key, what is wrong and the value.
+
+    Args:
+        error: what pydantic found.
+        origin: the file or override the document came from.
+        prefix: the section the document is, when it is one (load_section).
+        schema: the model the document was validated against (default: Params), which a
+            misspelt key is matched against for a "did you mean".
+    """
     lines = []
     for problem in error.errors():
         key = dotted_key(problem["loc"], prefix)
         value = problem.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = problem["msg"].removeprefix("Value error, ")  # a validator's own message
-        lines.append(f"  {key}: {message}{shown}")
+        hint = _did_you_mean(problem, schema or Params, prefix)
+        lines.append(f"  {key}: {message}{shown}{hint}")
     families = ", ".join(MODEL_FAMILIES)
     return (
         f"{origin} has invalid params:\n" + "\n".join(lines) + "\n"
@@ -338,7 +454,9 @@ def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
         # a section whose keys are all commented out reads as None: it means the defaults
         return schema.model_validate(document.get(name) or {})
     except ValidationError as error:
-        raise ParamsError(describe_validation_error(error, str(path), prefix=(name,))) from None
+        raise ParamsError(
+            describe_validation_error(error, str(path), prefix=(name,), schema=schema)
+        ) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

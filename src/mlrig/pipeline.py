@@ -64,8 +64,12 @@ class RunSummary(BaseModel):
 
 
 @contextmanager
-def exclusive_run(settings: Settings) -> Iterator[None]:
-    """Hold the project's run lock; a second `mlrig run` on the same checkout is refused."""
+def exclusive_run(settings: Settings, command: str = "mlrig run") -> Iterator[None]:
+    """Hold the project's run lock: one mlrig command runs dvc on the checkout at a time.
+
+    Args:
+        command: what takes the lock, as the user typed it; a refusal names the holder's.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock_path = settings.state_dir / "run.lock"
     with lock_path.open("a+") as lock:
@@ -74,18 +78,30 @@ def exclusive_run(settings: Settings) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise MlrigError(
-                f"Another pipeline run ({holder}) is running in {settings.root}. Wait for it to "
-                "finish, or use a separate clone to run pipelines side by side.",
-                exit_code=EXIT_FAILED,
-            ) from None
+            raise MlrigError(busy_checkout(settings.root, holder, command), EXIT_FAILED) from None
         lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
+        lock.write(f"{command}, pid {os.getpid()}")
         lock.flush()
         try:
             yield
         finally:
             lock.truncate(0)
+
+
+def busy_checkout(root: Path, holder: str, command: str) -> str:
+    """Why `command` cannot run while `holder` holds the run lock of the checkout `root`."""
+    if command == "mlrig run":
+        return (
+            f"Another pipeline run ({holder}) is running in {root}. Wait for it to finish, or "
+            "use a separate clone to run pipelines side by side."
+        )
+    # DVC's own lock error would advise deleting .dvc/tmp/rwlock, under the running stages
+    report = "; a pipeline run brings the report up to date itself" if "report" in command else ""
+    return (
+        f"{command} did not start: another mlrig command ({holder}) is running dvc in {root}, "
+        "and DVC takes one command at a time on a checkout (do not delete .dvc/tmp/rwlock, "
+        f"the running stages hold it). Wait for it to finish, then run {command} again{report}."
+    )
 
 
 def prepare_params(root: Path, overrides: list[str]) -> tuple[Params, str | None]:

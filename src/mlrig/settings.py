@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     )
     #: the queue the pipeline controller itself runs on (a services agent)
     clearml_services_queue: str = Field(default="services", alias="MLRIG_CLEARML_SERVICES_QUEUE")
+    #: offline ClearML sessions kept in the project (the newest; 0 keeps every one): each
+    #: stage a run executes records one, and they pile up until `mlrig clearml import`
+    clearml_keep_sessions: int = Field(default=50, ge=0, alias="MLRIG_CLEARML_KEEP_SESSIONS")
     dvc_remote: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE")
     dvc_remote_url: str | None = Field(default=None, alias="MLRIG_DVC_REMOTE_URL")
     s3_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")

@@ -39,8 +39,12 @@ MLFLOW_HTTP_BOUNDS = {
 }
 
 
-def setup_mlflow(settings: Settings) -> str:
+def setup_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
     """Point MLflow at the configured store and return the experiment id (created if new).
+
+    Args:
+        experiment_name: another experiment than the pipeline's (MLRIG_EXPERIMENT), e.g.
+            the one of `mlrig tune`'s searches.
 
     Raises:
         ConfigError: the tracking server cannot be reached or refuses the request.
@@ -54,11 +58,12 @@ def setup_mlflow(settings: Settings) -> str:
         os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
-        experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+        name = experiment_name or settings.mlflow_experiment
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         location = settings.artifact_root.as_uri() if settings.uses_local_mlflow else None
-        return mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location)
     except MlflowException as error:
         first_line = error.message.splitlines()[0]
         raise ConfigError(

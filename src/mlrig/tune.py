@@ -6,7 +6,9 @@ train split (`outputs/split/train.parquet`) with the metric that picks the champ
 (`compare.metric`, through `steps.evaluate.model_metrics`); the held-out test set is never read.
 
 Offline (the default), Optuna runs the search in this process with a sampler seeded by
-`train.seed`: one MLflow parent run `tune-<experiment>`, one nested child run per trial. With a
+`train.seed`: one MLflow parent run `tune-<experiment>`, one nested child run per trial, in the
+searches' own MLflow experiment `<MLRIG_EXPERIMENT>-tune` (the pipeline's runs, counts, compare
+and report see none of them). With a
 ClearML server, ClearML's `HyperParameterOptimizer` (`OptimizerOptuna`) runs the same search,
 each trial a clone of a base task enqueued for an agent, running `mlrig tune-trial`.
 """
@@ -39,6 +41,7 @@ from mlrig.params import (
     validate_params,
 )
 from mlrig.settings import Settings
+from mlrig.text import counted
 
 if TYPE_CHECKING:
     import optuna
@@ -52,6 +55,7 @@ PARAMS_FILE = "params.yaml"
 SPLIT_STAGE = "split"
 SPLIT_DIR = Path("outputs/split")
 TAG_TUNE_RUN = "mlrig.tune_run"
+TUNE_EXPERIMENT_SUFFIX = "-tune"
 #: the ClearML section a trial task's params live in (what `Task.connect` of a dict uses)
 CLEARML_SECTION = "General"
 #: the scalar a trial reports: title `cv`, series the metric (MLflow's `cv_<metric>`)
@@ -85,9 +89,17 @@ class TuneSummary(BaseModel):
     best: TrialResult
     searched: list[str]
     mlflow_parent_run_id: str | None = None
+    #: the MLflow experiment of the search (`<MLRIG_EXPERIMENT>-tune`)
+    mlflow_experiment: str | None = None
     clearml_optimizer_task_id: str | None = None
     applied: bool = False
     params_file: str
+
+
+def tune_experiment(settings: Settings) -> str:
+    """The MLflow experiment of the searches: apart from the pipeline's, whose runs, counts,
+    table and report are the pipeline's experiments alone."""
+    return f"{settings.mlflow_experiment}{TUNE_EXPERIMENT_SUFFIX}"
 
 
 def direction_of(metric: str) -> Direction:
@@ -209,7 +221,8 @@ def cv_folds(train_table: pd.DataFrame, meta: TableMeta, folds: int, seed: int) 
         counts = train_table[meta.target].value_counts()
         if int(counts.min()) < folds:
             raise DataError(
-                f"The train split has {int(counts.min())} row(s) of class {counts.idxmin()!r}, "
+                f"The train split has {counted(int(counts.min()), 'row')} of class "
+                f"{counts.idxmin()!r}, "
                 f"fewer than tune.cv_folds = {folds}: every fold needs each class. Lower "
                 "tune.cv_folds in params.yaml, or use more data."
             )
@@ -217,7 +230,8 @@ def cv_folds(train_table: pd.DataFrame, meta: TableMeta, folds: int, seed: int) 
         return list(splitter.split(train_table, train_table[meta.target]))
     if len(train_table) < folds:
         raise DataError(
-            f"The train split has {len(train_table)} rows, fewer than tune.cv_folds = {folds}."
+            f"The train split has {counted(len(train_table), 'row')}, fewer than "
+            f"tune.cv_folds = {folds}."
         )
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(train_table))
@@ -336,7 +350,7 @@ def run_search(
     folds = cv_folds(train_table, meta, params.tune.cv_folds, seed)
     direction = direction_of(metric)
     metric_name = f"{OBJECTIVE_TITLE}_{metric}"
-    experiment_id = setup_mlflow(settings)
+    experiment_id = setup_mlflow(settings, tune_experiment(settings))
     tags = {
         **lineage_tags(settings, "tune"),
         TAG_EXPERIMENT: experiment,
@@ -412,6 +426,7 @@ def run_search(
         best=best,
         searched=list(space),
         mlflow_parent_run_id=parent.info.run_id,
+        mlflow_experiment=tune_experiment(settings),
         params_file=str(settings.root / PARAMS_FILE),
     )
 
@@ -475,7 +490,7 @@ def tune(
 
     root = settings.root
     params, count, _, _ = check_input(settings, experiment, trials)
-    with exclusive_run(settings):
+    with exclusive_run(settings, "mlrig tune"):
         ensure_split(settings, params, on_stage)
         summary = run_search(settings, params, experiment, count, on_trial)
         if apply:

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.params import BUILTIN_DATASETS, IngestParams, TaskKind, load_section
+from mlrig.params import (
+    BUILTIN_DATASETS,
+    GENERATED_TARGET,
+    IngestParams,
+    TaskKind,
+    load_section,
+)
 from mlrig.tables import TABLE_FILE, TableMeta, write_meta
 
 if TYPE_CHECKING:
@@ -68,19 +74,48 @@ def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
         random_state=seed,
     )
     table = pd.DataFrame(features, columns=[f"x{i:02d}" for i in range(SYNTHETIC_FEATURES)])
-    table["target"] = target
+    table[GENERATED_TARGET] = target
     return table
 
 
-def duplicate_csv_columns(path: Path) -> list[str]:
+def duplicate_csv_columns(path: Path, encoding: str = "utf-8") -> list[str]:
     """Header names that appear twice (pandas would silently rename them to `name.1`)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as stream:
+    with path.open(newline="", encoding=encoding, errors="replace") as stream:
         header = next(csv.reader(stream), [])
     return sorted(name for name, count in Counter(header).items() if count > 1)
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, turning every way it can fail into a `DataError`."""
+def first_undecodable(path: Path, encoding: str) -> tuple[int, int, bytes] | None:
+    """Where a text file first fails to decode: line, column (both from 1) and the bytes."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as error:
+                column = len(line[: error.start].decode(encoding, errors="replace")) + 1
+                return number, column, error.object[error.start : error.end]
+    return None
+
+
+def encoding_error(path: Path, where: str, encoding: str) -> DataError:
+    """The error for a CSV that is not in `encoding`: where, and the two ways to fix it."""
+    found = first_undecodable(path, encoding)
+    place = f" at line {found[0]}, column {found[1]} (byte {found[2].hex(' ', 1)})" if found else ""
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return DataError(
+        f"Data file {where} cannot be parsed: it is not valid {encoding} text "
+        f"(ingest.encoding){place}. If it is in another encoding, name it, e.g. "
+        "-S ingest.encoding=latin-1 (or cp1252, ...), or re-encode it to UTF-8 and point "
+        f"ingest.source at the copy: iconv -f latin1 -t utf-8 {path} > {converted}"
+    )
+
+
+def read_file(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV (in `encoding`) or Parquet file, turning every way it can fail into a
+    `DataError`."""
     import pandas as pd
     import pyarrow
 
@@ -96,7 +131,7 @@ def read_file(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in {".csv", ".txt"}:
-            if duplicates := duplicate_csv_columns(path):
+            if duplicates := duplicate_csv_columns(path, encoding):
                 raise DataError(
                     f"{where} has duplicate column names: {', '.join(duplicates)}. "
                     "Rename them so every column is unique."
@@ -104,17 +139,18 @@ def read_file(path: Path) -> pd.DataFrame:
             with warnings.catch_warnings():
                 # a row longer than the header would silently become the index: refuse it
                 warnings.simplefilter("error", pd.errors.ParserWarning)
-                return pd.read_csv(path, index_col=False)
+                return pd.read_csv(path, index_col=False, encoding=encoding)
         if suffix in {".parquet", ".pq"}:
             return pd.read_parquet(path)
     except PermissionError:
         raise DataError(f"Data file {where} is not readable: permission denied.") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"Data file {where} has no columns. Export the table again.") from None
+    except UnicodeDecodeError:
+        raise encoding_error(path, where, encoding) from None
     except (
         pd.errors.ParserError,
         pd.errors.ParserWarning,
-        UnicodeDecodeError,
         pyarrow.ArrowException,
         OSError,
     ) as error:
@@ -140,11 +176,11 @@ def load_source(params: IngestParams, root: Path) -> tuple[pd.DataFrame, str, st
     """Return the raw table, its target column and a dataset name for the configured source."""
     kind, _, rest = params.source.partition(":")
     if kind == "builtin":
-        return load_builtin(rest), "target", rest
+        return load_builtin(rest), GENERATED_TARGET, rest
     if kind == "synthetic":
-        return make_synthetic(rest, params.seed), "target", f"synthetic_{rest}"
+        return make_synthetic(rest, params.seed), GENERATED_TARGET, f"synthetic_{rest}"
     path = Path(params.source)
-    table = read_file(path if path.is_absolute() else root / path)
+    table = read_file(path if path.is_absolute() else root / path, params.encoding)
     return table, params.target, path.stem
 
 

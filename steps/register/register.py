@@ -28,13 +28,33 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 PREVIOUS_ALIAS = "previous"
+NAME_HASH_LENGTH = 8  # hex digits of the suffix that keeps changed dataset names apart
 
 
 def registered_model_name(params: CompareParams, meta: TableMeta) -> str:
-    """`compare.registered_model`, or `mlrig-<dataset>` so each dataset has its own champion."""
+    """`compare.registered_model`, or `mlrig-<dataset>` so each dataset has its own champion.
+
+    The dataset name is transliterated to ASCII (`données` -> `donnees`) and what stays outside
+    letters, digits, `_`, `.` and `-` becomes `_`. When that changed the name, a short hash of
+    the name as written is appended, so two datasets never share a champion
+    (`données ✓` -> `mlrig-donnees-<hash>`, `donnees` -> `mlrig-donnees`).
+    """
     if params.registered_model != "auto":
         return params.registered_model
-    return "mlrig-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", meta.dataset)
+    return "mlrig-" + safe_name(meta.dataset)
+
+
+def safe_name(name: str) -> str:
+    """`name` in the characters a registered model name keeps, distinct names kept distinct."""
+    import hashlib
+    import unicodedata
+
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("_")
+    if safe == name:
+        return safe
+    digest = hashlib.sha256(name.encode()).hexdigest()[:NAME_HASH_LENGTH]
+    return f"{safe or 'dataset'}-{digest}"
 
 
 def best_result(results: list[ExperimentResult], metric: str) -> ExperimentResult:

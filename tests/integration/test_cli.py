@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import copy_repository, run_mlrig
+from conftest import clean_environment, copy_repository, run_mlrig
 
 
 @pytest.fixture
@@ -21,8 +22,8 @@ def empty_project(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["run"], ["compare"], ["report"], ["tune"], ["clearml"], ["clearml", "import"], ["stage"],
-     ["images"], ["images", "build"]],
+    [[], ["run"], ["compare"], ["report"], ["tune"], ["clearml"], ["clearml", "import"],
+     ["clearml", "prune"], ["stage"], ["images"], ["images", "build"]],
 )  # fmt: skip
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = run_mlrig(*command, "--help", cwd=tmp_path)
@@ -69,7 +70,7 @@ def test_clearml_import_to_an_unreachable_server_fails_fast(empty_project: Path)
 def test_clearml_list_on_a_fresh_project_is_empty(empty_project: Path) -> None:
     result = run_mlrig("clearml", "list", cwd=empty_project)
     assert result.returncode == 0
-    assert "0 offline session(s)" in result.stdout
+    assert "0 offline sessions" in result.stdout
 
 
 def test_containers_without_an_mlflow_server_say_what_to_start(tmp_path: Path) -> None:
@@ -157,3 +158,126 @@ def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
     assert "not a git repository" in result.stderr and "git init" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_run_summary_counts_in_the_singular_for_one() -> None:
+    from mlrig.cli import run_summary_lines
+    from mlrig.pipeline import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["report"],
+        stage_seconds={"report": 1.5},
+        up_to_date=False,
+        runs_recorded=1,
+        runs_in_experiment=1,
+        champion=None,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+    )
+    text = "\n".join(run_summary_lines(summary))
+    assert "Pipeline run 20261203-120000-abcdef: 1 stage ran." in text
+    assert "1 experiment run recorded by this pipeline run, 1 run in the experiment" in text
+    many = summary.model_copy(update={"stages_run": ["a", "b"], "runs_recorded": 0})
+    text = "\n".join(run_summary_lines(many))
+    assert "2 stages ran." in text and "0 experiment runs recorded" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("ingest.target=nope", "builtin:breast_cancer has its target in column 'target'"),
+        ("trian.seed=1", "trian: Extra inputs are not permitted; did you mean train?"),
+    ],
+)  # fmt: skip
+def test_a_wrong_override_is_refused_and_not_saved(
+    tmp_path: Path, override: str, expected: str
+) -> None:
+    copy_repository(tmp_path)
+    params_before = (tmp_path / "params.yaml").read_bytes()
+    result = run_mlrig("run", "-S", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "params.yaml").read_bytes() == params_before
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "environment"), [(["report"], {}), (["stage", "train@knn"], SETTINGS)]
+)
+def test_a_command_that_runs_dvc_is_refused_while_a_pipeline_runs(
+    empty_project: Path, command: list[str], environment: dict[str, str]
+) -> None:
+    """While `mlrig run` holds the checkout, DVC's own lock error would advise deleting
+    .dvc/tmp/rwlock under the running stages: the command is refused before dvc starts."""
+    from mlrig.pipeline import exclusive_run
+    from mlrig.settings import Settings
+
+    with exclusive_run(Settings(project_dir=empty_project)):
+        result = run_mlrig(*command, cwd=empty_project, **environment)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"mlrig {command[0]} did not start: another mlrig command (mlrig run, pid " in message
+    assert f"is running dvc in {empty_project}" in message
+    assert f"Wait for it to finish, then run mlrig {command[0]} again" in message
+    assert "Traceback" not in result.stderr
+    assert not (empty_project / "reports").exists() and not (empty_project / "outputs").exists()
+    assert not (empty_project / ".mlrig/logs").exists()  # dvc never started
+
+
+def offline_sessions(project: Path, count: int) -> Path:
+    """`count` offline session zips, oldest first, the first one imported to a server."""
+    import json
+    import os
+
+    folder = project / ".mlrig/clearml/offline"
+    folder.mkdir(parents=True)
+    for number in range(count):
+        session = folder / f"offline-{number:03d}.zip"
+        session.write_bytes(b"")
+        os.utime(session, (1_700_000_000 + number, 1_700_000_000 + number))
+    (folder / "imported.json").write_text(json.dumps({"offline-000": "task-on-server"}))
+    return folder
+
+
+def test_a_run_keeps_the_newest_offline_sessions_and_says_how_to_import(tmp_path: Path) -> None:
+    """A project whose pipeline has no stage: the run is quick, the sessions are as many."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  experiments:\n    base:\n      family: baseline\n"
+    )
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(command, cwd=tmp_path, check=True, env=clean_environment(tmp_path))
+    folder = offline_sessions(tmp_path, 5)
+
+    result = run_mlrig("run", "--no-push", cwd=tmp_path, MLRIG_CLEARML_KEEP_SESSIONS="3")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(path.name for path in folder.glob("*.zip")) == [
+        "offline-002.zip",
+        "offline-003.zip",
+        "offline-004.zip",
+    ]
+    message = " ".join(result.stderr.split())
+    assert "Dropped the 2 oldest offline ClearML sessions, 1 of them never imported" in message
+    assert "kept the newest 3 (MLRIG_CLEARML_KEEP_SESSIONS" in message
+    assert "run mlrig clearml import" in message
+    again = run_mlrig("run", "--no-push", cwd=tmp_path, MLRIG_CLEARML_KEEP_SESSIONS="3")
+    assert again.returncode == 0 and "Dropped" not in again.stderr
+
+
+def test_clearml_prune_keeps_the_newest(empty_project: Path) -> None:
+    folder = offline_sessions(empty_project, 4)
+
+    result = run_mlrig("clearml", "prune", "--keep", "1", cwd=empty_project)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in folder.glob("*.zip")] == ["offline-003.zip"]
+    assert "Dropped the 3 oldest offline ClearML sessions, 2 of them never" in result.stdout
+    # an imported session's server id stays: its link and values still resolve
+    assert "task-on-server" in (folder / "imported.json").read_text()
+    listed = run_mlrig("clearml", "list", cwd=empty_project)
+    assert "1 offline session\n" in listed.stdout
+    nothing = run_mlrig("clearml", "prune", cwd=empty_project)
+    assert "Nothing to drop: 1 offline session." in nothing.stdout

@@ -105,6 +105,70 @@ def test_unknown_key_is_an_error() -> None:
     assert "  ingest.sourse: Extra inputs are not permitted (got 'builtin:wine')" in message
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("trian.seed=1", "  trian: Extra inputs are not permitted; did you mean train?"),
+        (
+            "train.experiments.knn.famly=knn",
+            "  train.experiments.knn.famly: Extra inputs are not permitted (got 'knn'); "
+            "did you mean train.experiments.knn.family?",
+        ),
+        (
+            "train.experiments.knn.params.n_neighbours=3",
+            "  train.experiments.knn.params.n_neighbours: Extra inputs are not permitted (got 3); "
+            "did you mean train.experiments.knn.params.n_neighbors?",
+        ),
+        (
+            "validat.min_rows=3",
+            "  validat: Extra inputs are not permitted; did you mean validate?",
+        ),
+        (
+            "train.experiments.knn5.famly=knn",
+            "  train.experiments.knn5: Unable to extract tag using discriminator 'family'; "
+            "did you mean train.experiments.knn5.family?",
+        ),
+    ],
+)
+def test_a_misspelt_key_gets_a_did_you_mean(override: str, line: str) -> None:
+    document = apply_overrides(read_params_file(REPO_PARAMS), [override])
+
+    assert line in params_error(document).splitlines()
+
+
+def test_a_key_like_no_known_one_gets_no_guess() -> None:
+    message = params_error(minimal(evaluate={"threshold": 0.5}, split={"sed": 1}))
+
+    assert "  evaluate: Extra inputs are not permitted" in message.splitlines()
+    assert "did you mean split.seed?" in message
+
+
+def test_a_misspelt_key_of_one_section_gets_a_did_you_mean(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("ingest:\n  taget: label\n")
+
+    with pytest.raises(ParamsError, match=r"ingest.taget: .*; did you mean ingest.target\?"):
+        load_section(path, "ingest", IngestParams)
+
+
+@pytest.mark.parametrize("source", ["builtin:breast_cancer", "synthetic:100"])
+def test_a_target_other_than_a_generated_sources_own_is_refused(source: str) -> None:
+    document = apply_overrides(
+        read_params_file(REPO_PARAMS), [f"ingest.source={source}", "ingest.target=nope"]
+    )
+
+    message = params_error(document, origin="params.yaml with -S overrides")
+
+    assert f"ingest.source {source} has its target in column 'target'" in message
+    assert "so ingest.target must be 'target' (got 'nope')" in message
+
+
+def test_a_file_source_takes_any_target() -> None:
+    document = minimal(ingest={"source": "data/flowers.csv", "target": "species"})
+
+    assert validate_params(document).ingest.target == "species"
+
+
 def test_unknown_section_is_an_error() -> None:
     message = params_error(minimal(evaluate={"threshold": 0.5}))
 

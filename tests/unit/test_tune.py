@@ -133,6 +133,25 @@ def test_every_trial_is_an_mlflow_child_run_with_its_params_and_score(
         assert child.data.tags["mlrig.data.md5"] == parent.data.tags["mlrig.data.md5"]
 
 
+def test_a_search_has_its_own_mlflow_experiment_that_mlrig_run_does_not_count(
+    project: Path, search: TuneSummary, store: Any
+) -> None:
+    from mlrig.pipeline import count_runs
+    from mlrig.settings import Settings
+
+    parent = store.get_run(search.mlflow_parent_run_id)
+    assert search.mlflow_experiment == "mlrig-tune"
+    assert parent.info.experiment_id == store.get_experiment_by_name("mlrig-tune").experiment_id
+    tune_runs = store.search_runs([parent.info.experiment_id], max_results=1000)
+    assert len(tune_runs) == 1 + TRIALS
+    pipeline = store.get_experiment_by_name("mlrig")
+    in_pipeline = store.search_runs([pipeline.experiment_id]) if pipeline else []
+    assert not [run for run in in_pipeline if run.data.tags.get("mlrig.step") == "tune"]
+    # the summary of mlrig run counts the pipeline's experiment alone
+    settings = Settings(project_dir=project, mlflow_experiment="mlrig", mlflow_tracking_uri=None)
+    assert count_runs(settings, None) == (0, len(in_pipeline))
+
+
 def test_the_best_trial_reported_is_the_best_score(search: TuneSummary, store: Any) -> None:
     best = max(search.trials, key=lambda trial: trial.score)
     assert search.best == best
@@ -225,8 +244,8 @@ def plain(text: str) -> dict[str, Any]:
 
 
 def mlflow_runs(store: Any) -> int:
-    experiment = store.get_experiment_by_name("mlrig")
-    return len(store.search_runs([experiment.experiment_id], max_results=1000))
+    experiments = [experiment.experiment_id for experiment in store.search_experiments()]
+    return len(store.search_runs(experiments, max_results=1000))
 
 
 @pytest.mark.parametrize(
@@ -345,8 +364,11 @@ def test_too_few_rows_of_a_class_for_the_folds_is_a_data_error() -> None:
     meta = TableMeta(
         dataset="t", source="t", target="target", task="classification", features=["x"], rows=10
     )
-    with pytest.raises(DataError, match=r"2 row\(s\) of class 'b', fewer than tune.cv_folds = 3"):
+    with pytest.raises(DataError, match=r"2 rows of class 'b', fewer than tune.cv_folds = 3"):
         cv_folds(table, meta, 3, seed=0)
+    one = pd.DataFrame({"x": range(10), "target": ["a"] * 9 + ["b"]})
+    with pytest.raises(DataError, match=r"1 row of class 'b', fewer than tune.cv_folds = 3"):
+        cv_folds(one, meta, 3, seed=0)
 
 
 def test_a_folder_dvc_cannot_work_in_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -294,6 +294,32 @@ def test_binary_csv_cannot_be_parsed(tmp_path: Path) -> None:
     assert "utf-8" in message
 
 
+def test_a_latin1_csv_is_named_with_line_column_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "cafes.csv"
+    path.write_bytes("name,size,target\nabc,1,0\ncafé,2,1\n".encode("latin-1"))
+
+    message = data_error(path)
+
+    assert f"{path} (ingest.source) cannot be parsed: it is not valid utf-8 text" in message
+    assert "at line 3, column 4 (byte e9)" in message
+    assert f"iconv -f latin1 -t utf-8 {path} > {tmp_path / 'cafes.utf8.csv'}" in message
+    assert "-S ingest.encoding=latin-1" in message
+
+
+def test_a_declared_encoding_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "cafes.csv"
+    path.write_bytes("nom,taille,target\nabc,1,0\ncafé,2,1\n".encode("latin-1"))
+
+    table, meta = ingest(IngestParams(source=str(path), encoding="latin-1"), tmp_path)
+
+    assert list(table["nom"]) == ["abc", "café"] and meta.rows == 2
+
+
+def test_an_unknown_encoding_is_a_params_error() -> None:
+    with pytest.raises(ValueError, match="unknown text encoding 'latin-9x'"):
+        IngestParams(encoding="latin-9x")
+
+
 def test_text_named_parquet_cannot_be_parsed(tmp_path: Path) -> None:
     path = tmp_path / "table.parquet"
     path.write_text("a,b,target\n1,2,0\n")

@@ -3,6 +3,7 @@ MLflow registry (the SQLite store of `project_settings`)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,7 +269,10 @@ def test_explicit_metric_decides(client: MlflowClient, train: TrainFn, breast_ca
     ("configured", "dataset", "expected"),
     [
         ("auto", "breast_cancer", "mlrig-breast_cancer"),
-        ("auto", "churn 2024/v2", "mlrig-churn_2024_v2"),
+        ("auto", "churn 2024/v2", "mlrig-churn_2024_v2-d53e0478"),
+        ("auto", "données ✓", "mlrig-donnees-4256ddcc"),
+        ("auto", "数据", "mlrig-dataset-5440f742"),
+        ("auto", "iris.v2-final", "mlrig-iris.v2-final"),
         ("auto", "synthetic_1000", "mlrig-synthetic_1000"),
         ("fraud-detector", "breast_cancer", "fraud-detector"),
     ],
@@ -279,6 +283,26 @@ def test_registered_model_name(configured: str, dataset: str, expected: str) -> 
     )
 
     assert registered_model_name(CompareParams(registered_model=configured), meta) == expected
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["données ✓", "données ✗", "donnees", "donn_es_", "données"],
+        ["churn 2024/v2", "churn_2024_v2", "churn 2024 v2", "churn-2024-v2"],
+        ["数据", "资料", "dataset"],
+    ],
+)
+def test_distinct_datasets_never_share_a_registered_model(names: list[str]) -> None:
+    models = []
+    for dataset in names:
+        meta = TableMeta(
+            dataset=dataset, source="x.csv", target="y", task="regression", features=["a"], rows=2
+        )
+        models.append(registered_model_name(CompareParams(), meta))
+
+    assert len(set(models)) == len(names), models
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", model) for model in models)
 
 
 def result(name: str, **metrics: float) -> ExperimentResult:
