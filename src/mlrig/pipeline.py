@@ -165,8 +165,13 @@ def new_pipeline_run_id() -> str:
 def stage_environment(
     settings: Settings, parent_run_id: str | None, pipeline_run_id: str | None
 ) -> dict[str, str]:
-    """The environment of `dvc repro`: this interpreter first on PATH, the run ids set."""
+    """The environment of `dvc repro`: this interpreter first on PATH, the run ids and the
+    commit set (a step runs no git: beside a parallel stage's `git add dvc.lock` it would race
+    it for .git/index.lock)."""
+    from mlrig.lineage import git_commit
+
     environment = dict(os.environ)
+    environment["MLRIG_GIT_COMMIT"] = settings.git_commit or git_commit(settings.root)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     if parent_run_id:
         environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
