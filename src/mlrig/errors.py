@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -9,6 +10,9 @@ from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: the user info of a URL (`scheme://user:password@`): it may hold a password
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 #: Exit codes mean something: 1 a run failed, 2 the input (data, params, config) is wrong.
 EXIT_FAILED = 1
@@ -24,8 +28,17 @@ class MlrigError(Exception):
     """
 
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # a URL it names may come with its password
         self.exit_code = exit_code
+
+
+def redact(text: str) -> str:
+    """`text` with the user info of every URL in it hidden: `http://***@host:5000/...`.
+
+    Everything mlrig shows or writes that may name a configured URL (MLFLOW_TRACKING_URI may
+    be `http://user:password@host`) goes through here: errors, summaries, doctor, logs.
+    """
+    return URL_USERINFO.sub(r"\g<scheme>***@", text)
 
 
 class DataError(MlrigError):

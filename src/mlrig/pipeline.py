@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, redact
 from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
@@ -212,7 +212,7 @@ def run_dvc(
     ):
         assert process.stdout is not None
         for line in process.stdout:
-            log.write(line)
+            log.write(redact(line))
             if match := RUNNING_STAGE.match(line):
                 started.append(match.group(1))
                 started_at.append(time.monotonic())
@@ -278,7 +278,7 @@ def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, in
 def mlflow_ui_command(settings: Settings) -> str:
     """The command that opens the MLflow UI on the runs."""
     if not settings.uses_local_mlflow:
-        return f"open {settings.tracking_uri}"
+        return f"open {redact(settings.tracking_uri)}"
     store = settings.tracking_uri.replace(str(settings.root) + "/", "")
     return f"cd {settings.root} && uv run mlflow ui --backend-store-uri {store} --port 5000"
 
