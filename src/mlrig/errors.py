@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +41,24 @@ def redact(text: str) -> str:
     be `http://user:password@host`) goes through here: errors, summaries, doctor, logs.
     """
     return URL_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def run_logged(command: list[str], log_path: Path, **popen: Any) -> int:
+    """Run `command` with its output (stderr too) in `log_path`, redacted line by line.
+
+    Returns:
+        The command's exit code.
+    """
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(redact(line))
+    return process.returncode
 
 
 class DataError(MlrigError):

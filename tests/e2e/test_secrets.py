@@ -59,8 +59,9 @@ def wait_for(url: str, server: subprocess.Popen[bytes], timeout: float = 180.0) 
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow server on loopback (no auth: the canary credentials are only sent)."""
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real MLflow server on loopback (no auth: the canary credentials are only sent): its
+    address and its store (runs and artifacts)."""
     store = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     with (store / "server.log").open("wb") as log:
@@ -76,7 +77,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", store
     finally:
         server.terminate()
         try:
@@ -99,6 +100,15 @@ def texts_of(path: Path) -> Iterator[tuple[str, bytes]]:
                     yield f"{file}!{member}", archive.read(member)
 
 
+def written_since(before: dict[str, bytes], folders: list[Path]) -> Iterator[tuple[str, bytes]]:
+    """The files under `folders` that are new or changed since `before` (the clone's own
+    files, this test among them, hold the canaries as text)."""
+    for folder in folders:
+        for name, data in texts_of(folder):
+            if before.get(name) != data:
+                yield name, data
+
+
 def leaks(secrets: list[str], places: Iterator[tuple[str, bytes]]) -> list[str]:
     return [
         f"{secret} in {where}"
@@ -108,28 +118,35 @@ def leaks(secrets: list[str], places: Iterator[tuple[str, bytes]]) -> list[str]:
     ]
 
 
-def test_a_run_writes_no_credential_anywhere(tmp_path: Path, mlflow_server: str) -> None:
+def test_a_run_writes_no_credential_anywhere(
+    tmp_path: Path, mlflow_server: tuple[str, Path]
+) -> None:
+    address, server_store = mlflow_server
     root = tmp_path / "clone"
     root.mkdir()
     copy_repository(root)
     config = root / ".dvc" / "config"
-    assert (
-        subprocess.run(["git", "ls-files", "--error-unmatch", str(config)], cwd=root).returncode
-        == 0
-    )
+    subprocess.run(["git", "ls-files", "--error-unmatch", config], cwd=root, check=True)
     config.write_text(
         config.read_text()
         + "['remote \"unused\"']\n    url = s3://unused-bucket/dvc\n"
         + f"    secret_access_key = {DVC_CONFIG_SECRET}\n"
     )
-    tracking_uri = f"http://{URI_USER}:{URI_PASSWORD}@{mlflow_server}"
-    # the clone's git history has none of them; what a run adds is what is checked
-    git_dir_before = {name for name, _ in texts_of(root / ".git")}
+    tracking_uri = f"http://{URI_USER}:{URI_PASSWORD}@{address}"
+    before = dict(texts_of(root))
+    home = tmp_path / "home"
+    home.mkdir()
 
     result = subprocess.run(
         [sys.executable, "-m", "mlrig", "run"],
         cwd=root,
-        env=clean_environment(root) | CANARIES | {"MLFLOW_TRACKING_URI": tracking_uri},
+        # ClearML writes ~/.clearml/.session.json: a home of its own, to look in too
+        env=clean_environment(root)
+        | CANARIES
+        | {"MLFLOW_TRACKING_URI": tracking_uri, "HOME": str(home)}
+        # the clone's own mlrig, as in a user's checkout: ClearML looked at the repository of
+        # the module that opened the task, and put its `git diff` in the task
+        | {"PYTHONPATH": str(root / "src")},
         capture_output=True,
         text=True,
         timeout=900,
@@ -140,41 +157,39 @@ def test_a_run_writes_no_credential_anywhere(tmp_path: Path, mlflow_server: str)
     found = leaks(
         secrets, iter([("stdout", result.stdout.encode()), ("stderr", result.stderr.encode())])
     )
-    written = (
-        (name, data)
-        for name, data in texts_of(root)
-        if name != str(config) and name not in git_dir_before
-    )
+    written = written_since(before, [root, home, server_store])
     found += leaks([*secrets, DVC_CONFIG_SECRET], written)
     sessions = list((root / ".mlrig/clearml/offline").glob("*.zip"))
     assert len(sessions) >= 17, "the run recorded no ClearML sessions to look in"
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"http://{mlflow_server}")
+    client = MlflowClient(f"http://{address}")
     runs = client.search_runs([client.get_experiment_by_name("mlrig").experiment_id])
     assert runs, "the run recorded no MLflow runs to look in"
     for run in runs:
-        recorded = repr((run.data.params, run.data.tags)).encode()
+        # MLflow names the run's user after the login (mlflow.user): a name, not a secret
+        tags = {key: value for key, value in run.data.tags.items() if key != "mlflow.user"}
+        recorded = repr((run.data.params, tags)).encode()
         found += leaks([*secrets, DVC_CONFIG_SECRET], iter([(f"run {run.info.run_id}", recorded)]))
     assert not found, "\n".join(found)
 
 
-def test_a_password_in_the_tracking_uri_is_not_shown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "doctor"])
+def test_a_password_in_the_tracking_uri_is_not_shown(tmp_path: Path, command: str) -> None:
     root = tmp_path / "clone"
     root.mkdir()
     copy_repository(root)
     closed_port = free_port()  # nothing listens on it
+    before = dict(texts_of(root))
 
     result = run_mlrig(
-        "run", cwd=root, MLFLOW_TRACKING_URI=f"http://alice:s3cret@127.0.0.1:{closed_port}"
+        command, cwd=root, MLFLOW_TRACKING_URI=f"http://alice:s3cret@127.0.0.1:{closed_port}"
     )
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert f"127.0.0.1:{closed_port}" in result.stderr
-    written = texts_of(root / ".mlrig") if (root / ".mlrig").exists() else iter([])
-    assert not leaks(
-        ["s3cret"], iter([("stdout", result.stdout.encode()), ("stderr", result.stderr.encode())])
-    )
-    assert not leaks(["s3cret"], written)
+    output = result.stdout + result.stderr
+    assert f"127.0.0.1:{closed_port}" in output  # the host is named, its password is not
+    assert "s3cret" not in output
+    assert not leaks(["s3cret"], written_since(before, [root]))
