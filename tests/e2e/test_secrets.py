@@ -149,7 +149,7 @@ def test_a_run_writes_no_credential_anywhere(
         | {"PYTHONPATH": str(root / "src")},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # a safety net: a loaded 2-core machine ran it for 15 minutes
     )
 
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
