@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlrig import __version__
-from mlrig.errors import exits_cleanly
+from mlrig.errors import exits_cleanly, redact
 from mlrig.text import counted
 
 if TYPE_CHECKING:
@@ -872,8 +872,10 @@ def stack_up_command() -> None:
     with console.status("starting the stack") as status:
         state = stack_up(load_settings(), on_step=lambda step: status.update(f"starting {step}"))
     typer.echo(
-        f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} ({state.s3_kind}), "
-        f"PostgreSQL 127.0.0.1:{state.postgres_port}"
+        redact(
+            f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} ({state.s3_kind}), "
+            f"PostgreSQL 127.0.0.1:{state.postgres_port}"
+        )
     )
     typer.echo('Point a shell at it: eval "$(mlrig stack env)"; run on it: mlrig run --stack local')
 
@@ -907,7 +909,7 @@ def stack_status_command(
             table.add_column(column)
         for service in services:
             health = "[green]healthy[/]" if service.healthy else "[red]down[/]"
-            table.add_row(service.name, service.url, str(service.pid or "-"), health)
+            table.add_row(service.name, redact(service.url), str(service.pid or "-"), health)
         Console().print(table)
     if not all(service.healthy for service in services):
         raise typer.Exit(1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlrig.dag import schedule, stage_graph
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.images import Engine, current_step_images, find_engine
 from mlrig.settings import Settings
 
@@ -217,10 +217,7 @@ class ContainerRun:
             image, stage, *(["--force"] if self.must_force(stage) else []),
         )  # fmt: skip
         started = time.monotonic()
-        with log_path.open("w") as log:
-            code = subprocess.run(
-                command, env=environment, stdout=log, stderr=subprocess.STDOUT
-            ).returncode
+        code = run_logged(command, log_path, env=environment)
         seconds = round(time.monotonic() - started, 2)
         if code != 0:
             raise StageFailed(stage, image, code, log_path)

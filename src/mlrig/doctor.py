@@ -12,8 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
+from mlrig.errors import redact
 from mlrig.settings import Settings
 
 PROBE_EXPERIMENT = "mlrig-doctor"
@@ -28,6 +29,12 @@ class Check(BaseModel):
     required: bool = True
     detail: str
     fix: str = ""
+
+    @field_validator("detail", "fix")
+    @classmethod
+    def without_passwords(cls, text: str) -> str:
+        """What a check shows may name a URL with its password (MLFLOW_TRACKING_URI)."""
+        return redact(text)
 
 
 class CheckFailed(Exception):

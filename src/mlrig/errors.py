@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: the user info of a URL (`scheme://user:password@`): it may hold a password
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 #: Exit codes mean something: 1 a run failed, 2 the input (data, params, config) is wrong.
 EXIT_FAILED = 1
@@ -24,8 +30,35 @@ class MlrigError(Exception):
     """
 
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # a URL it names may come with its password
         self.exit_code = exit_code
+
+
+def redact(text: str) -> str:
+    """`text` with the user info of every URL in it hidden: `http://***@host:5000/...`.
+
+    Everything mlrig shows or writes that may name a configured URL (MLFLOW_TRACKING_URI may
+    be `http://user:password@host`) goes through here: errors, summaries, doctor, logs.
+    """
+    return URL_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def run_logged(command: list[str], log_path: Path, **popen: Any) -> int:
+    """Run `command` with its output (stderr too) in `log_path`, redacted line by line.
+
+    Returns:
+        The command's exit code.
+    """
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(redact(line))
+    return process.returncode
 
 
 class DataError(MlrigError):

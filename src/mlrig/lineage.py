@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def git_commit(root: Path) -> str:
             capture_output=True,
             text=True,
             check=True,
+            # no index refresh: it takes .git/index.lock, which a `git add` beside it needs
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -10,7 +10,6 @@ changed at the start, or a stage it depends on ran: the rest start no process at
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlrig.dag import downstream
-from mlrig.errors import EXIT_FAILED, MlrigError
+from mlrig.errors import EXIT_FAILED, MlrigError, run_logged
 from mlrig.recorded import TRAIN_STAGE, train_stage_recorded
 from mlrig.settings import Settings
 
@@ -72,14 +71,12 @@ class LocalRun:
         flags = ["--single-item", *(["--force"] if force else [])]
         arguments = ["--wait-for-lock", "repro", *flags, stage]
         started = time.monotonic()
-        with stage_log.open("w") as log:
-            code = subprocess.run(
-                [sys.executable, "-m", "dvc", *arguments],
-                cwd=self.settings.root,
-                env=self.environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            ).returncode
+        code = run_logged(
+            [sys.executable, "-m", "dvc", *arguments],
+            stage_log,
+            cwd=self.settings.root,
+            env=self.environment,
+        )
         seconds = round(time.monotonic() - started, 2)
         output = stage_log.read_text(errors="replace")
         with self.lock, self.log_path.open("a") as pipeline_log:

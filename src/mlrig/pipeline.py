@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, redact
 from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
@@ -182,8 +182,13 @@ def new_pipeline_run_id() -> str:
 def stage_environment(
     settings: Settings, parent_run_id: str | None, pipeline_run_id: str | None
 ) -> dict[str, str]:
-    """The environment of `dvc repro`: this interpreter first on PATH, the run ids set."""
+    """The environment of `dvc repro`: this interpreter first on PATH, the run ids and the
+    commit set (a step runs no git: beside a parallel stage's `git add dvc.lock` it would race
+    it for .git/index.lock)."""
+    from mlrig.lineage import git_commit
+
     environment = dict(os.environ)
+    environment["MLRIG_GIT_COMMIT"] = settings.git_commit or git_commit(settings.root)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     if parent_run_id:
         environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
@@ -224,7 +229,7 @@ def run_dvc(
     ):
         assert process.stdout is not None
         for line in process.stdout:
-            log.write(line)
+            log.write(redact(line))
             if match := RUNNING_STAGE.match(line):
                 started.append(match.group(1))
                 started_at.append(time.monotonic())
@@ -290,7 +295,7 @@ def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, in
 def mlflow_ui_command(settings: Settings) -> str:
     """The command that opens the MLflow UI on the runs."""
     if not settings.uses_local_mlflow:
-        return f"open {settings.tracking_uri}"
+        return f"open {redact(settings.tracking_uri)}"
     store = settings.tracking_uri.replace(str(settings.root) + "/", "")
     # the mlflow of this environment, as it can be typed: no uv, no activated venv needed
     mlflow = Path(sys.executable).parent / "mlflow"

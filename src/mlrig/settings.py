@@ -6,7 +6,10 @@ things run and where they are stored. Nothing is read at import time: call `load
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +122,26 @@ def unset_names(values: dict[str, object]) -> list[str]:
     return [name for name, value in values.items() if not value]
 
 
+def move_uri_credentials(environment: MutableMapping[str, str]) -> None:
+    """Take a `user:password@` out of MLFLOW_TRACKING_URI into MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD (unless those are set), which MLflow sends the same way.
+
+    Nothing then holds the password in the URI: MLflow prints that URI ("View run ... at"),
+    and puts it in its errors, in every step's output.
+    """
+    uri = environment.get("MLFLOW_TRACKING_URI")
+    if not uri or "@" not in uri:
+        return
+    parts = urlsplit(uri)
+    if parts.password is None:  # a user name alone (a token?) has no MLflow variable
+        return
+    environment.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username or ""))
+    environment.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    netloc = parts.netloc.rpartition("@")[2]
+    environment["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(netloc=netloc))
+
+
 def load_settings() -> Settings:
-    """Read the settings from the environment."""
+    """Read the settings from the environment (credentials in a URI moved out of it first)."""
+    move_uri_credentials(os.environ)
     return Settings()

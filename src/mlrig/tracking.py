@@ -37,6 +37,30 @@ MLFLOW_HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
 }
+#: Task.init's `auto_connect_frameworks`: no framework is patched, and no repository is
+#: detected. Detection runs `git status` and `git diff` in the step, which raced a parallel
+#: stage's `git add dvc.lock` for .git/index.lock, and stores the uncommitted diff in the task,
+#: secrets included; the commit is a lineage tag instead. (A key left out would mean True.)
+CLEARML_AUTO_CONNECT: dict[str, bool] = {
+    name: False
+    for name in (
+        "detect_repository",
+        "matplotlib",
+        "tensorflow",
+        "tensorboard",
+        "tfdefines",
+        "pytorch",
+        "xgboost",
+        "scikit",
+        "joblib",
+        "fastai",
+        "lightgbm",
+        "hydra",
+        "megengine",
+        "catboost",
+        "gradio",
+    )
+}
 
 
 def setup_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
@@ -95,7 +119,7 @@ def start_clearml_task(settings: Settings, step: str, name: str, tags: list[str]
         task_type=Task.TaskTypes.training if step == "train" else Task.TaskTypes.data_processing,
         tags=[f"step:{step}", *tags],
         reuse_last_task_id=False,
-        auto_connect_frameworks=False,
+        auto_connect_frameworks=CLEARML_AUTO_CONNECT,
         auto_connect_arg_parser=False,
         auto_resource_monitoring=False,
         auto_connect_streams=False,

@@ -636,7 +636,7 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
 
     from mlrig.images import engine_if_any, step_image_references
     from mlrig.pipeline import exclusive_run, push_outputs
-    from mlrig.tracking import configure_clearml
+    from mlrig.tracking import CLEARML_AUTO_CONNECT, configure_clearml
 
     root = settings.root
     params, count, key, space = checked
@@ -653,7 +653,7 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
             task_name=f"tune-{experiment}",
             task_type=Task.TaskTypes.optimizer,
             reuse_last_task_id=False,
-            auto_connect_frameworks=False,
+            auto_connect_frameworks=CLEARML_AUTO_CONNECT,
         )
         base = Task.create(**trial_task_arguments(settings.clearml_project, experiment, image))
         base.set_parameters(
@@ -713,7 +713,7 @@ def run_trial_task(settings: Settings, experiment: str) -> float:  # pragma: no 
 
     from mlrig.params import load_params
     from mlrig.stage import configure_workspace, pull_inputs, require_settings
-    from mlrig.tracking import configure_clearml
+    from mlrig.tracking import CLEARML_AUTO_CONNECT, configure_clearml
 
     require_settings()
     configure_workspace(settings)
@@ -726,7 +726,7 @@ def run_trial_task(settings: Settings, experiment: str) -> float:  # pragma: no 
     task = Task.init(
         project_name=settings.clearml_project,
         task_name=f"tune-{experiment} trial",
-        auto_connect_frameworks=False,
+        auto_connect_frameworks=CLEARML_AUTO_CONNECT,
     )
     defaults = {name: chosen.params.model_dump()[name] for name in space}
     connected = task.connect(defaults, name=CLEARML_SECTION)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +140,41 @@ def test_exception_inside_marks_the_mlflow_run_failed(project_settings: Settings
     # the ClearML task is still closed, so its session is there to inspect
     task = session_task(project_settings, run.clearml_task_id)
     assert user_property(task, "mlflow_run_id") == run.mlflow_run_id
+
+
+def git_recorder(folder: Path) -> Path:
+    """A `git` for PATH that appends its arguments to `folder/calls`, then runs the real git."""
+    real_git = shutil.which("git")
+    assert real_git, "git is not installed"
+    folder.mkdir()
+    wrapper = folder / "git"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {folder / "calls"}\nexec {real_git} "$@"\n')
+    wrapper.chmod(0o755)
+    return folder / "calls"
+
+
+def test_a_steps_clearml_task_runs_no_git_and_keeps_no_diff(
+    project_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a git status of ClearML's beside a parallel stage's `git add dvc.lock` (DVC autostage)
+    # failed the one or the other on .git/index.lock; an uncommitted diff carries secrets
+    root = project_settings.root
+    step_file = root / "steps" / "probe.py"
+    step_file.parent.mkdir()
+    step_file.write_text("print('probe')\n")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "probe"]):
+        subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
+    step_file.write_text("TOKEN = 'uncommitted-canary'\n")
+    calls = git_recorder(tmp_path / "git-bin")
+    monkeypatch.setenv("PATH", f"{calls.parent}{os.pathsep}{os.environ['PATH']}")
+    # the executor passes the commit to its stages; the step itself looks nothing up
+    monkeypatch.setenv("MLRIG_GIT_COMMIT", "0" * 40)
+    monkeypatch.setattr(sys, "argv", [str(step_file)])  # the script ClearML inspects
+
+    with tracked_step(Settings(), "split", "split") as run:
+        pass
+
+    assert not calls.exists(), f"git ran during the step: {calls.read_text()}"
+    task = session_task(project_settings, run.clearml_task_id)
+    assert "uncommitted-canary" not in json.dumps(task)
+    assert f"mlrig.git_commit:{'0' * 40}" in task["tags"]
