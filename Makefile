@@ -225,4 +225,4 @@ clean:
 ## Show this help
 .PHONY: help
 help:
-	@awk '/^## /{desc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(desc){split($$1,t,":"); printf "  \033[36m%-12s\033[0m %s\n", t[1], desc; desc=""}}' $(MAKEFILE_LIST)
+	@awk '/^## /{desc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(desc){split($$1,t,":"); printf "  \033[36m%-16s\033[0m %s\n", t[1], desc; desc=""}}' $(MAKEFILE_LIST)
