@@ -293,6 +293,31 @@ BAD_INPUTS = {
         "n_neighbors",
     ),
     "unknown builtin": ("-S", "ingest.source=builtin:iris", None, "builtin:iris"),
+    "infinite feature": (
+        "-S",
+        "ingest.source=data/spiky.csv",
+        "a,b,target\n" + "".join(f"{i},{'inf' if i < 3 else i},{i % 2}\n" for i in range(40)),
+        "b (3 rows)",
+    ),
+    "infinite target": (
+        "-S",
+        "ingest.source=data/spiky_target.csv",
+        "a,target\n" + "".join(f"{i},{'-inf' if i == 7 else i / 3}\n" for i in range(40)),
+        "target target (1 row)",
+    ),
+    # DVC watches data/ only: a file elsewhere would change unseen, so it is refused
+    "absolute path outside data/": (
+        "-S",
+        "ingest.source=/srv/exports/table.csv",
+        None,
+        "dvc import-url /srv/exports/table.csv data/table.csv",
+    ),
+    "relative path outside data/": (
+        "-S",
+        "ingest.source=exports/table.csv",
+        None,
+        "cp exports/table.csv data/",
+    ),
 }
 
 
