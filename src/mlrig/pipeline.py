@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlrig.code_deps import require_code_deps
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
@@ -358,6 +359,7 @@ def run_pipeline(
     """
     root = settings.root
     require_checkout(root)
+    require_code_deps(root)
     with exclusive_run(settings), ExitStack() as servers:
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)

@@ -239,6 +239,29 @@ def test_second_run_reruns_nothing(project: Project, first_run) -> None:
     assert len(project.runs()) == before
 
 
+def test_a_changed_model_default_in_mlrig_re_runs_the_stages(project: Project, first_run) -> None:
+    """mlrig's own code is a dep of the stages that run it: a default in params.py too."""
+    params_py = project.root / "src" / "mlrig" / "params.py"
+    original = params_py.read_text()
+    edited = original.replace(
+        "min_samples_leaf: int = Field(1, ge=1)", "min_samples_leaf: int = Field(5, ge=1)"
+    )
+    assert edited != original
+    params_py.write_text(edited)
+    try:
+        status = json.loads(project.dvc("status", "--json").stdout)
+    finally:
+        params_py.write_text(original)
+    changed = {
+        stage
+        for stage, entries in status.items()
+        for entry in entries
+        if isinstance(entry, dict) and "src/mlrig/params.py" in entry.get("changed deps", {})
+    }
+    assert {f"train@{name}" for name in EXPERIMENTS} <= changed
+    assert "up to date" in project.dvc("status").stdout
+
+
 def test_a_change_to_the_store_after_a_run_is_seen_by_the_next(project: Project, first_run) -> None:
     """An up-to-date run reuses the last check of the SQLite store only while it is unchanged."""
     assert (project.root / ".mlrig" / "checked-store.json").is_file()
