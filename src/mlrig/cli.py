@@ -184,6 +184,8 @@ def run(
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return
+    for line in summary.repaired:
+        typer.echo(f"Corrupted: {line}")
     if summary.up_to_date:
         typer.echo("Pipeline up to date: no stage re-ran.")
     else:

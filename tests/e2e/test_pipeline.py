@@ -7,6 +7,7 @@ change, bad inputs that must change nothing, then the champion served by MLflow.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -431,6 +432,76 @@ def test_mlflow_serves_the_champion(project: Project, first_run) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def locked_file(project: Project, stage: str, suffix: str = "") -> tuple[str, str]:
+    """A file of a stage's first output ending in `suffix`, as (path, md5) from dvc.lock."""
+    import yaml
+
+    out = yaml.safe_load((project.root / "dvc.lock").read_text())["stages"][stage]["outs"][0]
+    if not out["md5"].endswith(".dir"):
+        return out["path"], out["md5"]
+    listing = json.loads(cache_file(project.root / ".dvc/cache", out["md5"]).read_text())
+    entry = next(entry for entry in listing if entry["relpath"].endswith(suffix))
+    return f"{out['path']}/{entry['relpath']}", entry["md5"]
+
+
+def cache_file(store: Path, md5: str) -> Path:
+    return store / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def corrupt(path: Path) -> None:
+    path.chmod(0o644)  # DVC makes cache files read-only
+    path.write_bytes(b"bit rot" + path.read_bytes()[7:])
+
+
+def md5_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_corrupted_cache_object_is_named_and_restored_from_the_remote(
+    project: Project, first_run
+) -> None:
+    """The workspace copy is gone (a fresh checkout), the cache's copy is corrupted: DVC would
+    check it out and call it up to date. doctor names it; the run pulls the remote's copy."""
+    path, md5 = locked_file(project, "evaluate@knn")
+    (project.root / path).unlink()
+    corrupt(cache_file(project.root / ".dvc/cache", md5))
+
+    doctor = project.run("doctor")
+    assert f"✗ data: the DVC cache's copy of {path} (stage evaluate@knn)" in doctor.stdout
+    assert "mlrig run puts each right" in doctor.stdout
+    summary = json.loads(project.run("run", "--json", check=True).stdout)
+
+    assert summary["repaired"] == [
+        f"the DVC cache's copy of {path} (stage evaluate@knn) does not match its hash in "
+        "dvc.lock: restored from the DVC remote"
+    ]
+    assert summary["stages_run"] == []
+    assert md5_of(project.root / path) == md5
+    assert md5_of(cache_file(project.root / ".dvc/cache", md5)) == md5
+    assert "✓ data:" in project.run("doctor").stdout
+
+
+def test_a_corrupted_output_the_remote_lacks_is_computed_again(project: Project, first_run) -> None:
+    """Cache and workspace copies corrupted alike (bit rot keeps size and mtime) and the remote
+    lacks the object: the stage runs again and the cache ends with the right bytes."""
+    path, md5 = locked_file(project, "split", ".parquet")  # meta.json is ingest's too
+    workspace = project.root / path
+    stat = workspace.stat()
+    corrupt(workspace)
+    os.utime(workspace, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    corrupt(cache_file(project.root / ".dvc/cache", md5))
+    cache_file(project.root / ".mlrig/dvc-remote", md5).unlink()
+    assert "up to date" in project.dvc("status").stdout  # what DVC alone concludes
+
+    output = project.run("run", check=True).stdout
+    assert f"Corrupted: {path} (stage split) does not match its hash" in output
+    assert "Pipeline run" in output and "split" in output.split("Stages:")[1]
+    assert md5_of(workspace) == md5  # the same seed gives the same split
+    assert md5_of(cache_file(project.root / ".dvc/cache", md5)) == md5
 
 
 def test_dvc_pull_restores_outputs_from_the_remote(project: Project, first_run) -> None:
