@@ -276,9 +276,16 @@ def require_services(settings: Settings, *, mlflow: bool, dvc_remote: bool) -> N
 
 def check_data(settings: Settings) -> str:
     """Hash every file of the outputs in dvc.lock again, in the DVC cache and the workspace."""
+    from dvc.exceptions import DvcException
+
     from mlrig.integrity import scan
 
-    corrupted, files = scan(settings.root)
+    try:
+        corrupted, files = scan(settings.root)
+    except DvcException as error:
+        raise CheckFailed(
+            f"DVC cannot open {settings.root}: {error}", "work in a clone of the project"
+        ) from None
     if corrupted:
         raise CheckFailed(
             "; ".join(entry.describe() for entry in corrupted),
