@@ -451,8 +451,12 @@ def cache_file(store: Path, md5: str) -> Path:
 
 
 def corrupt(path: Path) -> None:
-    path.chmod(0o644)  # DVC makes cache files read-only
+    """Change the first bytes as bit rot would: same size, and a cache file stays read-only
+    (DVC trusts a read-only cache file without hashing it; a writable one it hashes)."""
+    mode = path.stat().st_mode
+    path.chmod(0o644)
     path.write_bytes(b"bit rot" + path.read_bytes()[7:])
+    path.chmod(mode)
 
 
 def md5_of(path: Path) -> str:
