@@ -195,7 +195,7 @@ def run(
 
 def run_summary_lines(summary: RunSummary) -> list[str]:
     """The closing message of `mlrig run`: what ran, where the report and the runs are."""
-    lines = []
+    lines = [f"Corrupted: {line}" for line in summary.repaired]
     if summary.up_to_date:
         lines.append("Pipeline up to date: no stage re-ran.")
     else:

@@ -281,11 +281,34 @@ def require_services(settings: Settings, *, mlflow: bool, dvc_remote: bool) -> N
             raise ConfigError(f"{failure.detail}. Fix: {failure.fix}.") from None
 
 
+def check_data(settings: Settings) -> str:
+    """Hash every file of the outputs in dvc.lock again, in the DVC cache and the workspace."""
+    from dvc.exceptions import DvcException
+
+    from mlrig.integrity import scan
+
+    try:
+        corrupted, files = scan(settings.root)
+    except DvcException as error:
+        raise CheckFailed(
+            f"DVC cannot open {settings.root}: {error}", "work in a clone of the project"
+        ) from None
+    if corrupted:
+        raise CheckFailed(
+            "; ".join(entry.describe() for entry in corrupted),
+            "mlrig run puts each right: it rewrites the cache from an intact copy, restores "
+            "from the DVC remote, or runs the stage again (a bad cache file is read-only and "
+            "DVC never replaces it by itself)",
+        )
+    return f"{files} output files match dvc.lock (DVC cache and workspace hashed again)"
+
+
 def run_doctor(settings: Settings) -> list[Check]:
     """Every check, in order; none raises."""
     return [
         run_check("toolchain", toolchain),
         run_check("git", git_available, required=False),
+        run_check("data", lambda: check_data(settings)),
         run_check("DVC remote", lambda: check_dvc_remote(settings)),
         run_check("MLflow", lambda: check_mlflow(settings)),
         run_check("ClearML", lambda: check_clearml(settings)),

@@ -7,7 +7,8 @@ with its dotted key before any stage runs.
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import posixpath
+from pathlib import Path, PurePosixPath
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -24,10 +25,12 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from mlrig.errors import ParamsError
+from mlrig.errors import DataError, ParamsError
 
 TaskKind = Literal["classification", "regression"]
 BUILTIN_DATASETS = ("breast_cancer", "wine", "diabetes")
+#: The folder the ingest stage depends on in dvc.yaml: a file source must live under it.
+DATA_DIR = "data"
 #: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
 GENERATED_SOURCES = ("builtin", "synthetic")
 GENERATED_TARGET = "target"
@@ -79,6 +82,33 @@ class IngestParams(Section):
                 "ingest.target names the target column of a CSV or Parquet source"
             )
         return self
+
+
+def check_source_tracked(source: str) -> None:
+    """Refuse a file source outside `data/`, the folder the ingest stage depends on.
+
+    DVC would not see such a file change (the next run would keep stale results), and a step
+    container or pod could not read it. Paths are judged as written, relative to the project.
+
+    Raises:
+        DataError: naming the source and the commands that bring it under `data/`.
+    """
+    kind, _, _ = source.partition(":")
+    if kind in GENERATED_SOURCES:
+        return
+    path = PurePosixPath(source)
+    parts = PurePosixPath(posixpath.normpath(source)).parts
+    if not path.is_absolute() and len(parts) > 1 and parts[0] == DATA_DIR:
+        return
+    copy = f"{DATA_DIR}/{path.name or 'table.csv'}"
+    raise DataError(
+        f"ingest.source {source} is outside the project's {DATA_DIR}/ folder, the one "
+        f"dependency DVC watches for the ingest stage: a change to the file would go unseen "
+        f"and the next run would keep stale results (and a step container could not read "
+        f"it). Bring it in, then run on the copy: `dvc import-url {source} {copy}` (DVC "
+        f"records where it came from; `dvc update {copy}.dvc` takes a new version) or "
+        f"`cp {source} {DATA_DIR}/`; then mlrig run -S ingest.source={copy}"
+    )
 
 
 class ValidateParams(Section):
@@ -285,6 +315,12 @@ class Params(Section):
     report: ReportParams = ReportParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _source_tracked(self) -> Params:
+        # here, not on IngestParams: the ingest step reads any path it is given (its tests do)
+        check_source_tracked(self.ingest.source)
+        return self
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)

@@ -22,10 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlrig.code_deps import require_code_deps
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, redact
+from mlrig.integrity import repair_outputs
 from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
@@ -61,6 +63,7 @@ class RunSummary(BaseModel):
     report: str
     mlflow_ui: str
     log: str | None
+    repaired: list[str] = []  # outputs whose content did not match dvc.lock, and what was done
 
 
 @contextmanager
@@ -385,9 +388,12 @@ def run_pipeline(
     """
     root = settings.root
     require_checkout(root)
+    require_code_deps(root)
     with exclusive_run(settings), ExitStack() as servers:
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
+        on_phase("checking the outputs against dvc.lock")
+        repaired = repair_outputs(settings)  # before DVC is asked what changed
         # what DVC finds changed is known now unless the params are about to change
         known_stages = None if new_params_text is not None or force else changed_stages(root)
         if known_stages != []:  # params and data as in dvc.lock passed these checks before
@@ -476,4 +482,5 @@ def run_pipeline(
         report=str(root / REPORT_DIR / "report.html"),
         mlflow_ui=mlflow_ui_command(settings),
         log=str(log_path) if pipeline_run_id else None,
+        repaired=repaired,
     )

@@ -3,7 +3,8 @@
 It renders `steps/<name>/` from the Jinja2 templates in `mlrig/templates/step/`: the step module
 (a typed core function that copies an input file into an output folder, plus a thin Typer CLI),
 `__init__.py`, `__main__.py`, a README and a passing test. It never edits dvc.yaml or
-params.yaml; it prints what to add to them.
+params.yaml; it prints what to add to them, the stage's deps listing the project's code the
+step imports (as `mlrig run` requires).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mlrig.code_deps import step_code_files
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
 from mlrig.settings import find_project_dir
 
@@ -58,9 +60,15 @@ def template_environment() -> Environment:
     )
 
 
-def render(template: str, name: str) -> str:
-    """Render one template for the step `name`."""
-    context = {"name": name, "class_name": class_name(name)}
+def render(template: str, name: str, code_deps: list[str] | None = None) -> str:
+    """Render one template for the step `name`.
+
+    Args:
+        template: the template's file name.
+        name: the step's name.
+        code_deps: the project's files the step runs beyond its own folder (its stage's deps).
+    """
+    context = {"name": name, "class_name": class_name(name), "code_deps": code_deps or []}
     return template_environment().get_template(template).render(context)
 
 
@@ -208,7 +216,13 @@ def main(
     for path in written:
         typer.echo(f"  {path.relative_to(root)}")
     typer.echo("")
-    typer.echo(render(NEXT_STEPS_TEMPLATE, name), nl=False)
+    step_dir = root / STEPS_DIR / name
+    code_deps = [
+        path
+        for path in step_code_files(root, step_dir)
+        if not path.startswith(f"{STEPS_DIR}/{name}/")
+    ]
+    typer.echo(render(NEXT_STEPS_TEMPLATE, name, code_deps), nl=False)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,35 @@ def check_missing(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) 
     )
 
 
+def check_finite(table: pd.DataFrame, meta: TableMeta) -> Check:
+    """Infinity in a feature or a numeric target: scikit-learn refuses it only at training."""
+    import numpy as np
+    from pandas.api import types
+
+    columns = [*meta.features, meta.target]
+    numeric = [
+        name
+        for name in columns
+        if types.is_numeric_dtype(table[name]) and not types.is_bool_dtype(table[name])
+    ]
+    counts = {name: int(np.isinf(table[name].to_numpy(dtype=float)).sum()) for name in numeric}
+    infinite = [
+        f"{'target ' if name == meta.target else ''}{name} ({count} row{'s' if count > 1 else ''})"
+        for name, count in counts.items()
+        if count
+    ]
+    return Check(
+        name="finite values",
+        passed=not infinite,
+        detail=(
+            f"infinite values (inf or -inf) in {_listed(infinite)}; "
+            "replace them with a number or leave the cells empty"
+            if infinite
+            else "no feature or target value is infinite"
+        ),
+    )
+
+
 def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -> list[Check]:
     target = table[meta.target]
     missing = int(target.isna().sum())
@@ -169,6 +198,7 @@ def validate_table(
         check_rows(table, params),
         check_features(table, meta),
         check_missing(table, meta, params),
+        check_finite(table, meta),
         *check_target(table, meta, params),
     ]
     return ValidationReport(

@@ -269,6 +269,29 @@ def test_second_run_reruns_nothing(project: Project, first_run) -> None:
     assert len(project.runs()) == before
 
 
+def test_a_changed_model_default_in_mlrig_re_runs_the_stages(project: Project, first_run) -> None:
+    """mlrig's own code is a dep of the stages that run it: a default in params.py too."""
+    params_py = project.root / "src" / "mlrig" / "params.py"
+    original = params_py.read_text()
+    edited = original.replace(
+        "min_samples_leaf: int = Field(1, ge=1)", "min_samples_leaf: int = Field(5, ge=1)"
+    )
+    assert edited != original
+    params_py.write_text(edited)
+    try:
+        status = json.loads(project.dvc("status", "--json").stdout)
+    finally:
+        params_py.write_text(original)
+    changed = {
+        stage
+        for stage, entries in status.items()
+        for entry in entries
+        if isinstance(entry, dict) and "src/mlrig/params.py" in entry.get("changed deps", {})
+    }
+    assert {f"train@{name}" for name in EXPERIMENTS} <= changed
+    assert "up to date" in project.dvc("status").stdout
+
+
 def test_a_change_to_the_store_after_a_run_is_seen_by_the_next(project: Project, first_run) -> None:
     """An up-to-date run reuses the last check of the SQLite store only while it is unchanged."""
     assert (project.root / ".mlrig" / "checked-store.json").is_file()
@@ -323,6 +346,31 @@ BAD_INPUTS = {
         "n_neighbors",
     ),
     "unknown builtin": ("-S", "ingest.source=builtin:iris", None, "builtin:iris"),
+    "infinite feature": (
+        "-S",
+        "ingest.source=data/spiky.csv",
+        "a,b,target\n" + "".join(f"{i},{'inf' if i < 3 else i},{i % 2}\n" for i in range(40)),
+        "b (3 rows)",
+    ),
+    "infinite target": (
+        "-S",
+        "ingest.source=data/spiky_target.csv",
+        "a,target\n" + "".join(f"{i},{'-inf' if i == 7 else i / 3}\n" for i in range(40)),
+        "target target (1 row)",
+    ),
+    # DVC watches data/ only: a file elsewhere would change unseen, so it is refused
+    "absolute path outside data/": (
+        "-S",
+        "ingest.source=/srv/exports/table.csv",
+        None,
+        "dvc import-url /srv/exports/table.csv data/table.csv",
+    ),
+    "relative path outside data/": (
+        "-S",
+        "ingest.source=exports/table.csv",
+        None,
+        "cp exports/table.csv data/",
+    ),
 }
 
 
@@ -413,6 +461,80 @@ def test_mlflow_serves_the_champion(project: Project, first_run) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def locked_file(project: Project, stage: str, suffix: str = "") -> tuple[str, str]:
+    """A file of a stage's first output ending in `suffix`, as (path, md5) from dvc.lock."""
+    import yaml
+
+    out = yaml.safe_load((project.root / "dvc.lock").read_text())["stages"][stage]["outs"][0]
+    if not out["md5"].endswith(".dir"):
+        return out["path"], out["md5"]
+    listing = json.loads(cache_file(project.root / ".dvc/cache", out["md5"]).read_text())
+    entry = next(entry for entry in listing if entry["relpath"].endswith(suffix))
+    return f"{out['path']}/{entry['relpath']}", entry["md5"]
+
+
+def cache_file(store: Path, md5: str) -> Path:
+    return store / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def corrupt(path: Path) -> None:
+    """Change the first bytes as bit rot would: same size, and a cache file stays read-only
+    (DVC trusts a read-only cache file without hashing it; a writable one it hashes)."""
+    mode = path.stat().st_mode
+    path.chmod(0o644)
+    path.write_bytes(b"bit rot" + path.read_bytes()[7:])
+    path.chmod(mode)
+
+
+def md5_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_corrupted_cache_object_is_named_and_restored_from_the_remote(
+    project: Project, first_run
+) -> None:
+    """The workspace copy is gone (a fresh checkout), the cache's copy is corrupted: DVC would
+    check it out and call it up to date. doctor names it; the run pulls the remote's copy."""
+    path, md5 = locked_file(project, "evaluate@knn")
+    (project.root / path).unlink()
+    corrupt(cache_file(project.root / ".dvc/cache", md5))
+
+    doctor = project.run("doctor")
+    assert f"✗ data: the DVC cache's copy of {path} (stage evaluate@knn)" in doctor.stdout
+    assert "mlrig run puts each right" in doctor.stdout
+    summary = json.loads(project.run("run", "--json", check=True).stdout)
+
+    assert summary["repaired"] == [
+        f"the DVC cache's copy of {path} (stage evaluate@knn) does not match its hash in "
+        "dvc.lock: restored from the DVC remote"
+    ]
+    assert summary["stages_run"] == []
+    assert md5_of(project.root / path) == md5
+    assert md5_of(cache_file(project.root / ".dvc/cache", md5)) == md5
+    assert "✓ data:" in project.run("doctor").stdout
+
+
+def test_a_corrupted_output_the_remote_lacks_is_computed_again(project: Project, first_run) -> None:
+    """Cache and workspace copies corrupted alike (bit rot keeps size and mtime) and the remote
+    lacks the object: the stage runs again and the cache ends with the right bytes."""
+    path, md5 = locked_file(project, "split", ".parquet")  # meta.json is ingest's too
+    workspace = project.root / path
+    stat = workspace.stat()
+    corrupt(workspace)
+    os.utime(workspace, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    corrupt(cache_file(project.root / ".dvc/cache", md5))
+    cache_file(project.root / ".mlrig/dvc-remote", md5).unlink()
+    assert "up to date" in project.dvc("status").stdout  # what DVC alone concludes
+
+    output = project.run("run", check=True).stdout
+    assert f"Corrupted: {path} (stage split) does not match its hash" in output
+    assert "Pipeline run" in output and "split" in output.split("Stages:")[1]
+    assert md5_of(workspace) == md5  # the same seed gives the same split
+    assert md5_of(cache_file(project.root / ".dvc/cache", md5)) == md5
 
 
 def test_dvc_pull_restores_outputs_from_the_remote(project: Project, first_run) -> None:

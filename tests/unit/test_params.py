@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlrig.errors import EXIT_BAD_INPUT, ParamsError
+from mlrig.errors import EXIT_BAD_INPUT, DataError, ParamsError
 from mlrig.metrics import is_better, primary_metric
 from mlrig.params import (
     IngestParams,
@@ -481,3 +481,35 @@ def test_primary_metric_rejects_a_metric_of_the_other_task(
 )
 def test_is_better(candidate: float, incumbent: float, metric: str, better: bool) -> None:
     assert is_better(candidate, incumbent, metric) is better
+
+
+# --- the data source must be something DVC watches -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "copy"),
+    [
+        ("/srv/exports/table.csv", "data/table.csv"),
+        ("exports/table.parquet", "data/table.parquet"),
+        ("table.csv", "data/table.csv"),
+        ("data/../table.csv", "data/table.csv"),
+    ],
+)
+def test_a_file_source_outside_data_is_refused_with_the_commands_that_bring_it_in(
+    source: str, copy: str
+) -> None:
+    with pytest.raises(DataError) as caught:
+        validate_params(minimal(ingest={"source": source}))
+
+    message = str(caught.value)
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert f"dvc import-url {source} {copy}" in message
+    assert f"cp {source} data/" in message
+    assert f"-S ingest.source={copy}" in message
+
+
+@pytest.mark.parametrize(
+    "source", ["data/flowers.csv", "./data/sub/flowers.parquet", "builtin:wine", "synthetic:50"]
+)
+def test_sources_under_data_and_generated_ones_are_accepted(source: str) -> None:
+    assert validate_params(minimal(ingest={"source": source})).ingest.source == source

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mlrig.errors import EXIT_BAD_INPUT
+from mlrig.code_deps import missing_code_deps, require_code_deps
+from mlrig.errors import EXIT_BAD_INPUT, ConfigError
 
 REPO_ROOT = Path(__file__).parents[2]
 STEP = "copy_sample"
@@ -93,11 +95,33 @@ def test_creates_the_step_and_prints_the_next_steps(project: Path) -> None:
     assert f"{STEP}:\n  # name of the copy" in result.stdout
     assert f"{STEP}: CopySampleParams = CopySampleParams()" in result.stdout
     assert f"python -m steps.{STEP} --input-file outputs/ingest/table.parquet" in result.stdout
-    assert f"    deps:\n      - steps/{STEP}\n      - outputs/ingest\n" in result.stdout
+    assert (
+        f"    deps:\n      - steps/{STEP}\n      - steps/__init__.py\n      - outputs/ingest\n"
+        in (result.stdout)
+    )
     assert f"    params:\n      - {STEP}\n    outs:\n      - outputs/{STEP}\n" in result.stdout
     # dvc.yaml and params.yaml are left to the user
     assert (project / "dvc.yaml").read_bytes() == dvc_yaml
     assert not (project / "params.yaml").exists()
+
+
+def test_the_printed_stage_depends_on_the_mlrig_code_the_step_runs(project: Path) -> None:
+    """In a project holding mlrig's source, the stage to paste lists the modules the step
+    imports (params with its defaults among them), and `mlrig run` accepts it as it is."""
+    shutil.copytree(REPO_ROOT / "src" / "mlrig", project / "src" / "mlrig")
+
+    result = scaffold(STEP, cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    stage = result.stdout.split("under `stages:` in dvc.yaml", 1)[1].split("\n\n", 2)[1]
+    for module in ("params", "errors", "tracking", "warm", "settings"):
+        assert f"      - src/mlrig/{module}.py\n" in stage
+    (project / "dvc.yaml").write_text(f"stages:\n{stage}\n")
+    assert missing_code_deps(project) == []
+    without_params = stage.replace("      - src/mlrig/params.py\n", "")
+    (project / "dvc.yaml").write_text(f"stages:\n{without_params}\n")
+    with pytest.raises(ConfigError, match=r"(?s)copy_sample:\n      - src/mlrig/params.py"):
+        require_code_deps(project)
 
 
 def test_project_comes_from_the_option_or_the_environment(project: Path, tmp_path: Path) -> None:

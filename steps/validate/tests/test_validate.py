@@ -19,6 +19,7 @@ CLASSIFICATION_CHECKS = [
     "enough rows",
     "numeric features",
     "missing values",
+    "finite values",
     "target complete",
     "target not constant",
     "classes",
@@ -79,7 +80,7 @@ def test_good_regression_table_passes_without_class_checks() -> None:
     report = validate_table(table, meta, DEFAULTS)
 
     assert report.passed
-    assert [check.name for check in report.checks] == [*CLASSIFICATION_CHECKS[:5], "numeric target"]
+    assert [check.name for check in report.checks] == [*CLASSIFICATION_CHECKS[:6], "numeric target"]
 
 
 def test_ingested_builtin_table_passes(tmp_path: Path) -> None:
@@ -148,6 +149,39 @@ def test_missing_fraction_follows_the_param() -> None:
     assert failed(table, meta, ValidateParams(max_missing_fraction=0.3)) == {}
     strict = failed(table, meta, ValidateParams(max_missing_fraction=0.1))
     assert strict["missing values"].endswith("= 10%: sparse (30%)")
+
+
+def test_infinite_features_are_named_with_their_count() -> None:
+    table, meta = classified(
+        ["a", "b"] * 15,
+        x=[float("inf"), float("-inf"), *range(28)],
+        y=[*range(29), float("inf")],
+        z=list(range(30)),
+    )
+
+    assert failed(table, meta) == {
+        "finite values": "infinite values (inf or -inf) in x (2 rows), y (1 row); "
+        "replace them with a number or leave the cells empty"
+    }
+
+
+def test_infinite_regression_target_is_named() -> None:
+    table, meta = regressed([*np.linspace(1.0, 9.0, 24), np.inf])
+
+    assert "target price (1 row)" in failed(table, meta)["finite values"]
+
+
+def test_infinity_read_from_a_csv_fails_validation(tmp_path: Path) -> None:
+    """pandas reads `inf` in a CSV as a float: the table ingests, validation must stop it."""
+    path = tmp_path / "data" / "spiky.csv"
+    path.parent.mkdir()
+    path.write_text(
+        "a,b,target\n" + "".join(f"{i},{'inf' if i == 3 else i},{i % 2}\n" for i in range(30))
+    )
+    table, meta = ingest(IngestParams(source="data/spiky.csv"), tmp_path)
+
+    with pytest.raises(DataError, match=r"b \(1 row\)"):
+        raise_for_failures(validate_table(table, meta, DEFAULTS), meta.source)
 
 
 def test_target_with_missing_values() -> None:

@@ -1,0 +1,68 @@
+"""Every stage depends on the code it runs: its step, the mlrig modules and the other steps'
+modules it imports, found by following the imports (those inside functions too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlrig.code_deps import missing_code_deps, require_code_deps, step_code_files
+from mlrig.errors import ConfigError
+
+REPO_ROOT = Path(__file__).parents[2]
+
+
+def test_every_stage_of_the_repository_depends_on_the_code_it_runs() -> None:
+    assert missing_code_deps(REPO_ROOT) == []
+
+
+def test_the_train_step_runs_the_model_defaults_and_the_split_it_imports() -> None:
+    files = step_code_files(REPO_ROOT, REPO_ROOT / "steps" / "train")
+
+    # params.py holds the model defaults (min_samples_leaf); tracking is imported in main()
+    for path in ("src/mlrig/params.py", "src/mlrig/tracking.py", "steps/split/split.py"):
+        assert path in files
+    assert "steps/train/tests/test_train.py" not in files
+    assert "src/mlrig/cli.py" not in files  # the CLI does not run inside a stage
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project whose step imports a library module of the project inside a function."""
+    (tmp_path / "src" / "lib").mkdir(parents=True)
+    (tmp_path / "src" / "lib" / "__init__.py").write_text("")
+    (tmp_path / "src" / "lib" / "defaults.py").write_text("LEAF = 1\n")
+    (tmp_path / "steps" / "fit").mkdir(parents=True)
+    (tmp_path / "steps" / "__init__.py").write_text("")
+    (tmp_path / "steps" / "fit" / "__init__.py").write_text("")
+    (tmp_path / "steps" / "fit" / "fit.py").write_text(
+        "import json\n\n\ndef main():\n    from lib.defaults import LEAF\n    return LEAF\n"
+    )
+    return tmp_path
+
+
+def dvc_yaml(project: Path, *deps: str) -> None:
+    listed = "".join(f"      - {dep}\n" for dep in deps)
+    (project / "dvc.yaml").write_text(
+        f"stages:\n  fit:\n    cmd: python -m steps.fit --out x\n    deps:\n{listed}"
+    )
+
+
+def test_a_stage_missing_a_module_its_step_imports_is_refused_naming_the_lines(
+    project: Path,
+) -> None:
+    dvc_yaml(project, "steps/fit")
+
+    with pytest.raises(ConfigError) as caught:
+        require_code_deps(project)
+
+    message = str(caught.value)
+    assert "fit:\n      - src/lib/__init__.py\n      - src/lib/defaults.py\n" in message + "\n"
+    assert "steps/__init__.py" in message
+
+
+def test_a_folder_dep_covers_the_files_below_it(project: Path) -> None:
+    dvc_yaml(project, "steps", "src/lib")
+
+    require_code_deps(project)
