@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlrig import stopping
 from mlrig.dag import schedule, stage_graph
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.images import Engine, current_step_images, find_engine
@@ -218,9 +219,7 @@ class ContainerRun:
         )  # fmt: skip
         started = time.monotonic()
         with log_path.open("w") as log:
-            code = subprocess.run(
-                command, env=environment, stdout=log, stderr=subprocess.STDOUT
-            ).returncode
+            code = stopping.run(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
         seconds = round(time.monotonic() - started, 2)
         if code != 0:
             raise StageFailed(stage, image, code, log_path)

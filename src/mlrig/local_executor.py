@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlrig import stopping
 from mlrig.dag import downstream
 from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.recorded import TRAIN_STAGE, train_stage_recorded
@@ -73,13 +74,13 @@ class LocalRun:
         arguments = ["--wait-for-lock", "repro", *flags, stage]
         started = time.monotonic()
         with stage_log.open("w") as log:
-            code = subprocess.run(
+            code = stopping.run(
                 [sys.executable, "-m", "dvc", *arguments],
                 cwd=self.settings.root,
                 env=self.environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-            ).returncode
+            )
         seconds = round(time.monotonic() - started, 2)
         output = stage_log.read_text(errors="replace")
         with self.lock, self.log_path.open("a") as pipeline_log:
