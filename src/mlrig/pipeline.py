@@ -147,7 +147,7 @@ def require_dvc_unlocked(root: Path) -> None:
     described = []
     for pid in holders:
         try:
-            command = " ".join(psutil.Process(pid).cmdline())
+            command = " ".join(" ".join(psutil.Process(pid).cmdline()).split())  # one line
         except psutil.Error:
             command = "?"
         described.append(f"pid {pid} ({command[:80]})")
