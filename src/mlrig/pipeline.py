@@ -28,7 +28,7 @@ from mlrig import stopping
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped
 from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
@@ -469,7 +469,7 @@ def run_pipeline(
                 settings, overrides, force, push, executor, jobs, on_stage, on_phase
             )
     except StopRequested as stop:
-        raise MlrigError(stopped_message(stop), exit_code=stop.exit_code) from None
+        raise Stopped(stopped_message(stop), exit_code=stop.exit_code) from None
 
 
 def run_unlocked(

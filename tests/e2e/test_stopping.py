@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,9 +104,9 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-def start_run(root: Path) -> Started:
+def start_run(root: Path, *prefix: str) -> Started:
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlrig", "run"],
+        [*prefix, sys.executable, "-m", "mlrig", "run"],
         cwd=root,
         env=clean_environment(root),
         stdout=subprocess.DEVNULL,
@@ -166,6 +167,22 @@ def test_a_signal_stops_the_run_and_the_next_run_resumes(root: Path, signum: int
     again = resume(root)  # DVC's lock is free, and what finished is not run again
     assert "▶ train@knn" in again
     assert "▶ ingest" not in again and "▶ split" not in again
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a PID namespace (unshare --pid, as root) is needed to run mlrig as PID 1",
+)
+def test_sigterm_stops_the_run_as_pid_1(root: Path) -> None:
+    """As in a container without an init: PID 1 ignores a signal it has no handler for."""
+    run = start_run(root, "unshare", "--pid", "--fork", "--kill-child")
+    (mlrig,) = psutil.Process(run.process.pid).children()
+    mlrig.send_signal(signal.SIGTERM)
+    code = run.process.wait(timeout=120)
+    stderr = run.rest()
+    assert code == 143, stderr
+    assert stderr.count("Stopped by SIGTERM") == 1, stderr
+    assert project_processes(root) == []
 
 
 def test_a_killed_run_leaves_nothing_running_and_is_closed_by_the_next(root: Path) -> None:
