@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mlrig.errors import MlrigError
+from mlrig.stopping import StopRequested
 
 if TYPE_CHECKING:  # DVC loads inside functions
     from dvc.repo import Repo
@@ -78,34 +79,45 @@ def schedule(
 
     Raises:
         MlrigError: the first stage that failed (the stages already running are finished).
+        StopRequested: SIGINT/SIGTERM: no stage starts after it, the running ones are stopped
+            (`mlrig.stopping`); it names the stages that finished and those stopped.
     """
     done: set[str] = set()
+    finished: list[str] = []
     seconds: dict[str, float] = {}
     running: dict[Future[float | None], str] = {}
     failure: MlrigError | None = None
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        while True:
-            started = set(running.values()) | done
-            ready = [s for s in graph if s not in started and graph[s] <= done]
-            for stage in sorted(ready) if failure is None else []:
-                if not runner.stage_changed(stage):
-                    done.add(stage)
-                    continue
-                on_stage(stage)
-                running[pool.submit(runner.run_stage, stage)] = stage
-            if not running:
-                if failure is None and len(done) < len(graph) and ready:
-                    continue  # skipped stages may have made more ready
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stage = running.pop(future)
-                try:
-                    if (took := future.result()) is not None:
-                        seconds[stage] = took
-                    done.add(stage)
-                except MlrigError as error:
-                    failure = failure or error
+        try:
+            while True:
+                started = set(running.values()) | done
+                ready = [s for s in graph if s not in started and graph[s] <= done]
+                for stage in sorted(ready) if failure is None else []:
+                    if not runner.stage_changed(stage):
+                        done.add(stage)
+                        continue
+                    on_stage(stage)
+                    running[pool.submit(runner.run_stage, stage)] = stage
+                if not running:
+                    if failure is None and len(done) < len(graph) and ready:
+                        continue  # skipped stages may have made more ready
+                    break
+                completed, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in completed:
+                    stage = running.pop(future)
+                    try:
+                        if (took := future.result()) is not None:
+                            seconds[stage] = took
+                        done.add(stage)
+                        finished.append(stage)
+                    except MlrigError as error:
+                        failure = failure or error
+        except StopRequested as stop:
+            # the signal stopped the stages' processes: their threads end now, failing
+            stop.finished = finished
+            stop.stopped = sorted(running.values())
+            wait(running)
+            raise
     if failure is not None:
         raise failure
     return seconds

@@ -7,9 +7,12 @@ any stage runs, so bad input changes nothing: no new runs, no registry change, n
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,11 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlrig import stopping
 from mlrig.code_deps import require_code_deps
 from mlrig.containers import plan_containers, run_in_containers
 from mlrig.dag import schedule, stage_graph
 from mlrig.doctor import require_services
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, redact
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped, redact
 from mlrig.integrity import repair_outputs
 from mlrig.local_executor import LocalRun
 from mlrig.metrics import primary_metric
@@ -41,13 +45,22 @@ from mlrig.recorded import (
 )
 from mlrig.results import Champion
 from mlrig.settings import Settings
-from mlrig.tracking import TAG_GIT_COMMIT, TAG_PIPELINE_RUN, TAG_STEP, setup_mlflow
+from mlrig.stopping import StopRequested
+from mlrig.tracking import (
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_PID,
+    TAG_PIPELINE_RUN,
+    TAG_STEP,
+    setup_mlflow,
+)
 from mlrig.warm import SOCKET_VARIABLE, warm_server
 
 PARAMS_FILE = "params.yaml"
 REPORT_DIR = "reports"
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
 LOG_TAIL_LINES = 25
+PIPELINE_STEP = "pipeline"  # the TAG_STEP of a pipeline's parent run
 
 
 class RunSummary(BaseModel):
@@ -104,6 +117,75 @@ def busy_checkout(root: Path, holder: str, command: str) -> str:
         f"{command} did not start: another mlrig command ({holder}) is running dvc in {root}, "
         "and DVC takes one command at a time on a checkout (do not delete .dvc/tmp/rwlock, "
         f"the running stages hold it). Wait for it to finish, then run {command} again{report}."
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def dvc_lock_holders(root: Path) -> list[int]:
+    """The live processes holding this checkout's DVC locks (.dvc/tmp/lock, .dvc/tmp/rwlock)."""
+    tmp = root / ".dvc" / "tmp"
+    holders: set[int] = set()
+    lock_path = tmp / "lock"
+    if lock_path.exists():
+        with lock_path.open("a+") as lock:  # DVC's zc.lockfile: flock, and the holder's pid
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            except BlockingIOError:
+                lock.seek(0)
+                holders.update(int(word) for word in lock.read().split() if word.isdigit())
+    try:
+        rwlock = json.loads((tmp / "rwlock").read_text())
+    except (OSError, ValueError):
+        rwlock = {}
+    infos = [*rwlock.get("write", {}).values()]
+    infos += [info for readers in rwlock.get("read", {}).values() for info in readers]
+    holders.update(info["pid"] for info in infos if isinstance(info.get("pid"), int))
+    return sorted(pid for pid in holders if pid != os.getpid() and pid_alive(pid))
+
+
+def require_dvc_unlocked(root: Path) -> None:
+    """Refuse to start while another process (an orphan of a killed run) holds DVC's lock.
+
+    Raises:
+        MlrigError: one line naming the processes and how to stop them.
+    """
+    import psutil
+
+    holders = dvc_lock_holders(root)
+    if not holders:
+        return
+    described = []
+    for pid in holders:
+        try:
+            command = " ".join(" ".join(psutil.Process(pid).cmdline()).split())  # one line
+        except psutil.Error:
+            command = "?"
+        described.append(f"pid {pid} ({command[:80]})")
+    raise MlrigError(
+        f"DVC's lock in {root} is held by {', '.join(described)}, left by an earlier run or "
+        f"another dvc command; nothing was changed: wait for it to end or stop it "
+        f"(kill {' '.join(map(str, holders))}), then run again.",
+        exit_code=EXIT_FAILED,
+    )
+
+
+def stopped_message(stop: StopRequested) -> str:
+    """The one message of a run stopped by a signal: what finished, and how to resume."""
+    finished = ", ".join(stop.finished) or "none"
+    stopped = f" Stopped: {', '.join(stop.stopped)}." if stop.stopped else ""
+    return (
+        f"Stopped by {signal.Signals(stop.signum).name}. Finished: {finished}.{stopped} The next "
+        "`mlrig run` resumes from there: DVC keeps what finished and runs the rest."
     )
 
 
@@ -221,7 +303,7 @@ def run_dvc(
     started_at: list[float] = []
     with (
         log_path.open("w") as log,
-        subprocess.Popen(
+        stopping.start(
             [sys.executable, "-m", "dvc", *arguments],
             cwd=root,
             env=environment,
@@ -237,6 +319,7 @@ def run_dvc(
                 started.append(match.group(1))
                 started_at.append(time.monotonic())
                 on_stage(match.group(1))
+    stopping.GROUPS.forget(process.pid)
     if process.returncode != 0:
         tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
         where = f"stage {started[-1]!r}" if started else f"dvc {arguments[0]}"
@@ -316,13 +399,16 @@ def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -
 
     experiment_id = setup_mlflow(settings)
     client = MlflowClient(settings.tracking_uri)
+    close_abandoned_runs(client, experiment_id)
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline {pipeline_run_id}",
         tags={
             TAG_PIPELINE_RUN: pipeline_run_id,
             TAG_GIT_COMMIT: git_commit(settings.root),
-            TAG_STEP: "pipeline",
+            TAG_STEP: PIPELINE_STEP,
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: str(os.getpid()),
         },
     )
     flat: dict[str, Any] = {
@@ -336,8 +422,29 @@ def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -
     return run.info.run_id
 
 
-def finish_parent_run(settings: Settings, run_id: str, succeeded: bool) -> None:
-    """Close the pipeline's parent run as FINISHED or FAILED.
+def close_abandoned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the parent runs left RUNNING by an `mlrig run` of this host that is gone.
+
+    Returns:
+        Their run ids.
+    """
+    query = (
+        f"tags.`{TAG_STEP}` = '{PIPELINE_STEP}' and attributes.status = 'RUNNING' "
+        f"and tags.`{TAG_HOST}` = '{socket.gethostname()}'"
+    )
+    abandoned = [
+        run.info.run_id
+        for run in client.search_runs([experiment_id], query, max_results=1000)
+        if not run.data.tags.get(TAG_PID, "").isdigit()
+        or not pid_alive(int(run.data.tags[TAG_PID]))
+    ]
+    for run_id in abandoned:
+        client.set_terminated(run_id, "KILLED")
+    return abandoned
+
+
+def finish_parent_run(settings: Settings, run_id: str, status: str) -> None:
+    """Close the pipeline's parent run: FINISHED, FAILED, or KILLED (stopped by a signal).
 
     Raises:
         MlrigError: the server did not take it after the stages succeeded (after a failure,
@@ -347,11 +454,9 @@ def finish_parent_run(settings: Settings, run_id: str, succeeded: bool) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        MlflowClient(settings.tracking_uri).set_terminated(
-            run_id, "FINISHED" if succeeded else "FAILED"
-        )
+        MlflowClient(settings.tracking_uri).set_terminated(run_id, status)
     except MlflowException as error:
-        if succeeded:
+        if status == "FINISHED":
             raise MlrigError(
                 f"Every stage ran, but MLflow at {settings.tracking_uri} did not take the end "
                 f"of pipeline run {run_id}: {str(error).splitlines()[0]}. The outputs and the "
@@ -386,10 +491,31 @@ def run_pipeline(
     Returns:
         What ran, what was recorded, and where the results are.
     """
+    require_checkout(settings.root)
+    require_code_deps(settings.root)
+    try:
+        with stopping.stop_on_signals(), exclusive_run(settings):
+            require_dvc_unlocked(settings.root)
+            return run_unlocked(
+                settings, overrides, force, push, executor, jobs, on_stage, on_phase
+            )
+    except StopRequested as stop:
+        raise Stopped(stopped_message(stop), exit_code=stop.exit_code) from None
+
+
+def run_unlocked(
+    settings: Settings,
+    overrides: list[str],
+    force: bool,
+    push: bool,
+    executor: str,
+    jobs: int,
+    on_stage: Callable[[str], None],
+    on_phase: Callable[[str], None],
+) -> RunSummary:
+    """`run_pipeline` once the checkout is this run's (see there)."""
     root = settings.root
-    require_checkout(root)
-    require_code_deps(root)
-    with exclusive_run(settings), ExitStack() as servers:
+    with ExitStack() as servers:
         on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
         on_phase("checking the outputs against dvc.lock")
@@ -426,7 +552,7 @@ def run_pipeline(
             pipeline_run_id = run_id
             parent_run_id = start_parent_run(settings, pipeline_run_id, params)
             environment = stage_environment(settings, parent_run_id, pipeline_run_id)
-            succeeded = False
+            status = "FAILED"
             try:
                 if plan is not None:
                     stage_seconds = run_in_containers(
@@ -457,9 +583,12 @@ def run_pipeline(
                         forced=forced,
                     )
                     stage_seconds = schedule(graph, local_run, jobs, on_stage)
-                succeeded = True
+                status = "FINISHED"
+            except StopRequested:
+                status = "KILLED"
+                raise
             finally:
-                finish_parent_run(settings, parent_run_id, succeeded)
+                finish_parent_run(settings, parent_run_id, status)
         if push:
             on_phase("pushing to the DVC remote")
             push_log = settings.state_dir / "logs" / "push.log"

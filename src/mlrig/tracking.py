@@ -30,6 +30,10 @@ TAG_STEP = "mlrig.step"
 TAG_EXPERIMENT = "mlrig.experiment"
 TAG_DATA_MD5 = "mlrig.data.md5"
 TAG_IMAGE = "mlrig.image"
+#: the host and pid of the `mlrig run` a pipeline run belongs to: one left RUNNING by a dead pid
+#: is closed by the next run
+TAG_HOST = "mlrig.host"
+TAG_PID = "mlrig.pid"
 # MLflow's client retries a server that never answers for about 20 minutes (7 retries, 120 s
 # timeout, backoff factor 2); these bound it to about 3 minutes per request, retries included
 MLFLOW_HTTP_BOUNDS = {

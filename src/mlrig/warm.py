@@ -29,6 +29,8 @@ import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from mlrig import stopping
+
 SOCKET_VARIABLE = "MLRIG_WARM_SOCKET"
 MAX_REQUEST_BYTES = 1 << 20
 CLEARML_PREFIXES = ("CLEARML_", "TRAINS_")
@@ -222,23 +224,18 @@ def warm_server(root: Path, environment: dict[str, str], log_path: Path) -> Iter
     socket_path = folder / "steps.sock"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        server = subprocess.Popen(
+        # its own process group, with the step children it forks: stopped as one
+        server = stopping.start(
             [sys.executable, "-m", "mlrig.warm", str(socket_path)],
             cwd=root,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
     try:
         yield str(socket_path)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stopping.GROUPS.end(server, grace=10)
         shutil.rmtree(folder, ignore_errors=True)
 
 

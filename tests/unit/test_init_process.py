@@ -1,0 +1,28 @@
+"""Step images and the pipeline CronJob start under an init, so SIGTERM works as PID 1."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from conftest import REPO_ROOT
+from mlrig.images import step_names
+
+TINI = ["/usr/bin/tini", "-g", "--"]
+
+
+def test_step_images_start_under_tini_from_the_base() -> None:
+    base = (REPO_ROOT / "images/base/Dockerfile").read_text()
+    assert re.search(r"apt-get install .*\btini\b", base), "the base's build stage installs tini"
+    assert "COPY --from=build /usr/bin/tini-static /usr/bin/tini" in base
+    for step in step_names(REPO_ROOT):
+        dockerfile = (REPO_ROOT / "images" / step / "Dockerfile").read_text()
+        (entrypoint,) = re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)
+        assert yaml.safe_load(entrypoint)[:3] == TINI, f"images/{step}: {entrypoint}"
+
+
+def test_the_pipeline_cronjob_runs_mlrig_under_tini() -> None:
+    cronjob = yaml.safe_load((REPO_ROOT / "k8s/base/pipeline-cronjob.yaml").read_text())
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [*TINI, "mlrig", "run"]
