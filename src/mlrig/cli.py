@@ -806,7 +806,7 @@ def stack_up_command() -> None:
     with console.status("starting the stack") as status:
         state = stack_up(load_settings(), on_step=lambda step: status.update(f"starting {step}"))
     typer.echo(
-        f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} ({state.s3_kind}), "
+        f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} (SeaweedFS), "
         f"PostgreSQL 127.0.0.1:{state.postgres_port}"
     )
     typer.echo('Point a shell at it: eval "$(mlrig stack env)"; run on it: mlrig run --stack local')
