@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -237,6 +238,87 @@ def start_stack() -> Iterator[Stack]:
         started.mlrig("stack", "down")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3 endpoint on loopback (SeaweedFS, as the local stack runs it) and its admin keys."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        """What boto3 and DVC read to reach it."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+
+    def create_bucket(self, bucket: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        if bucket not in {item["Name"] for item in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS for the session (`weed mini` on free loopback ports, data in a temp
+    folder), with one administrator identity: a wrong key or secret is refused."""
+    from mlrig.errors import MlrigError
+    from mlrig.stack.processes import start_detached, stop_process, wait_until
+    from mlrig.stack.seaweedfs import SeaweedPorts, identities_config, identity, mini_command
+
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)
+    config = folder / "identities.json"
+    config.write_text(identities_config([identity("test", access_key, secret_key, None)]))
+    ports = SeaweedPorts.pick()
+    try:
+        command = mini_command(folder / "data", ports, config, [])
+    except MlrigError as error:
+        pytest.skip(f"no SeaweedFS: {error}")
+    (folder / "data").mkdir()
+    server = S3Server(f"http://127.0.0.1:{ports.s3}", access_key, secret_key)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    pid_file, log_file = folder / "weed.pid", folder / "weed.log"
+    pid = start_detached(command, env=env, log_file=log_file, pid_file=pid_file, cwd=folder)
+    try:
+        wait_until(lambda: s3_answers(server), 60, "SeaweedFS", log_file, pid)
+        yield server
+    finally:
+        stop_process(pid_file)
+
+
+def s3_answers(server: S3Server) -> bool:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+    )
+    try:
+        client.list_buckets()
+    except (BotoCoreError, ClientError):
+        return False
+    return True
 
 
 def glue_pod(

@@ -873,7 +873,7 @@ def stack_up_command() -> None:
         state = stack_up(load_settings(), on_step=lambda step: status.update(f"starting {step}"))
     typer.echo(
         redact(
-            f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} ({state.s3_kind}), "
+            f"Stack up: MLflow {state.mlflow_uri}, S3 {state.s3_endpoint} (SeaweedFS), "
             f"PostgreSQL 127.0.0.1:{state.postgres_port}"
         )
     )

@@ -26,11 +26,12 @@ IMAGES_DIR = "images"
 BASE = "base"
 #: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
 #: the locked dependency group named here (None: no Python packages); `make server-images`
-#: builds them. s3-moto and postgresql-debian stand in for MinIO and the official PostgreSQL
-#: image where no registry can be reached (`podman kube play` of the chart on one machine).
+#: builds them. s3-seaweedfs and postgresql-debian stand in for MinIO and the official
+#: PostgreSQL image where no registry can be reached (`podman kube play` of the chart on one
+#: machine).
 SERVER_IMAGES: dict[str, str | None] = {
     "mlflow-server": "server-mlflow",
-    "s3-moto": "server-s3-moto",
+    "s3-seaweedfs": "server-s3-seaweedfs",
     "postgresql-debian": None,
 }
 #: the image `make base-image` makes where no registry can be reached

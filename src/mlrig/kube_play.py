@@ -282,8 +282,6 @@ def client_environment(
         "AWS_SECRET_ACCESS_KEY": secrets[f"{RELEASE}-s3"]["secret-key"],
         "AWS_DEFAULT_REGION": store["region"],
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{store['minio']['port']}",
-        # moto answers presigned GETs with 500: download artifacts through the MLflow server
-        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
     }
 
 

@@ -101,16 +101,18 @@ def server_client(stack: Stack) -> MlflowClient:
     return MlflowClient(env["MLFLOW_TRACKING_URI"])
 
 
-def s3_objects(stack: Stack, bucket: str) -> list[str]:
+def s3_objects(stack: Stack, bucket: str, as_mlflow_server: bool = False) -> list[str]:
+    """The keys in `bucket`, listed with the clients' S3 keys or the MLflow server's."""
     import boto3
 
-    env = stack.client_env()
+    env, secrets = stack.client_env(), stack.secrets()
+    keys = ("s3_mlflow_access_key", "s3_mlflow_secret_key") if as_mlflow_server else None
     client = boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
         region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_access_key_id=secrets[keys[0]] if keys else env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secrets[keys[1]] if keys else env["AWS_SECRET_ACCESS_KEY"],
     )
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
@@ -143,20 +145,25 @@ def test_pipeline_logs_to_the_server_and_pushes_to_s3(stack: Stack, stack_run: d
     version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
     run = client.get_run(version.run_id)
     assert "f1" in run.data.metrics and run.data.params["family"]
-    artifacts = s3_objects(stack, "mlrig-mlflow")
+    from botocore.exceptions import ClientError
+
+    artifacts = s3_objects(stack, "mlrig-mlflow", as_mlflow_server=True)
     assert any(key.endswith("roc.png") for key in artifacts)
     assert any("MLmodel" in key for key in artifacts)
     assert s3_objects(stack, "mlrig-dvc")
+    # least privilege: the clients' keys reach the DVC bucket only, the server's its own
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3_objects(stack, "mlrig-mlflow")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3_objects(stack, "mlrig-dvc", as_mlflow_server=True)
     cloud = stack.dvc("status", "--cloud", "--remote", "stack", **env)
     assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
 
 
-def test_a_fresh_clone_pulls_from_s3_and_has_nothing_to_reproduce(
-    stack: Stack, stack_run: dict, tmp_path: Path
-) -> None:
-    clone = tmp_path / "fresh"
-    # what a teammate gets: the committed files with this run's dvc.lock, then dvc pull
-    subprocess.run(["git", "add", "dvc.lock"], cwd=stack.root, check=True)
+def pull_into_a_fresh_clone(stack: Stack, clone: Path) -> subprocess.CompletedProcess[str]:
+    """What a teammate gets: the committed files with this run's dvc.lock, then dvc pull;
+    returns `dvc status` in the clone."""
+    subprocess.run(["git", "add", "dvc.lock", "params.yaml"], cwd=stack.root, check=True)
     subprocess.run(["git", "commit", "--allow-empty", "-qm", "run"], cwd=stack.root, check=True)
     subprocess.run(["git", "clone", "-q", str(stack.root), str(clone)], check=True)
     env = stack.env | stack.client_env()
@@ -175,9 +182,15 @@ def test_a_fresh_clone_pulls_from_s3_and_has_nothing_to_reproduce(
 
     pulled = dvc("pull", "--remote", "stack")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    status = dvc("status")
+    return dvc("status")
+
+
+def test_a_fresh_clone_pulls_from_s3_and_has_nothing_to_reproduce(
+    stack: Stack, stack_run: dict, tmp_path: Path
+) -> None:
+    status = pull_into_a_fresh_clone(stack, tmp_path / "fresh")
     assert "up to date" in status.stdout, status.stdout
-    assert (clone / "outputs/register/champion.json").is_file()
+    assert (tmp_path / "fresh/outputs/register/champion.json").is_file()
 
 
 def test_wrong_settings_are_named(stack: Stack, stack_run: dict) -> None:
@@ -321,8 +334,39 @@ def test_s3_down_during_push_fails_clearly_then_recovers(stack: Stack, stack_run
     assert "endpoint unreachable" in refused.stderr and "mlrig stack up" in refused.stderr
     restarted = stack.mlrig("stack", "up")
     assert restarted.returncode == 0, restarted.stderr
-    env = stack.env | stack.client_env()  # moto issues new keys when it restarts
+    assert stack.env | stack.client_env() == env  # the same keys after a restart
     pushed = stack.dvc("push", "--remote", "stack", "--run-cache", **env)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     cloud = stack.dvc("status", "--cloud", "--remote", "stack", **env)
     assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
+
+
+def test_a_restarted_stack_keeps_every_artifact_and_the_dvc_data(
+    stack: Stack, stack_run: dict, tmp_path: Path
+) -> None:
+    """`stack down` then `stack up`: S3 kept what the runs stored (SeaweedFS on disk)."""
+    import mlflow.pyfunc
+    import yaml
+
+    down = stack.mlrig("stack", "down")
+    assert down.returncode == 0 and "s3" in down.stdout + down.stderr, down.stdout + down.stderr
+    up = stack.mlrig("stack", "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+
+    server_client(stack)  # the server's credentials in this process's environment
+    os.environ["MLFLOW_TRACKING_URI"] = stack.client_env()["MLFLOW_TRACKING_URI"]
+    try:
+        model = mlflow.pyfunc.load_model("models:/mlrig-breast_cancer@champion")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert model.metadata.run_id
+
+    status = pull_into_a_fresh_clone(stack, tmp_path / "fresh")
+    assert "up to date" in status.stdout, status.stdout
+    lock = yaml.safe_load((tmp_path / "fresh/dvc.lock").read_text())
+    outputs = [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])]
+    assert outputs and all((tmp_path / "fresh" / path).exists() for path in outputs)
+
+    forced = stack.mlrig("run", "--stack", "local", "--force", "--json")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "register" in json.loads(forced.stdout)["stages_run"]

@@ -1,5 +1,5 @@
 """What a ClearML pipeline's pods share on the DVC remote (mlrig.step_store), on a real S3
-endpoint: moto's server on loopback, as the local stack runs it."""
+endpoint: SeaweedFS on loopback, as the local stack runs it (the session's `s3_server`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from conftest import S3Server
 from mlrig.errors import ConfigError, MlrigError
 from mlrig.stage import INPUT_KEY_VARIABLE, STAGE_VARIABLE, StepTask, step_of_pod
 from mlrig.step_store import StepStore, workspace_archive
@@ -21,21 +20,14 @@ BUCKET = "mlrig-dvc"
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+def s3_endpoint(s3_server: S3Server) -> Iterator[str]:
+    """The server's endpoint, its keys in the environment as a pod has them."""
+    s3_server.create_bucket(BUCKET)
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "test-key",
-            "AWS_SECRET_ACCESS_KEY": "test-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            patch.setenv(name, value)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        yield endpoint
-    server.stop()
+        for name, value in s3_server.env().items():
+            if name != "AWS_ENDPOINT_URL":  # the store is given its endpoint
+                patch.setenv(name, value)
+        yield s3_server.endpoint
 
 
 @pytest.fixture
@@ -154,3 +146,22 @@ def test_an_unreachable_endpoint_is_named_not_a_traceback(s3_endpoint: str) -> N
     store = StepStore.of_remote(f"s3://{BUCKET}/dvc", "http://127.0.0.1:9")  # discard port
     with pytest.raises(MlrigError, match=r"127\.0\.0\.1:9.*AWS_ENDPOINT_URL"):
         store.has_record("key-4")
+
+
+@pytest.mark.parametrize("variable", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+def test_wrong_keys_are_refused_and_named(
+    s3_endpoint: str, variable: str, request: pytest.FixtureRequest
+) -> None:
+    import boto3
+
+    with pytest.MonkeyPatch.context() as patch:
+        # boto3's default session keeps the keys it read first: a new one, as in a new pod
+        patch.setattr(boto3, "DEFAULT_SESSION", None)
+        patch.setenv(variable, "wrong" + os.environ[variable][5:])
+        store = StepStore.of_remote(f"s3://{BUCKET}/{request.node.name}/dvc", s3_endpoint)
+        with pytest.raises(MlrigError, match=r"(SignatureDoesNotMatch|InvalidAccessKeyId).*"
+                           r"AWS_SECRET_ACCESS_KEY"):  # fmt: skip
+            store.put_record("key-5", "ingest", {"cmd": "true"})
+    assert not StepStore.of_remote(
+        f"s3://{BUCKET}/{request.node.name}/dvc", s3_endpoint
+    ).has_record("key-5")

@@ -6,13 +6,13 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlrig.settings import Settings
+from mlrig.stack.seaweedfs import SeaweedPorts
 
-S3Kind = Literal["minio", "moto"]
 DVC_BUCKET = "mlrig-dvc"
 MLFLOW_BUCKET = "mlrig-mlflow"
 DVC_REMOTE_NAME = "stack"
@@ -29,6 +29,7 @@ class StackPaths:
         self.postgres_data = self.root / "postgres" / "data"
         self.postgres_sockets = self.root / "postgres" / "sockets"
         self.s3_data = self.root / "s3"
+        self.s3_identities = self.root / "s3-identities.json"
         self.mlflow_dir = self.root / "mlflow"
         self.auth_config = self.mlflow_dir / "basic_auth.ini"
         self.logs = self.root / "logs"
@@ -44,12 +45,16 @@ class StackPaths:
 
 
 class StackState(BaseModel):
-    """The stack's ports and S3 implementation, chosen on first start and kept."""
+    """The stack's ports, chosen on first start and kept."""
 
-    s3_kind: S3Kind
+    # a stack.json of the moto days names its `s3_kind`: ignored, its ports are kept
+    model_config = ConfigDict(extra="ignore")
+
     postgres_port: int
     s3_port: int
     mlflow_port: int
+    # SeaweedFS's inner servers; picked for a stack.json written before SeaweedFS
+    seaweedfs: SeaweedPorts | None = None
 
     @property
     def s3_endpoint(self) -> str:
@@ -60,14 +65,26 @@ class StackState(BaseModel):
         return f"http://127.0.0.1:{self.mlflow_port}"
 
 
+def s3_access_key() -> str:
+    return "mlrig" + secrets.token_hex(8)
+
+
+def s3_secret_key() -> str:
+    return secrets.token_urlsafe(30)
+
+
 class StackSecrets(BaseModel):
-    """Generated credentials; S3 keys may be replaced by the ones the endpoint issues."""
+    """Generated credentials, kept across restarts."""
 
     postgres_superuser_password: str
     mlflow_db_password: str
     mlflow_admin_password: str
+    # the clients' S3 identity (the pipeline, DVC): the DVC bucket only
     s3_access_key: str
     s3_secret_key: str
+    # the MLflow server's S3 identity: its artifact bucket only
+    s3_mlflow_access_key: str = Field(default_factory=s3_access_key)
+    s3_mlflow_secret_key: str = Field(default_factory=s3_secret_key)
     # signs the MLflow server's CSRF tokens; one per stack, kept across restarts
     mlflow_flask_secret_key: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
 
@@ -77,8 +94,8 @@ class StackSecrets(BaseModel):
             postgres_superuser_password=secrets.token_urlsafe(24),
             mlflow_db_password=secrets.token_urlsafe(24),
             mlflow_admin_password=secrets.token_urlsafe(24),
-            s3_access_key="mlrig" + secrets.token_hex(8),
-            s3_secret_key=secrets.token_urlsafe(30),
+            s3_access_key=s3_access_key(),
+            s3_secret_key=s3_secret_key(),
         )
 
 
@@ -117,9 +134,6 @@ def client_environment(state: StackState, stack_secrets: StackSecrets) -> dict[s
         # bounded retries with backoff: an S3 outage fails a push in seconds, not minutes
         "AWS_MAX_ATTEMPTS": "3",
         "AWS_RETRY_MODE": "standard",
-        # moto with IAM checks answers presigned GETs with 500; MLflow's server offers them
-        # for downloads, so a client would retry for many minutes: download through the server
-        **({"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"} if state.s3_kind == "moto" else {}),
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,7 +22,8 @@ from mlrig.stack.config import (
     save_secrets,
     write_client_env,
 )
-from mlrig.stack.processes import StackError, free_port, running_pid, stop_process
+from mlrig.stack.processes import StackError, free_ports, running_pid, stop_process
+from mlrig.stack.seaweedfs import SeaweedPorts
 from mlrig.stack.services import (
     ensure_mlflow_database,
     init_postgres,
@@ -48,14 +48,13 @@ class ServiceStatus(BaseModel):
 
 
 def load_or_create_state(paths: StackPaths) -> StackState:
+    """The ports of the stack's first start, completed with SeaweedFS's where they are missing."""
     state = load_model(paths.state_file, StackState)
     if state is None:
-        state = StackState(
-            s3_kind="minio" if shutil.which("minio") else "moto",
-            postgres_port=free_port(),
-            s3_port=free_port(),
-            mlflow_port=free_port(),
-        )
+        postgres_port, s3_port, mlflow_port = free_ports(3)
+        state = StackState(postgres_port=postgres_port, s3_port=s3_port, mlflow_port=mlflow_port)
+    if state.seaweedfs is None:
+        state = state.model_copy(update={"seaweedfs": SeaweedPorts.pick(s3=state.s3_port)})
         paths.root.mkdir(parents=True, exist_ok=True)
         paths.state_file.write_text(state.model_dump_json(indent=2) + "\n")
     return state
@@ -89,9 +88,8 @@ def stack_up(settings: Settings, on_step: Callable[[str], None] = lambda step: N
     init_postgres(paths, stack_secrets)
     start_postgres(paths, state)
     ensure_mlflow_database(state, stack_secrets)
-    on_step(f"S3 ({state.s3_kind})")
-    stack_secrets = start_s3(paths, state, stack_secrets)
-    save_secrets(paths, stack_secrets)
+    on_step("S3 (SeaweedFS)")
+    start_s3(paths, state, stack_secrets)
     on_step("MLflow server")
     start_mlflow(paths, state, stack_secrets)
     write_client_env(paths, client_environment(state, stack_secrets))
@@ -124,7 +122,7 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
             healthy=postgres_healthy(state, stack_secrets),
         ),
         ServiceStatus(
-            name=f"s3 ({state.s3_kind})",
+            name="s3 (seaweedfs)",
             url=state.s3_endpoint,
             pid=running_pid(paths.pid_file("s3")),
             healthy=s3_healthy(state, stack_secrets),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,9 +26,40 @@ class StackError(MlrigError):
 
 def free_port() -> int:
     """A TCP port nothing listens on now, on 127.0.0.1."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports nothing listens on now, on 127.0.0.1."""
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))  # held until all are chosen: no port comes twice
+            ports.append(int(probe.getsockname()[1]))
+        return ports
+
+
+def port_free(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_with_offset(offset: int) -> int:
+    """A free port `port` whose `port + offset` is free too (a server that derives a second one).
+
+    Raises:
+        StackError: none was found (nearly every port in use).
+    """
+    for _ in range(200):
+        port = random.randrange(10000, 65535 - offset)
+        if port_free(port) and port_free(port + offset):
+            return port
+    raise StackError(f"No two free TCP ports {offset} apart were found on 127.0.0.1.")
 
 
 def port_open(port: int, timeout: float = 0.5) -> bool:
@@ -72,10 +105,15 @@ def stop_process(pid_file: Path, timeout: float = 20.0) -> bool:
     if pid is None:
         return False
     try:
+        process = psutil.Process(pid)
         os.killpg(pid, signal.SIGTERM)
-        psutil.Process(pid).wait(timeout=timeout)
+        process.wait(timeout=timeout)
     except psutil.TimeoutExpired:
+        # what ignores SIGTERM that long is killed, and waited for: its ports and files are free
+        # when this returns
         os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+            process.wait(timeout=10)
     except (ProcessLookupError, psutil.NoSuchProcess):
         pass
     return True

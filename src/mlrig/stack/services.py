@@ -1,4 +1,4 @@
-"""The three services of the local stack: PostgreSQL, an S3 endpoint, the MLflow server."""
+"""The three services of the local stack: PostgreSQL, S3 (SeaweedFS), the MLflow server."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mlrig.stack.config import (
     write_private,
 )
 from mlrig.stack.processes import StackError, port_open, running_pid, start_detached, wait_until
+from mlrig.stack.seaweedfs import identities_config, identity, mini_command
 
 POSTGRES_USER = "postgres"  # the unprivileged account that runs the server when we are root
 START_TIMEOUT = 90.0
@@ -214,79 +215,44 @@ def postgres_healthy(state: StackState, stack_secrets: StackSecrets) -> bool:
 # --- S3 -----------------------------------------------------------------------------------------
 
 
-def s3_command(paths: StackPaths, state: StackState) -> list[str]:
-    if state.s3_kind == "minio":
-        return [
-            shutil.which("minio") or "minio",
-            "server",
-            str(paths.s3_data),
-            "--address",
-            f"127.0.0.1:{state.s3_port}",
-            "--quiet",
-        ]
-    moto = Path(sys.executable).parent / "moto_server"
-    return [str(moto), "-H", "127.0.0.1", "-p", str(state.s3_port)]
+def s3_identities(stack_secrets: StackSecrets) -> list[dict]:
+    """Least privilege: the clients reach the DVC bucket, the MLflow server its artifacts."""
+    return [
+        identity("mlrig", stack_secrets.s3_access_key, stack_secrets.s3_secret_key, [DVC_BUCKET]),
+        identity(
+            "mlflow-server",
+            stack_secrets.s3_mlflow_access_key,
+            stack_secrets.s3_mlflow_secret_key,
+            [MLFLOW_BUCKET],
+        ),
+    ]
 
 
-def start_s3(paths: StackPaths, state: StackState, stack_secrets: StackSecrets) -> StackSecrets:
-    """Start the S3 endpoint and its buckets; returns the secrets with the S3 keys in use.
+def start_s3(paths: StackPaths, state: StackState, stack_secrets: StackSecrets) -> None:
+    """Start SeaweedFS (data in .mlrig/stack/s3) with both buckets and both identities.
 
-    MinIO takes the generated keys as its root user. moto issues keys of its own: it starts with
-    IAM checks off for the three calls that create a user, its key and policy, then enforces
-    them, so a wrong key is refused as on real S3.
+    The identities are written on every start, so the file always matches secrets.json.
     """
-    if running_pid(paths.pid_file("s3")) and port_open(state.s3_port):
-        return stack_secrets
-    env = dict(os.environ)
-    if state.s3_kind == "minio":
-        paths.s3_data.mkdir(parents=True, exist_ok=True)
-        env |= {
-            "MINIO_ROOT_USER": stack_secrets.s3_access_key,
-            "MINIO_ROOT_PASSWORD": stack_secrets.s3_secret_key,
-        }
-    else:
-        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+    if running_pid(paths.pid_file("s3")) and s3_healthy(state, stack_secrets):
+        return
+    assert state.seaweedfs is not None  # load_or_create_state fills it
+    paths.s3_data.mkdir(parents=True, exist_ok=True)
+    write_private(paths.s3_identities, identities_config(s3_identities(stack_secrets)))
+    command = mini_command(
+        paths.s3_data, state.seaweedfs, paths.s3_identities, [DVC_BUCKET, MLFLOW_BUCKET]
+    )
+    # weed reads AWS_* as an admin identity of its own: none from the user's shell
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     log_file = paths.log_file("s3")
     pid = start_detached(
-        s3_command(paths, state),
-        env=env,
-        log_file=log_file,
-        pid_file=paths.pid_file("s3"),
-        cwd=paths.root,
+        command, env=env, log_file=log_file, pid_file=paths.pid_file("s3"), cwd=paths.root
     )
     wait_until(
-        lambda: port_open(state.s3_port), START_TIMEOUT, f"S3 ({state.s3_kind})", log_file, pid
-    )
-    if state.s3_kind == "moto":
-        stack_secrets = issue_moto_keys(state, stack_secrets)
-    create_buckets(state, stack_secrets)
-    return stack_secrets
-
-
-def issue_moto_keys(state: StackState, stack_secrets: StackSecrets) -> StackSecrets:
-    import boto3
-
-    iam = boto3.client(
-        "iam",
-        endpoint_url=state.s3_endpoint,
-        region_name=REGION,
-        aws_access_key_id="bootstrap",
-        aws_secret_access_key="bootstrap",
-    )
-    iam.create_user(UserName="mlrig")
-    key = iam.create_access_key(UserName="mlrig")["AccessKey"]
-    iam.put_user_policy(
-        UserName="mlrig",
-        PolicyName="mlrig-s3",
-        PolicyDocument='{"Version": "2012-10-17", "Statement": '
-        '[{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}',
-    )
-    return stack_secrets.model_copy(
-        update={"s3_access_key": key["AccessKeyId"], "s3_secret_key": key["SecretAccessKey"]}
+        lambda: s3_healthy(state, stack_secrets), START_TIMEOUT, "S3 (SeaweedFS)", log_file, pid
     )
 
 
-def s3_client(state: StackState, stack_secrets: StackSecrets):
+def s3_client(state: StackState, access_key: str, secret_key: str):
     import boto3
     from botocore.config import Config
 
@@ -294,27 +260,23 @@ def s3_client(state: StackState, stack_secrets: StackSecrets):
         "s3",
         endpoint_url=state.s3_endpoint,
         region_name=REGION,
-        aws_access_key_id=stack_secrets.s3_access_key,
-        aws_secret_access_key=stack_secrets.s3_secret_key,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}),
     )
 
 
-def create_buckets(state: StackState, stack_secrets: StackSecrets) -> None:
-    client = s3_client(state, stack_secrets)
-    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
-    for bucket in (DVC_BUCKET, MLFLOW_BUCKET):
-        if bucket not in existing:
-            client.create_bucket(Bucket=bucket)
-
-
 def s3_healthy(state: StackState, stack_secrets: StackSecrets) -> bool:
+    """Each identity reaches its bucket."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    reaches = {
+        DVC_BUCKET: (stack_secrets.s3_access_key, stack_secrets.s3_secret_key),
+        MLFLOW_BUCKET: (stack_secrets.s3_mlflow_access_key, stack_secrets.s3_mlflow_secret_key),
+    }
     try:
-        client = s3_client(state, stack_secrets)
-        for bucket in (DVC_BUCKET, MLFLOW_BUCKET):
-            client.head_bucket(Bucket=bucket)
+        for bucket, keys in reaches.items():
+            s3_client(state, *keys).head_bucket(Bucket=bucket)
     except (BotoCoreError, ClientError):
         return False
     return True
@@ -341,8 +303,8 @@ def mlflow_server_environment(
     """The server's environment: secrets go here, never on its command line (visible in ps)."""
     return dict(os.environ) | {
         "PGPASSWORD": stack_secrets.mlflow_db_password,
-        "AWS_ACCESS_KEY_ID": stack_secrets.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": stack_secrets.s3_secret_key,
+        "AWS_ACCESS_KEY_ID": stack_secrets.s3_mlflow_access_key,
+        "AWS_SECRET_ACCESS_KEY": stack_secrets.s3_mlflow_secret_key,
         "AWS_DEFAULT_REGION": REGION,
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
         "MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
