@@ -78,7 +78,7 @@ def run_mlrig(*arguments: str, cwd: Path, **environment: str) -> subprocess.Comp
         env=clean_environment(cwd) | environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a safety net: a loaded 2-core CI machine is slow
     )
 
 

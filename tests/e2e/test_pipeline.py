@@ -127,7 +127,11 @@ def test_the_printed_mlflow_ui_command_opens_the_ui_without_uv(project: Project,
                 time.sleep(1)
     finally:
         os.killpg(shell.pid, signal.SIGTERM)
-        shell.wait(timeout=30)
+        try:
+            shell.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait(timeout=30)
 
 
 def test_runs_carry_params_metrics_models_and_lineage(project: Project, first_run) -> None:

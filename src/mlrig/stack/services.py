@@ -23,7 +23,7 @@ from mlrig.stack.processes import StackError, port_open, running_pid, start_deta
 from mlrig.stack.seaweedfs import identities_config, identity, mini_command
 
 POSTGRES_USER = "postgres"  # the unprivileged account that runs the server when we are root
-START_TIMEOUT = 90.0
+START_TIMEOUT = 180.0  # a loaded 2-core machine starts the MLflow server slowly
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
