@@ -1,14 +1,14 @@
 """`python -m bench [NAME...]` (make bench): the benchmarks, each against its baseline.
 
-NAME is stages, mlflow_logging, dvc_s3 or containers; without one, every benchmark runs. All
-but `stages` run against the local stack (make stack-up).
+NAME is stages, stop, mlflow_logging, dvc_s3 or containers; without one, every benchmark runs.
+All but `stages` and `stop` run against the local stack (make stack-up).
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import bench_containers, bench_dvc_s3, bench_mlflow_logging, bench_stages
+from bench import bench_containers, bench_dvc_s3, bench_mlflow_logging, bench_stages, bench_stop
 from bench.common import stack_environment
 from mlrig.errors import MlrigError, report_error
 
@@ -19,6 +19,7 @@ def main() -> int:
         "mlflow_logging": bench_mlflow_logging,
         "dvc_s3": bench_dvc_s3,
         "containers": bench_containers,
+        "stop": bench_stop,
     }
     chosen = sys.argv[1:] or list(benchmarks)
     unknown = sorted(set(chosen) - set(benchmarks))
@@ -26,7 +27,7 @@ def main() -> int:
         print(f"Unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(benchmarks)}")
         return 2
     environment: dict[str, str] = {}
-    if set(chosen) - {"stages"}:  # the others measure the stack's servers
+    if set(chosen) - {"stages", "stop"}:  # the others measure the stack's servers
         try:
             environment = stack_environment()
         except MlrigError as error:
