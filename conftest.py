@@ -146,8 +146,9 @@ def tier_of(nodeid: str) -> str:
 
 
 #: the slowest tiers first, so that test workers (`make test` runs several) take them first and
-#: end together; `containers` first of all, as it builds the step images the others wait for
-TIER_ORDER = ("containers", "e2e", "integration", "chart", "ci")
+#: end together: `containers` builds the step images the others wait for, and meanwhile `ci`
+#: compiles gitlab-ci-local's native module (npm builds re2 from source here, minutes)
+TIER_ORDER = ("containers", "ci", "e2e", "integration", "chart")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
