@@ -54,8 +54,14 @@ def run_logged(command: list[str], log_path: Path, **popen: Any) -> int:
 
     with log_path.open("w") as log:
         # its own process group, stopped with the run (a signal, or mlrig's death)
+        # errors="replace": a tool's stray non-UTF-8 byte must not end the command's log
         process = stopping.start(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            **popen,
         )
         with process:
             assert process.stdout is not None

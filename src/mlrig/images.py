@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import run_logged as logged_command
 from mlrig.settings import Settings
 
 IMAGES_DIR = "images"
@@ -224,18 +225,17 @@ def find_uv() -> str:
 
 
 def run_logged(command: list[str], log_path: Path, what: str, cwd: Path) -> None:
-    """Run a build command with its output in `log_path`.
+    """Run a build command with its output in `log_path` (redacted, as every logged command).
 
     Raises:
         MlrigError: the command failed; the message ends with the log's last lines.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        result = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+    code = logged_command(command, log_path, cwd=cwd)
+    if code != 0:
         tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
         raise MlrigError(
-            f"{what} failed (exit {result.returncode}). Full log: {log_path}\n"
+            f"{what} failed (exit {code}). Full log: {log_path}\n"
             + "\n".join(f"  | {line}" for line in tail),
             exit_code=EXIT_FAILED,
         )

@@ -120,18 +120,10 @@ def busy_checkout(root: Path, holder: str, command: str) -> str:
     )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def dvc_lock_holders(root: Path) -> list[int]:
     """The live processes holding this checkout's DVC locks (.dvc/tmp/lock, .dvc/tmp/rwlock)."""
+    import psutil
+
     tmp = root / ".dvc" / "tmp"
     holders: set[int] = set()
     lock_path = tmp / "lock"
@@ -150,7 +142,7 @@ def dvc_lock_holders(root: Path) -> list[int]:
     infos = [*rwlock.get("write", {}).values()]
     infos += [info for readers in rwlock.get("read", {}).values() for info in readers]
     holders.update(info["pid"] for info in infos if isinstance(info.get("pid"), int))
-    return sorted(pid for pid in holders if pid != os.getpid() and pid_alive(pid))
+    return sorted(pid for pid in holders if pid != os.getpid() and psutil.pid_exists(pid))
 
 
 def require_dvc_unlocked(root: Path) -> None:
@@ -428,6 +420,8 @@ def close_abandoned_runs(client: Any, experiment_id: str) -> list[str]:
     Returns:
         Their run ids.
     """
+    import psutil
+
     query = (
         f"tags.`{TAG_STEP}` = '{PIPELINE_STEP}' and attributes.status = 'RUNNING' "
         f"and tags.`{TAG_HOST}` = '{socket.gethostname()}'"
@@ -436,7 +430,7 @@ def close_abandoned_runs(client: Any, experiment_id: str) -> list[str]:
         run.info.run_id
         for run in client.search_runs([experiment_id], query, max_results=1000)
         if not run.data.tags.get(TAG_PID, "").isdigit()
-        or not pid_alive(int(run.data.tags[TAG_PID]))
+        or not psutil.pid_exists(int(run.data.tags[TAG_PID]))
     ]
     for run_id in abandoned:
         client.set_terminated(run_id, "KILLED")
