@@ -35,6 +35,7 @@ class Corrupted:
 
     stage: str
     output: str  # the output as dvc.yaml names it, e.g. outputs/train/knn
+    output_oid: str  # the output's hash in dvc.lock (a directory's ends in .dir)
     path: str  # the file, relative to the project
     where: Literal["cache", "workspace"]
     oid: str  # the hash dvc.lock records (a directory's listing ends in .dir)
@@ -158,6 +159,7 @@ def hash_check(repo: Repo) -> tuple[list[Corrupted], int]:
                         Corrupted(
                             stage=out.stage,
                             output=out.path,
+                            output_oid=out.oid,
                             path=path,
                             where=where,
                             oid=oid,
@@ -186,21 +188,47 @@ def remove(path: Path | str) -> None:
         os.unlink(path)
 
 
-def restore(repo: Repo, outputs: set[str], remote: str | None, *, pull: bool) -> set[str]:
-    """Check out (or pull, then check out) each output; returns those that came back."""
+def restore(repo: Repo, outputs: dict[str, str], remote: str | None, *, pull: bool) -> set[str]:
+    """Check out (or pull, then check out) each output (path: hash); returns those that came back.
+
+    A directory the remote holds only in part is forgotten there (see forget_partial_listing).
+    """
     from dvc.exceptions import DvcException
 
     restored = set()
-    for output in sorted(outputs):
+    for output, oid in sorted(outputs.items()):
         try:
             if pull:
                 repo.pull(targets=[output], remote=remote)
             else:
                 repo.checkout(targets=[output])
         except DvcException:
-            continue  # not in the cache, or not on the remote: its stage runs again
+            # not in the cache, or not on the remote: its stage runs again
+            if pull and oid.endswith(".dir"):
+                forget_partial_listing(repo, oid, remote)
+            continue
         restored.add(output)
     return restored
+
+
+def forget_partial_listing(repo: Repo, oid: str, remote: str | None) -> None:
+    """Remove a directory's listing from a remote that lacks some of its files.
+
+    DVC's push takes a directory whose listing the remote holds as whole (and remembers it so
+    in its remote index): the stage that runs again would be pushed without the lost files,
+    for good. With the listing gone, the next push checks and uploads the directory file by
+    file, then writes the listing again.
+    """
+    from dvc.exceptions import DvcException
+    from dvc_data.hashfile.db import get_index
+
+    try:
+        odb = repo.cloud.get_remote_odb(remote, "pull")
+        if odb.exists(oid):
+            odb.fs.rm(odb.oid_to_path(oid))
+        get_index(odb).clear()
+    except (DvcException, OSError):
+        pass  # no remote, or one not reached: the push that follows the run says so
 
 
 def set_aside(repo: Repo, entry: Corrupted, corrupted: list[Corrupted]) -> Outcome:
@@ -243,8 +271,12 @@ def repair(root: Path, remote: str | None = None) -> list[Repair]:
             return []
         planned = {entry: set_aside(repo, entry, corrupted) for entry in corrupted}
 
-        def outputs(outcome: Outcome) -> set[str]:
-            return {entry.output for entry, planned_as in planned.items() if planned_as == outcome}
+        def outputs(outcome: Outcome) -> dict[str, str]:
+            return {
+                entry.output: entry.output_oid
+                for entry, planned_as in planned.items()
+                if planned_as == outcome
+            }
 
         back = restore(repo, outputs("checked out"), remote, pull=False)
         back |= restore(repo, outputs("pulled"), remote, pull=True)

@@ -541,13 +541,6 @@ def test_a_corrupted_output_the_remote_lacks_is_computed_again(project: Project,
     assert md5_of(cache_file(project.root / ".dvc/cache", md5)) == md5
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known failure seen once in CI at stop 16 (dvc pull exited 1 after the module's "
-        "earlier runs, cause not found yet); to fix first next stop"
-    ),
-    strict=False,
-)
 def test_dvc_pull_restores_outputs_from_the_remote(project: Project, first_run) -> None:
     shutil.rmtree(project.root / "outputs")
     shutil.rmtree(project.root / ".dvc/cache")

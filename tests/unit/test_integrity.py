@@ -100,7 +100,8 @@ def test_a_rotten_output_the_remote_lacks_makes_its_stage_run_again(
     workspace, cache, md5 = the_file(project)
     rot(workspace)
     rot(cache)
-    (tmp_path / "remote/files/md5" / md5[:2] / md5[2:]).unlink()
+    on_remote = tmp_path / "remote/files/md5" / md5[:2] / md5[2:]
+    on_remote.unlink()  # the folder's listing stays on the remote
 
     outcomes = {(fixed.corrupted.where, fixed.outcome) for fixed in repair(project)}
 
@@ -109,3 +110,6 @@ def test_a_rotten_output_the_remote_lacks_makes_its_stage_run_again(
     assert "make" in dvc(project, "status")
     dvc(project, "repro", "-q")
     assert md5_of(cache) == md5 and md5_of(workspace) == md5
+    # DVC alone would take the folder as pushed, its listing being there, and leave the file out
+    dvc(project, "push", "-q")
+    assert md5_of(on_remote) == md5
