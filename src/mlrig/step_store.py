@@ -84,7 +84,10 @@ class StepStore:
         from botocore.config import Config
 
         config = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard"})
-        return boto3.client("s3", endpoint_url=self.endpoint, config=config)
+        # a session of its own reads the credentials now: boto3's default session keeps the
+        # first ones it read in this process, and signed later requests with stale keys (403)
+        session = boto3.session.Session()
+        return session.client("s3", endpoint_url=self.endpoint, config=config)
 
     def where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}" + (f" at {self.endpoint}" if self.endpoint else "")

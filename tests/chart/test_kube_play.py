@@ -261,14 +261,6 @@ def run_step_pod(template: dict[str, Any], submission: Submission, stage: str) -
     )
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known failure since SeaweedFS replaced moto in the chart play (stop 16): the "
-        "submission's HeadObject of the workspace archive gets 403 from "
-        "images/s3-seaweedfs; to fix first next stop"
-    ),
-    strict=False,
-)
 def test_the_glue_pods_of_two_steps_hand_over_through_the_remote(
     step_pod_template: dict[str, Any], submission: Submission
 ) -> None:
@@ -302,14 +294,6 @@ def test_the_glue_pods_of_two_steps_hand_over_through_the_remote(
     assert "up to date" in status.stdout, status.stdout
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known failure since SeaweedFS replaced moto in the chart play (stop 16): the "
-        "submission's HeadObject of the workspace archive gets 403 from "
-        "images/s3-seaweedfs; to fix first next stop"
-    ),
-    strict=False,
-)
 def test_a_second_submission_leaves_out_what_the_remote_holds(
     step_pod_template: dict[str, Any], submission: Submission
 ) -> None:

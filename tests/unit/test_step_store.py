@@ -152,16 +152,13 @@ def test_an_unreachable_endpoint_is_named_not_a_traceback(s3_endpoint: str) -> N
 def test_wrong_keys_are_refused_and_named(
     s3_endpoint: str, variable: str, request: pytest.FixtureRequest
 ) -> None:
-    import boto3
-
+    url = f"s3://{BUCKET}/{request.node.name}/dvc"
+    assert not StepStore.of_remote(url, s3_endpoint).has_record("key-5")  # the right keys
     with pytest.MonkeyPatch.context() as patch:
-        # boto3's default session keeps the keys it read first: a new one, as in a new pod
-        patch.setattr(boto3, "DEFAULT_SESSION", None)
+        # read when the store is made, though the store before, in this process, read others
         patch.setenv(variable, "wrong" + os.environ[variable][5:])
-        store = StepStore.of_remote(f"s3://{BUCKET}/{request.node.name}/dvc", s3_endpoint)
+        store = StepStore.of_remote(url, s3_endpoint)
         with pytest.raises(MlrigError, match=r"(SignatureDoesNotMatch|InvalidAccessKeyId).*"
                            r"AWS_SECRET_ACCESS_KEY"):  # fmt: skip
             store.put_record("key-5", "ingest", {"cmd": "true"})
-    assert not StepStore.of_remote(
-        f"s3://{BUCKET}/{request.node.name}/dvc", s3_endpoint
-    ).has_record("key-5")
+    assert not StepStore.of_remote(url, s3_endpoint).has_record("key-5")
