@@ -196,21 +196,32 @@ test-fast: env
 ## Lint the Python code (ruff check)
 .PHONY: lint-python
 lint-python: env
-	$(BIN)/ruff check src steps tests bench
+	$(BIN)/ruff check src steps tests bench scripts
 
 ## Check the Python formatting (ruff format --check)
 .PHONY: lint-format
 lint-format: env
-	$(BIN)/ruff format --check src steps tests bench
+	$(BIN)/ruff format --check src steps tests bench scripts
 
 ## Lint the Dockerfiles (hadolint)
 .PHONY: lint-images
 lint-images: env
 	$(BIN)/hadolint images/*/Dockerfile
 
-## Run every linter
+## Run every linter (the docs build included: a broken link fails it)
 .PHONY: lint
-lint: lint-python lint-format lint-images
+lint: lint-python lint-format lint-images docs
+
+#################################################################################
+# DOCS                                                                          #
+#################################################################################
+
+## Build the docs site into site/ (mkdocs build --strict); .venv/bin/mkdocs serve serves it
+.PHONY: docs
+# NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.0, printed at every build, is no
+# finding about these docs
+docs: env
+	NO_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
 
 ## Remove pipeline outputs and everything mlrig keeps locally (MLflow store, sessions, remote)
 .PHONY: clean
