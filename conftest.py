@@ -146,8 +146,7 @@ def tier_of(nodeid: str) -> str:
 
 
 #: the slowest tiers first, so that test workers (`make test` runs several) take them first and
-#: end together: `containers` builds the step images the others wait for, and meanwhile `ci`
-#: compiles gitlab-ci-local's native module (npm builds re2 from source here, minutes)
+#: end together: `containers` builds the step images the others wait for
 TIER_ORDER = ("containers", "ci", "e2e", "integration", "chart")
 
 

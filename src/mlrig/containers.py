@@ -226,8 +226,13 @@ class ContainerRun:
         return None if RESTORED_FROM_RUN_CACHE in log_path.read_text() else seconds
 
     def take_results(self, stage: str, workspace: Path) -> None:
-        """Merge the stage's dvc.lock entry, pull its outputs, keep its ClearML sessions."""
-        from mlrig.pipeline import remote_arguments, run_dvc
+        """Merge the stage's dvc.lock entry, check its outputs out here, keep its ClearML
+        sessions.
+
+        The outputs come from the objects the container left in its workspace's cache (a
+        folder of this machine), not from the remote it also pushed them to: a `dvc pull`
+        per stage cost seconds, one stage at a time.
+        """
         from mlrig.stage import lock_entry, merge_lock_entries
 
         root = self.settings.root
@@ -238,8 +243,41 @@ class ContainerRun:
             shutil.copy2(session, self.settings.clearml_sessions_dir / session.name)
         with self.host_lock:
             merge_lock_entries(root / "dvc.lock", {stage: entry})
-            arguments = ["pull", *remote_arguments(self.settings), stage]
-            run_dvc(arguments, root, dict(os.environ), self.run_dir / "pull.log", lambda s: None)
+            if not check_out_from(workspace / WORKSPACE_CACHE, root, stage):
+                self.pull_outputs(stage)
+
+    def pull_outputs(self, stage: str) -> None:
+        from mlrig.pipeline import remote_arguments, run_dvc
+
+        root = self.settings.root
+        arguments = ["pull", *remote_arguments(self.settings), stage]
+        run_dvc(arguments, root, dict(os.environ), self.run_dir / "pull.log", lambda s: None)
+
+
+#: where a stage's container keeps DVC's cache: the default, inside the workspace
+WORKSPACE_CACHE = Path(".dvc") / "cache"
+
+
+def check_out_from(cache: Path, root: Path, stage: str) -> bool:
+    """Copy the objects of `cache` that this project's cache lacks, then check the stage's
+    outputs out. False when that could not be done (no such cache, an object missing)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    if not cache.is_dir():
+        return False
+    try:
+        with contextlib.chdir(root), Repo(str(root)) as repo:
+            local = Path(repo.cache.local_cache_dir)  # above files/md5 and runs
+            for source in cache.rglob("*"):
+                target = local / source.relative_to(cache)
+                if source.is_file() and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+            repo.checkout(targets=[stage])
+    except (DvcException, OSError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

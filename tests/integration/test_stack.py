@@ -343,11 +343,17 @@ def test_s3_down_during_push_fails_clearly_then_recovers(stack: Stack, stack_run
     assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
 
 
+#: loads the champion from the server and prints the run it came from
+LOAD_CHAMPION = (
+    "import mlflow.pyfunc; "
+    "print(mlflow.pyfunc.load_model('models:/mlrig-breast_cancer@champion').metadata.run_id)"
+)
+
+
 def test_a_restarted_stack_keeps_every_artifact_and_the_dvc_data(
     stack: Stack, stack_run: dict, tmp_path: Path
 ) -> None:
     """`stack down` then `stack up`: S3 kept what the runs stored (SeaweedFS on disk)."""
-    import mlflow.pyfunc
     import yaml
 
     down = stack.mlrig("stack", "down")
@@ -355,13 +361,14 @@ def test_a_restarted_stack_keeps_every_artifact_and_the_dvc_data(
     up = stack.mlrig("stack", "up")
     assert up.returncode == 0, up.stdout + up.stderr
 
-    server_client(stack)  # the server's credentials in this process's environment
-    os.environ["MLFLOW_TRACKING_URI"] = stack.client_env()["MLFLOW_TRACKING_URI"]
-    try:
-        model = mlflow.pyfunc.load_model("models:/mlrig-breast_cancer@champion")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-    assert model.metadata.run_id
+    # in a process of its own, as a user's shell loads it: in this one, a tracking URI an
+    # earlier test set with mlflow.set_tracking_uri would win over MLFLOW_TRACKING_URI
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_CHAMPION],
+        cwd=stack.root, env=stack.env | stack.client_env(),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0 and loaded.stdout.strip(), loaded.stdout + loaded.stderr
 
     status = pull_into_a_fresh_clone(stack, tmp_path / "fresh")
     assert "up to date" in status.stdout, status.stdout
