@@ -1,14 +1,21 @@
 """`python -m bench [NAME...]` (make bench): the benchmarks, each against its baseline.
 
-NAME is stages, stop, mlflow_logging, dvc_s3 or containers; without one, every benchmark runs.
-All but `stages` and `stop` run against the local stack (make stack-up).
+NAME is stages, stop, threads, mlflow_logging, dvc_s3 or containers; without one, every
+benchmark runs. All but `stages`, `stop` and `threads` run against the local stack (make stack-up).
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import bench_containers, bench_dvc_s3, bench_mlflow_logging, bench_stages, bench_stop
+from bench import (
+    bench_containers,
+    bench_dvc_s3,
+    bench_mlflow_logging,
+    bench_stages,
+    bench_stop,
+    bench_threads,
+)
 from bench.common import stack_environment
 from mlrig.errors import MlrigError, report_error
 
@@ -20,6 +27,7 @@ def main() -> int:
         "dvc_s3": bench_dvc_s3,
         "containers": bench_containers,
         "stop": bench_stop,
+        "threads": bench_threads,
     }
     chosen = sys.argv[1:] or list(benchmarks)
     unknown = sorted(set(chosen) - set(benchmarks))
@@ -27,7 +35,7 @@ def main() -> int:
         print(f"Unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(benchmarks)}")
         return 2
     environment: dict[str, str] = {}
-    if set(chosen) - {"stages", "stop"}:  # the others measure the stack's servers
+    if set(chosen) - {"stages", "stop", "threads"}:  # the others measure the stack's servers
         try:
             environment = stack_environment()
         except MlrigError as error:

@@ -46,6 +46,9 @@ PASSED_SETTINGS = (
     "MLRIG_PIPELINE_RUN_ID",
     "MLRIG_GIT_COMMIT",
     "MLRIG_DVC_REMOTE_URL",
+    "OMP_NUM_THREADS",  # pipeline.thread_limits: a stage's share of the CPUs
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
