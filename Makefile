@@ -20,7 +20,7 @@ TOOLS_DIR := .mlrig/tools
 NPM ?= npm
 # runs .gitlab-ci.yml's jobs here. Releases from 4.56 on depend on re2, a native module npm
 # compiles from source where GitHub (its prebuilt binaries) is out of reach: about 10 minutes
-# on 2 cores, against 20 s for 4.55.0 (pure JavaScript); releases after 4.56 need Node 22
+# on 2 cores, against 16 s for 4.55.0 (pure JavaScript); releases after 4.56 need Node 22
 GITLAB_CI_LOCAL_PACKAGE ?= gitlab-ci-local@4.55.0
 GITLAB_CI_LOCAL := $(TOOLS_DIR)/gitlab-ci-local/node_modules/.bin/gitlab-ci-local
 

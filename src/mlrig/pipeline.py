@@ -537,12 +537,14 @@ def run_unlocked(
         run_id = new_pipeline_run_id()
         log_path = settings.state_dir / "logs" / f"{run_id}.log"
         socket_path = None
+        # in the warm server's environment too: its libraries size their pools at import
+        limits = thread_limits(jobs)
         if executor == "local" and known_stages != []:
             # started now, it imports the steps' libraries while MLflow is asked what to run
             socket_path = servers.enter_context(
                 warm_server(
                     root,
-                    dict(os.environ) | thread_limits(jobs) | {"MLRIG_PROJECT_DIR": str(root)},
+                    dict(os.environ) | limits | {"MLRIG_PROJECT_DIR": str(root)},
                     log_path.with_suffix("") / "warm-server.log",
                 )
             )
@@ -562,7 +564,7 @@ def run_unlocked(
             pipeline_run_id = run_id
             parent_run_id = start_parent_run(settings, pipeline_run_id, params)
             environment = stage_environment(settings, parent_run_id, pipeline_run_id)
-            environment |= thread_limits(jobs)  # the warm server's libraries read them at start
+            environment |= limits
             status = "FAILED"
             try:
                 if plan is not None:

@@ -1,0 +1,5 @@
+"""`python -m mlrig`: the same as the `mlrig` command."""
+
+from mlrig.cli import app
+
+app()

@@ -1,0 +1,123 @@
+"""Walk dvc.yaml's DAG: start each stage once the stages it depends on are done, `jobs` at a time.
+
+Both executors use it: `local` runs each stage with `dvc repro --single-item` in this checkout,
+`containers` runs each in its step image. What "changed" and "run" mean is the executor's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mlrig.errors import MlrigError
+from mlrig.stopping import StopRequested
+
+if TYPE_CHECKING:  # DVC loads inside functions
+    from dvc.repo import Repo
+
+
+def stage_graph(root: Path) -> dict[str, set[str]]:
+    """Each stage of dvc.yaml with the stages it depends on (DVC's own DAG)."""
+    from dvc.repo import Repo
+
+    # DVC names stages relative to the working directory: from the root, `train@knn`
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        return graph_of(repo)
+
+
+def graph_of(repo: Repo) -> dict[str, set[str]]:
+    """Each stage of an open DVC repo with the stages it depends on (open it from its root)."""
+    graph = repo.index.graph
+    return {
+        stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
+        for stage in graph.nodes
+    }
+
+
+def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Each stage with the stages that depend on it directly."""
+    return {
+        stage: {child for child, parents in graph.items() if stage in parents} for stage in graph
+    }
+
+
+class StageRunner(Protocol):
+    """What an executor does with one stage."""
+
+    def stage_changed(self, stage: str) -> bool:
+        """False when the stage needs no run at all (nothing it depends on changed)."""
+        ...
+
+    def run_stage(self, stage: str) -> float | None:
+        """Run the stage; its wall time in seconds, or None when it was restored, not run.
+
+        Raises:
+            MlrigError: the stage failed; nothing downstream of it is started.
+        """
+        ...
+
+
+def schedule(
+    graph: dict[str, set[str]],
+    runner: StageRunner,
+    jobs: int,
+    on_stage: Callable[[str], None],
+) -> dict[str, float]:
+    """Start each stage when its upstream stages are done; stop at the first failure.
+
+    Args:
+        graph: each stage with the stages it depends on.
+        runner: the executor.
+        jobs: how many stages run at once.
+        on_stage: called with each stage as it starts.
+
+    Returns:
+        The stages that ran, each with its wall time in seconds.
+
+    Raises:
+        MlrigError: the first stage that failed (the stages already running are finished).
+        StopRequested: SIGINT/SIGTERM: no stage starts after it, the running ones are stopped
+            (`mlrig.stopping`); it names the stages that finished and those stopped.
+    """
+    done: set[str] = set()
+    finished: list[str] = []
+    seconds: dict[str, float] = {}
+    running: dict[Future[float | None], str] = {}
+    failure: MlrigError | None = None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while True:
+                started = set(running.values()) | done
+                ready = [s for s in graph if s not in started and graph[s] <= done]
+                for stage in sorted(ready) if failure is None else []:
+                    if not runner.stage_changed(stage):
+                        done.add(stage)
+                        continue
+                    on_stage(stage)
+                    running[pool.submit(runner.run_stage, stage)] = stage
+                if not running:
+                    if failure is None and len(done) < len(graph) and ready:
+                        continue  # skipped stages may have made more ready
+                    break
+                completed, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in completed:
+                    stage = running.pop(future)
+                    try:
+                        if (took := future.result()) is not None:
+                            seconds[stage] = took
+                        done.add(stage)
+                        finished.append(stage)
+                    except MlrigError as error:
+                        failure = failure or error
+        except StopRequested as stop:
+            # the signal stopped the stages' processes: their threads end now, failing
+            stop.finished = finished
+            stop.stopped = sorted(running.values())
+            wait(running)
+            raise
+    if failure is not None:
+        raise failure
+    return seconds

@@ -1,0 +1,388 @@
+"""`podman kube play` of the Helm chart on one machine: the chart's own pods, no cluster.
+
+What podman 4.3 cannot play is started the nearest real way, and named:
+- StatefulSet: not a kind kube play knows; played as a Deployment with the same pod template,
+  its volumeClaimTemplates as PersistentVolumeClaims (podman volumes).
+- Secret: kube play stores an in-file Secret as YAML but reads secretKeyRef values as a flat
+  JSON object of base64 values, so every rendered Secret is created that way with
+  `podman secret create` before the play.
+- ConfigMap: passed with `--configmap` (not a standalone object in a played file).
+- Service: no Service in podman; with hostNetwork every pod listens on the host, and a hosts
+  file (containers.conf `base_hosts_file`) resolves each Service name to 127.0.0.1.
+- containerPort: podman refuses port mappings on the host network, where a process's port is
+  the host's anyway; the ports are dropped and probes naming a port get its number.
+- emptyDir: podman makes it a volume named as the pod's volume, so two pods' `tmp` would be one
+  volume; each emptyDir is renamed `<workload>-<volume>`.
+- Job (the bucket-init hook), ServiceAccount, Role, RoleBinding, Ingress: not played.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlrig.errors import ConfigError, MlrigError
+
+CHART = Path("helm") / "mlrig"
+LOCAL_VALUES = CHART / "local" / "podman-values.yaml"
+HELM = Path(".mlrig") / "tools" / "helm"
+START_TIMEOUT = 180.0
+RELEASE = "mlrig"
+NAMESPACE = "mlrig"
+#: podman's default limits are above what this kernel lets a container set (runc then fails)
+ULIMITS = ("nofile=8192:8192", "nproc=8192:8192")
+PLAYED_KINDS = {"Deployment", "StatefulSet"}
+SKIPPED_KINDS = {"Service", "Job", "ServiceAccount", "Role", "RoleBinding", "Ingress"}
+
+
+@dataclass(frozen=True)
+class PlayLayout:
+    """Where the rendered chart and podman's files are kept (.mlrig/kube-play)."""
+
+    root: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.root / ".mlrig" / "kube-play"
+
+    @property
+    def workloads(self) -> Path:
+        return self.folder / "workloads.yaml"
+
+    @property
+    def containers_conf(self) -> Path:
+        return self.folder / "containers.conf"
+
+    @property
+    def hosts(self) -> Path:
+        return self.folder / "hosts"
+
+    @property
+    def secrets(self) -> Path:
+        return self.folder / "secrets.json"
+
+    @property
+    def client_env(self) -> Path:
+        return self.folder / "client.env"
+
+    def configmap(self, name: str) -> Path:
+        return self.folder / f"configmap-{name}.yaml"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The chart's objects sorted by what kube play does with them."""
+
+    workloads: list[dict[str, Any]]
+    claims: list[dict[str, Any]]
+    secrets: dict[str, dict[str, str]]
+    configmaps: list[dict[str, Any]]
+    services: list[str]
+    skipped: list[str]
+
+
+def render_chart(helm: Path, chart: Path, values: list[Path]) -> list[dict[str, Any]]:
+    """`helm template` of the chart (release `mlrig`), every object parsed."""
+    arguments = [str(helm), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    for path in values:
+        arguments += ["--values", str(path)]
+    result = subprocess.run(arguments, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise MlrigError(f"helm template failed: {result.stderr.strip()}")
+    return [item for item in yaml.safe_load_all(result.stdout) if item]
+
+
+def as_deployment(statefulset: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A StatefulSet as a Deployment with the same pod template, and its claims as PVCs."""
+    spec = statefulset["spec"]
+    name = statefulset["metadata"]["name"]
+    claims = []
+    template = json.loads(json.dumps(spec["template"]))
+    for claim in spec.get("volumeClaimTemplates", []):
+        claim_name = f"{claim['metadata']['name']}-{name}"
+        claims.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim_name},
+                "spec": claim["spec"],
+            }
+        )
+        template["spec"].setdefault("volumes", []).append(
+            {"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim_name}}
+        )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": statefulset["metadata"],
+        "spec": {"replicas": 1, "selector": spec["selector"], "template": template},
+    }
+    return deployment, claims
+
+
+def without_port_mappings(workload: dict[str, Any]) -> dict[str, Any]:
+    """The workload as podman plays it on the host network (`playable_pod_spec`)."""
+    workload = json.loads(json.dumps(workload))
+    playable_pod_spec(workload["spec"]["template"]["spec"], workload["metadata"]["name"])
+    return workload
+
+
+def playable_pod_spec(pod: dict[str, Any], prefix: str) -> None:
+    """Change a pod spec for podman on the host network: no port mappings (named probe ports
+    made numbers), and emptyDir volumes named `<prefix>-<volume>`."""
+    private = {volume["name"] for volume in pod.get("volumes", []) if "emptyDir" in volume}
+    for volume in pod.get("volumes", []):
+        if volume["name"] in private:
+            volume["name"] = f"{prefix}-{volume['name']}"
+    for container in pod["containers"]:
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] in private:
+                mount["name"] = f"{prefix}-{mount['name']}"
+        numbers = {port["name"]: port["containerPort"] for port in container.pop("ports", [])}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            action = container.get(probe, {}).get("httpGet") or {}
+            if isinstance(action.get("port"), str):
+                action["port"] = numbers[action["port"]]
+
+
+def sort_objects(objects: list[dict[str, Any]]) -> Rendered:
+    workloads, claims, configmaps, services, skipped = [], [], [], [], []
+    secrets: dict[str, dict[str, str]] = {}
+    for item in objects:
+        kind, name = item["kind"], item["metadata"]["name"]
+        if kind == "Deployment":
+            workloads.append(item)
+        elif kind == "StatefulSet":
+            deployment, volumes = as_deployment(item)
+            workloads.append(deployment)
+            claims += volumes
+        elif kind == "Secret":
+            secrets[name] = dict(item.get("stringData", {})) | {
+                key: base64.b64decode(value).decode() for key, value in item.get("data", {}).items()
+            }
+        elif kind == "ConfigMap":
+            configmaps.append(item)
+        elif kind in SKIPPED_KINDS:
+            skipped.append(f"{kind}/{name}")
+            if kind == "Service":
+                services.append(name)
+        else:
+            raise ConfigError(f"kube play: no way to start {kind}/{name}")
+    workloads = [without_port_mappings(workload) for workload in workloads]
+    return Rendered(workloads, claims, secrets, configmaps, services, skipped)
+
+
+def podman(*arguments: str, conf: Path | None = None, check: bool = True) -> str:
+    """Run podman (with runc, as this host needs) and return its output."""
+    env = None
+    if conf is not None:
+        env = dict(os.environ) | {"CONTAINERS_CONF": str(conf)}
+    result = subprocess.run(
+        ["podman", "--runtime", "runc", *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise MlrigError(f"podman {' '.join(arguments[:2])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def create_secret(name: str, values: dict[str, str], folder: Path) -> None:
+    """A podman secret in the form podman 4.3's secretKeyRef reads: {key: base64(value)}."""
+    podman("secret", "rm", name, check=False)
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+    path = folder / f"secret-{name}.json"
+    path.write_text(json.dumps(encoded))
+    path.chmod(0o600)
+    try:
+        podman("secret", "create", name, str(path))
+    finally:
+        path.unlink()
+
+
+def write_play_files(layout: PlayLayout, rendered: Rendered) -> list[Path]:
+    """The played YAML, the ConfigMaps, and containers.conf with the Service-name hosts file."""
+    layout.folder.mkdir(parents=True, exist_ok=True)
+    layout.workloads.write_text(yaml.safe_dump_all([*rendered.claims, *rendered.workloads]))
+    layout.hosts.write_text(f"127.0.0.1 localhost {' '.join(rendered.services)}\n")
+    layout.containers_conf.write_text(
+        "[containers]\n"
+        f"default_ulimits = {json.dumps(list(ULIMITS))}\n"
+        f'base_hosts_file = "{layout.hosts}"\n'
+    )
+    configmaps = []
+    for item in rendered.configmaps:
+        path = layout.configmap(item["metadata"]["name"])
+        path.write_text(yaml.safe_dump(item))
+        configmaps.append(path)
+    return configmaps
+
+
+def play_up(layout: PlayLayout, rendered: Rendered) -> float:
+    """Create the Secrets and play the workloads; the seconds `podman kube play` took."""
+    if shutil.which("podman") is None:
+        raise ConfigError("podman is not installed: apt-get install podman runc")
+    configmaps = write_play_files(layout, rendered)
+    for name, values in rendered.secrets.items():
+        create_secret(name, values, layout.folder)
+    # kept for `down` and for the client settings (git-ignored, owner-only)
+    layout.secrets.write_text(json.dumps(rendered.secrets))
+    layout.secrets.chmod(0o600)
+    flags = [flag for path in configmaps for flag in ("--configmap", str(path))]
+    started = time.monotonic()
+    podman("kube", "play", *flags, str(layout.workloads), conf=layout.containers_conf)
+    return time.monotonic() - started
+
+
+def play_down(layout: PlayLayout) -> None:
+    """Remove the played pods, their volumes and the Secrets."""
+    if layout.workloads.exists():
+        podman("kube", "down", str(layout.workloads), conf=layout.containers_conf, check=False)
+        for item in yaml.safe_load_all(layout.workloads.read_text()):
+            if item and item["kind"] == "PersistentVolumeClaim":
+                podman("volume", "rm", "--force", item["metadata"]["name"], check=False)
+            # ConfigMaps and emptyDirs become named volumes too
+            for volume in (
+                (item or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+            ):
+                name = volume.get("configMap", {}).get("name") or (
+                    volume["name"] if "emptyDir" in volume else None
+                )
+                if name:
+                    podman("volume", "rm", "--force", name, check=False)
+    if layout.secrets.exists():
+        for name in json.loads(layout.secrets.read_text()):
+            podman("secret", "rm", name, check=False)
+        layout.secrets.unlink()
+    # the credentials of pods that are gone
+    layout.client_env.unlink(missing_ok=True)
+
+
+def client_environment(
+    values: dict[str, Any], secrets: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """What the pipeline, DVC and boto3 on this host need to use the played chart."""
+    mlflow, store = values["mlflow"], values["objectStore"]
+    return {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow['service']['port']}",
+        "MLFLOW_TRACKING_USERNAME": mlflow["auth"]["adminUsername"],
+        "MLFLOW_TRACKING_PASSWORD": secrets[f"{RELEASE}-mlflow"]["admin-password"],
+        "AWS_ACCESS_KEY_ID": secrets[f"{RELEASE}-s3"]["access-key"],
+        "AWS_SECRET_ACCESS_KEY": secrets[f"{RELEASE}-s3"]["secret-key"],
+        "AWS_DEFAULT_REGION": store["region"],
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{store['minio']['port']}",
+    }
+
+
+def create_buckets(environment: dict[str, str], buckets: list[str]) -> None:
+    """What the bucket-init Job does (kube play runs no Job, and no `mc` image is here)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+        region_name=environment["AWS_DEFAULT_REGION"],
+    )
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+    for bucket in buckets:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+
+
+def chart_without_dependencies(chart: Path, destination: Path) -> Path:
+    """A copy of the chart whose Chart.yaml lists no dependency.
+
+    Chart dependencies cannot be downloaded here, and helm refuses to render or lint a chart
+    whose dependency is missing from charts/, even when its condition is false. The copy
+    renders what the chart renders with the dependency disabled.
+    """
+    copy = destination / chart.name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    metadata = yaml.safe_load((copy / "Chart.yaml").read_text())
+    metadata.pop("dependencies", None)
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False))
+    return copy
+
+
+def merged_values(*files: Path) -> dict[str, Any]:
+    """The values helm uses: later files override earlier ones, key by key."""
+
+    def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+        for key, value in override.items():
+            is_tree = isinstance(value, dict) and isinstance(base.get(key), dict)
+            base[key] = merge(base[key], value) if is_tree else value
+        return base
+
+    values: dict[str, Any] = {}
+    for path in files:
+        values = merge(values, yaml.safe_load(path.read_text()) or {})
+    return values
+
+
+def wait_for_mlflow(uri: str, timeout: float = START_TIMEOUT) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{uri}/health", timeout=3).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise MlrigError(
+        f"The chart's MLflow server did not answer {uri}/health within {timeout:.0f}s: "
+        "podman logs mlrig-mlflow-pod-0-mlflow says why."
+    )
+
+
+@dataclass(frozen=True)
+class Played:
+    """The chart as played: what was started, what was not, and how long it took."""
+
+    workloads: list[str]
+    skipped: list[str]
+    play_seconds: float
+    ready_seconds: float
+    environment: dict[str, str]
+
+
+def up(root: Path) -> Played:
+    """Render the chart with the local values, play it, wait for MLflow, make the buckets."""
+    helm = root / HELM
+    if not helm.is_file():
+        raise ConfigError("helm is not in .mlrig/tools: make kube-tools")
+    layout = PlayLayout(root)
+    play_down(layout)  # a second `up` replaces the first
+    layout.folder.mkdir(parents=True, exist_ok=True)
+    chart = chart_without_dependencies(root / CHART, layout.folder)
+    rendered = sort_objects(render_chart(helm, chart, [root / LOCAL_VALUES]))
+    started = time.monotonic()
+    play_seconds = play_up(layout, rendered)
+    values = merged_values(root / CHART / "values.yaml", root / LOCAL_VALUES)
+    environment = client_environment(values, rendered.secrets)
+    wait_for_mlflow(environment["MLFLOW_TRACKING_URI"])
+    create_buckets(environment, list(values["objectStore"]["buckets"].values()))
+    layout.client_env.write_text("".join(f"{k}={v}\n" for k, v in environment.items()))
+    layout.client_env.chmod(0o600)
+    return Played(
+        workloads=[item["metadata"]["name"] for item in rendered.workloads],
+        skipped=rendered.skipped,
+        play_seconds=round(play_seconds, 1),
+        ready_seconds=round(time.monotonic() - started, 1),
+        environment=environment,
+    )

@@ -1,0 +1,628 @@
+"""`mlrig run`: check the input, apply overrides, run `dvc repro` under one MLflow parent run.
+
+Everything a user can get wrong (params, the data source, the data itself) is checked before
+any stage runs, so bad input changes nothing: no new runs, no registry change, no outputs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlrig import stopping
+from mlrig.code_deps import require_code_deps
+from mlrig.containers import plan_containers, run_in_containers
+from mlrig.dag import schedule, stage_graph
+from mlrig.doctor import require_services
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped, redact
+from mlrig.integrity import repair_outputs
+from mlrig.local_executor import LocalRun
+from mlrig.metrics import primary_metric
+from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
+from mlrig.recorded import (
+    REGISTER_STAGE,
+    champion_missing,
+    remember_store,
+    stored_champion,
+    unchanged_store,
+    unrecorded_train_stages,
+)
+from mlrig.results import Champion
+from mlrig.settings import Settings
+from mlrig.stopping import StopRequested
+from mlrig.tracking import (
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_PID,
+    TAG_PIPELINE_RUN,
+    TAG_STEP,
+    setup_mlflow,
+)
+from mlrig.warm import SOCKET_VARIABLE, warm_server
+
+PARAMS_FILE = "params.yaml"
+REPORT_DIR = "reports"
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
+LOG_TAIL_LINES = 25
+PIPELINE_STEP = "pipeline"  # the TAG_STEP of a pipeline's parent run
+
+
+class RunSummary(BaseModel):
+    """What a pipeline run did, for the closing message and `--json`."""
+
+    pipeline_run_id: str | None
+    stages_run: list[str]
+    stage_seconds: dict[str, float]
+    up_to_date: bool
+    runs_recorded: int
+    runs_in_experiment: int
+    champion: Champion | None  # only when the configured MLflow store holds it
+    report: str
+    mlflow_ui: str
+    log: str | None
+    repaired: list[str] = []  # outputs whose content did not match dvc.lock, and what was done
+
+
+@contextmanager
+def exclusive_run(settings: Settings, command: str = "mlrig run") -> Iterator[None]:
+    """Hold the project's run lock: one mlrig command runs dvc on the checkout at a time.
+
+    Args:
+        command: what takes the lock, as the user typed it; a refusal names the holder's.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = settings.state_dir / "run.lock"
+    with lock_path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise MlrigError(busy_checkout(settings.root, holder, command), EXIT_FAILED) from None
+        lock.truncate(0)
+        lock.write(f"{command}, pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
+def busy_checkout(root: Path, holder: str, command: str) -> str:
+    """Why `command` cannot run while `holder` holds the run lock of the checkout `root`."""
+    if command == "mlrig run":
+        return (
+            f"Another pipeline run ({holder}) is running in {root}. Wait for it to finish, or "
+            "use a separate clone to run pipelines side by side."
+        )
+    # DVC's own lock error would advise deleting .dvc/tmp/rwlock, under the running stages
+    report = "; a pipeline run brings the report up to date itself" if "report" in command else ""
+    return (
+        f"{command} did not start: another mlrig command ({holder}) is running dvc in {root}, "
+        "and DVC takes one command at a time on a checkout (do not delete .dvc/tmp/rwlock, "
+        f"the running stages hold it). Wait for it to finish, then run {command} again{report}."
+    )
+
+
+def dvc_lock_holders(root: Path) -> list[int]:
+    """The live processes holding this checkout's DVC locks (.dvc/tmp/lock, .dvc/tmp/rwlock)."""
+    import psutil
+
+    tmp = root / ".dvc" / "tmp"
+    holders: set[int] = set()
+    lock_path = tmp / "lock"
+    if lock_path.exists():
+        with lock_path.open("a+") as lock:  # DVC's zc.lockfile: flock, and the holder's pid
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            except BlockingIOError:
+                lock.seek(0)
+                holders.update(int(word) for word in lock.read().split() if word.isdigit())
+    try:
+        rwlock = json.loads((tmp / "rwlock").read_text())
+    except (OSError, ValueError):
+        rwlock = {}
+    infos = [*rwlock.get("write", {}).values()]
+    infos += [info for readers in rwlock.get("read", {}).values() for info in readers]
+    holders.update(info["pid"] for info in infos if isinstance(info.get("pid"), int))
+    return sorted(pid for pid in holders if pid != os.getpid() and psutil.pid_exists(pid))
+
+
+def require_dvc_unlocked(root: Path) -> None:
+    """Refuse to start while another process (an orphan of a killed run) holds DVC's lock.
+
+    Raises:
+        MlrigError: one line naming the processes and how to stop them.
+    """
+    import psutil
+
+    holders = dvc_lock_holders(root)
+    if not holders:
+        return
+    described = []
+    for pid in holders:
+        try:
+            command = " ".join(" ".join(psutil.Process(pid).cmdline()).split())  # one line
+        except psutil.Error:
+            command = "?"
+        described.append(f"pid {pid} ({command[:80]})")
+    raise MlrigError(
+        f"DVC's lock in {root} is held by {', '.join(described)}, left by an earlier run or "
+        f"another dvc command; nothing was changed: wait for it to end or stop it "
+        f"(kill {' '.join(map(str, holders))}), then run again.",
+        exit_code=EXIT_FAILED,
+    )
+
+
+def stopped_message(stop: StopRequested) -> str:
+    """The one message of a run stopped by a signal: what finished, and how to resume."""
+    finished = ", ".join(stop.finished) or "none"
+    stopped = f" Stopped: {', '.join(stop.stopped)}." if stop.stopped else ""
+    return (
+        f"Stopped by {signal.Signals(stop.signum).name}. Finished: {finished}.{stopped} The next "
+        "`mlrig run` resumes from there: DVC keeps what finished and runs the rest."
+    )
+
+
+def prepare_params(root: Path, overrides: list[str]) -> tuple[Params, str | None]:
+    """Validate params.yaml with the overrides applied.
+
+    Returns:
+        The params, and the new params.yaml text when the overrides change it (else None).
+    """
+    path = root / PARAMS_FILE
+    document = apply_overrides(read_params_file(path), overrides)
+    origin = f"{PARAMS_FILE} with -S overrides" if overrides else PARAMS_FILE
+    params = validate_params(document, origin)
+    text = dump_params(document)
+    return params, (text if overrides and text != path.read_text() else None)
+
+
+def preflight(params: Params, root: Path) -> None:
+    """Run the ingest and validate checks in memory, so bad data fails before any stage runs.
+
+    Raises:
+        DataError: the source cannot be read, the table fails validation or cannot be split.
+        ParamsError: compare.metric does not fit the task.
+    """
+    from steps.ingest import ingest
+    from steps.split import split_table
+    from steps.validate import raise_for_failures, validate_table
+
+    table, meta = ingest(params.ingest, root)
+    raise_for_failures(validate_table(table, meta, params.validate_), meta.source)
+    split_table(table, meta, params.split)
+    primary_metric(params.compare.metric, meta.task)
+
+
+def require_checkout(root: Path) -> None:
+    """Refuse a folder DVC cannot work in: not a git checkout, or no .dvc folder.
+
+    Raises:
+        ConfigError: naming what is missing and how to get it.
+    """
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+    from dvc.scm import SCMError
+
+    try:
+        with Repo(str(root)):
+            pass
+    except SCMError:
+        raise ConfigError(
+            f"{root} is not a git repository, and DVC versions the pipeline with git. Work in "
+            "a clone of the project, or make this folder one: git init && git add -A && "
+            "git commit -m init"
+        ) from None
+    except NotDvcRepoError:
+        raise ConfigError(
+            f"{root} has a dvc.yaml but no .dvc folder. Work in a clone of the project, or "
+            "run: dvc init"
+        ) from None
+
+
+def changed_stages(root: Path, target: str | None = None) -> list[str]:
+    """Stages `dvc repro [target]` would run (empty when they are up to date).
+
+    Args:
+        target: a stage: only it and the stages it depends on are checked.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        if target is None:
+            return list(repo.status())
+        return list(repo.status(targets=[target], with_deps=True))
+
+
+def new_pipeline_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+#: the thread pools a step's libraries size to every CPU: OpenMP (scikit-learn's histogram
+#: gradient boosting), OpenBLAS and MKL (numpy)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_limits(jobs: int) -> dict[str, str]:
+    """Each of `jobs` stages running at once gets its share of this machine's CPUs.
+
+    Unbounded, OpenMP gives every stage a thread per CPU, which spin while they wait: two
+    gradient boosting fits side by side on 2 CPUs took 24 times the CPU of one thread each
+    (bench/bench_threads.py). A variable the user set is left as it is.
+    """
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    return {name: share for name in THREAD_VARIABLES if name not in os.environ}
+
+
+def stage_environment(
+    settings: Settings, parent_run_id: str | None, pipeline_run_id: str | None
+) -> dict[str, str]:
+    """The environment of `dvc repro`: this interpreter first on PATH, the run ids and the
+    commit set (a step runs no git: beside a parallel stage's `git add dvc.lock` it would race
+    it for .git/index.lock)."""
+    from mlrig.lineage import git_commit
+
+    environment = dict(os.environ)
+    environment["MLRIG_GIT_COMMIT"] = settings.git_commit or git_commit(settings.root)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    if parent_run_id:
+        environment["MLRIG_PARENT_RUN_ID"] = parent_run_id
+    if pipeline_run_id:
+        environment["MLRIG_PIPELINE_RUN_ID"] = pipeline_run_id
+    environment["MLRIG_PROJECT_DIR"] = str(settings.root)
+    return environment
+
+
+def run_dvc(
+    arguments: list[str],
+    root: Path,
+    environment: dict[str, str],
+    log_path: Path,
+    on_stage: Callable[[str], None],
+) -> dict[str, float]:
+    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
+
+    Returns:
+        The stages that ran, each with its wall time in seconds (DVC's own work included).
+
+    Raises:
+        MlrigError: dvc failed; the message names the stage and ends with the log's last lines.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    started_at: list[float] = []
+    with (
+        log_path.open("w") as log,
+        stopping.start(
+            [sys.executable, "-m", "dvc", *arguments],
+            cwd=root,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(redact(line))
+            if match := RUNNING_STAGE.match(line):
+                started.append(match.group(1))
+                started_at.append(time.monotonic())
+                on_stage(match.group(1))
+    stopping.GROUPS.forget(process.pid)
+    if process.returncode != 0:
+        tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
+        where = f"stage {started[-1]!r}" if started else f"dvc {arguments[0]}"
+        raise MlrigError(
+            f"The pipeline failed in {where} (dvc exited with {process.returncode}). "
+            f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
+            exit_code=EXIT_FAILED,
+        )
+    ends = [*started_at[1:], time.monotonic()][: len(started_at)]
+    timed = zip(started, started_at, ends, strict=True)
+    return {stage: round(end - start, 2) for stage, start, end in timed}
+
+
+def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
+    """Stages to run again because the configured MLflow store lacks their runs or champion."""
+    train_stages = unrecorded_train_stages(settings, list(params.train.experiments))
+    if not train_stages and champion_missing(settings):
+        return [REGISTER_STAGE]
+    return train_stages
+
+
+def remote_arguments(settings: Settings) -> list[str]:
+    """`--remote NAME` for dvc push/pull when MLRIG_DVC_REMOTE names one, else nothing."""
+    return ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+
+
+def push_outputs(settings: Settings, log_path: Path) -> None:
+    """`dvc push` outputs and run-cache to the configured remote.
+
+    Raises:
+        MlrigError: the remote failed; the outputs stay in the local cache for a later push.
+    """
+    remote = settings.dvc_remote or "the default remote"
+    arguments = ["push", "--run-cache", *remote_arguments(settings)]
+    try:
+        run_dvc(arguments, settings.root, dict(os.environ), log_path, lambda stage: None)
+    except MlrigError as error:
+        raise MlrigError(
+            f"The pipeline ran, but pushing to DVC remote {remote} failed; the outputs are safe "
+            f"in the local cache. When the remote is back: dvc push --run-cache"
+            f"{' --remote ' + settings.dvc_remote if settings.dvc_remote else ''}\n{error}",
+            exit_code=EXIT_FAILED,
+        ) from None
+
+
+def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, int]:
+    """Experiment runs recorded by this pipeline run, and all runs in the MLflow experiment."""
+    from mlflow import MlflowClient
+
+    experiment_id = setup_mlflow(settings)
+    client = MlflowClient(settings.tracking_uri)
+    total = len(client.search_runs([experiment_id], max_results=50000))
+    if not pipeline_run_id:
+        return 0, total
+    query = f"tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = 'train'"
+    return len(client.search_runs([experiment_id], query, max_results=50000)), total
+
+
+def mlflow_ui_command(settings: Settings) -> str:
+    """The command that opens the MLflow UI on the runs."""
+    if not settings.uses_local_mlflow:
+        return f"open {redact(settings.tracking_uri)}"
+    store = settings.tracking_uri.replace(str(settings.root) + "/", "")
+    # the mlflow of this environment, as it can be typed: no uv, no activated venv needed
+    mlflow = Path(sys.executable).parent / "mlflow"
+    if mlflow.is_relative_to(settings.root):
+        mlflow = mlflow.relative_to(settings.root)
+    command = [str(mlflow), "ui", "--backend-store-uri", store, "--port", "5000"]
+    return f"cd {shlex.quote(str(settings.root))} && {shlex.join(command)}"
+
+
+def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -> str:
+    """Open the pipeline's parent MLflow run; returns its id (the run stays open)."""
+    from mlflow import MlflowClient
+
+    from mlrig.lineage import git_commit
+
+    experiment_id = setup_mlflow(settings)
+    client = MlflowClient(settings.tracking_uri)
+    close_abandoned_runs(client, experiment_id)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {pipeline_run_id}",
+        tags={
+            TAG_PIPELINE_RUN: pipeline_run_id,
+            TAG_GIT_COMMIT: git_commit(settings.root),
+            TAG_STEP: PIPELINE_STEP,
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: str(os.getpid()),
+        },
+    )
+    flat: dict[str, Any] = {
+        f"ingest.{key}": value for key, value in params.ingest.model_dump().items()
+    } | {
+        "split.test_size": params.split.test_size,
+        "experiments": ",".join(params.train.experiments),
+    }
+    for key, value in flat.items():
+        client.log_param(run.info.run_id, key, str(value))
+    return run.info.run_id
+
+
+def close_abandoned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the parent runs left RUNNING by an `mlrig run` of this host that is gone.
+
+    Returns:
+        Their run ids.
+    """
+    import psutil
+
+    query = (
+        f"tags.`{TAG_STEP}` = '{PIPELINE_STEP}' and attributes.status = 'RUNNING' "
+        f"and tags.`{TAG_HOST}` = '{socket.gethostname()}'"
+    )
+    abandoned = [
+        run.info.run_id
+        for run in client.search_runs([experiment_id], query, max_results=1000)
+        if not run.data.tags.get(TAG_PID, "").isdigit()
+        or not psutil.pid_exists(int(run.data.tags[TAG_PID]))
+    ]
+    for run_id in abandoned:
+        client.set_terminated(run_id, "KILLED")
+    return abandoned
+
+
+def finish_parent_run(settings: Settings, run_id: str, status: str) -> None:
+    """Close the pipeline's parent run: FINISHED, FAILED, or KILLED (stopped by a signal).
+
+    Raises:
+        MlrigError: the server did not take it after the stages succeeded (after a failure,
+            the stage's own error is the one to report, so this one is dropped).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(settings.tracking_uri).set_terminated(run_id, status)
+    except MlflowException as error:
+        if status == "FINISHED":
+            raise MlrigError(
+                f"Every stage ran, but MLflow at {settings.tracking_uri} did not take the end "
+                f"of pipeline run {run_id}: {str(error).splitlines()[0]}. The outputs and the "
+                "experiment runs are in place; check the server (mlrig doctor).",
+                exit_code=EXIT_FAILED,
+            ) from None
+
+
+def run_pipeline(
+    settings: Settings,
+    overrides: list[str],
+    *,
+    force: bool = False,
+    push: bool = True,
+    executor: str = "local",
+    jobs: int = 2,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> RunSummary:
+    """Run the whole pipeline once.
+
+    Args:
+        settings: where to track and store.
+        overrides: `key.path=value` params overrides, saved to params.yaml once they pass checks.
+        force: re-run every stage even when DVC finds it unchanged.
+        push: `dvc push` outputs and run-cache to the DVC remote afterwards.
+        executor: `local` runs each stage with `dvc repro` here; `containers` in its image.
+        jobs: how many independent stages run at once.
+        on_stage: called with each stage name as DVC starts it (for progress).
+        on_phase: called with what is happening between stages (for progress).
+
+    Returns:
+        What ran, what was recorded, and where the results are.
+    """
+    require_checkout(settings.root)
+    require_code_deps(settings.root)
+    try:
+        with stopping.stop_on_signals(), exclusive_run(settings):
+            require_dvc_unlocked(settings.root)
+            return run_unlocked(
+                settings, overrides, force, push, executor, jobs, on_stage, on_phase
+            )
+    except StopRequested as stop:
+        raise Stopped(stopped_message(stop), exit_code=stop.exit_code) from None
+
+
+def run_unlocked(
+    settings: Settings,
+    overrides: list[str],
+    force: bool,
+    push: bool,
+    executor: str,
+    jobs: int,
+    on_stage: Callable[[str], None],
+    on_phase: Callable[[str], None],
+) -> RunSummary:
+    """`run_pipeline` once the checkout is this run's (see there)."""
+    root = settings.root
+    with ExitStack() as servers:
+        on_phase("checking params and data")
+        params, new_params_text = prepare_params(root, overrides)
+        on_phase("checking the outputs against dvc.lock")
+        repaired = repair_outputs(settings)  # before DVC is asked what changed
+        # what DVC finds changed is known now unless the params are about to change
+        known_stages = None if new_params_text is not None or force else changed_stages(root)
+        if known_stages != []:  # params and data as in dvc.lock passed these checks before
+            preflight(params, root)
+        run_id = new_pipeline_run_id()
+        log_path = settings.state_dir / "logs" / f"{run_id}.log"
+        socket_path = None
+        # in the warm server's environment too: its libraries size their pools at import
+        limits = thread_limits(jobs)
+        if executor == "local" and known_stages != []:
+            # started now, it imports the steps' libraries while MLflow is asked what to run
+            socket_path = servers.enter_context(
+                warm_server(
+                    root,
+                    dict(os.environ) | limits | {"MLRIG_PROJECT_DIR": str(root)},
+                    log_path.with_suffix("") / "warm-server.log",
+                )
+            )
+        checked = unchanged_store(settings) if known_stages == [] else None
+        require_services(
+            settings, mlflow=checked is None, dvc_remote=push or executor == "containers"
+        )
+        plan = plan_containers(settings) if executor == "containers" else None
+        if new_params_text is not None:
+            (root / PARAMS_FILE).write_text(new_params_text)
+        on_phase("checking what changed")
+        stages = changed_stages(root) if known_stages is None else known_stages
+        unrecorded = [] if checked else unrecorded_stages(settings, params)
+        pipeline_run_id = None
+        stage_seconds: dict[str, float] = {}
+        if stages or force or unrecorded:
+            pipeline_run_id = run_id
+            parent_run_id = start_parent_run(settings, pipeline_run_id, params)
+            environment = stage_environment(settings, parent_run_id, pipeline_run_id)
+            environment |= limits
+            status = "FAILED"
+            try:
+                if plan is not None:
+                    stage_seconds = run_in_containers(
+                        settings,
+                        plan,
+                        environment,
+                        force=force,
+                        forced=set(unrecorded),
+                        jobs=jobs,
+                        run_dir=settings.state_dir / "containers" / pipeline_run_id,
+                        on_stage=on_stage,
+                    )
+                else:
+                    graph = stage_graph(root)
+                    forced = set(graph) if force else set(unrecorded)
+                    if socket_path is None:  # only the MLflow store asked for a run
+                        socket_path = servers.enter_context(
+                            warm_server(
+                                root, environment, log_path.with_suffix("") / "warm-server.log"
+                            )
+                        )
+                    local_run = LocalRun(
+                        settings=settings,
+                        graph=graph,
+                        environment=environment | {SOCKET_VARIABLE: socket_path},
+                        log_path=log_path,
+                        candidates={*stages, *forced},
+                        forced=forced,
+                    )
+                    stage_seconds = schedule(graph, local_run, jobs, on_stage)
+                status = "FINISHED"
+            except StopRequested:
+                status = "KILLED"
+                raise
+            finally:
+                finish_parent_run(settings, parent_run_id, status)
+        if push:
+            on_phase("pushing to the DVC remote")
+            push_log = settings.state_dir / "logs" / "push.log"
+            push_outputs(settings, push_log)
+        on_phase("counting runs")
+        if checked:
+            recorded, total, champion = 0, checked.runs_in_experiment, checked.champion
+        else:
+            recorded, total = count_runs(settings, pipeline_run_id)
+            champion = stored_champion(settings)
+            remember_store(settings, total, champion)
+    return RunSummary(
+        pipeline_run_id=pipeline_run_id,
+        stages_run=list(stage_seconds),
+        stage_seconds=stage_seconds,
+        up_to_date=not stage_seconds,
+        runs_recorded=recorded,
+        runs_in_experiment=total,
+        champion=champion,
+        report=str(root / REPORT_DIR / "report.html"),
+        mlflow_ui=mlflow_ui_command(settings),
+        log=str(log_path) if pipeline_run_id else None,
+        repaired=repaired,
+    )

@@ -1,0 +1,84 @@
+"""Experiment results as the steps leave them: what register, report and `mlrig compare` read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlrig.errors import DataError
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+CHAMPION_FILE = "champion.json"
+
+
+class TrainRecord(BaseModel):
+    """What the train step hands on: which run, which model, how long the fit took."""
+
+    experiment: str
+    family: str
+    params: dict[str, Any]
+    task: str
+    dataset: str
+    train_md5: str
+    fit_seconds: float
+    mlflow_run_id: str
+    mlflow_model_uri: str
+    clearml_task_id: str
+
+
+class ExperimentResult(BaseModel):
+    """One experiment: its training record and its held-out metrics."""
+
+    record: TrainRecord
+    metrics: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return self.record.experiment
+
+
+class Champion(BaseModel):
+    """The register step's decision about the best experiment of this run."""
+
+    experiment: str
+    metric: str
+    value: float
+    mlflow_run_id: str
+    registered_model: str
+    registered: bool
+    is_champion: bool
+    version: str | None
+    previous_version: str | None
+    reason: str
+
+
+def load_results(train_dir: Path, evaluate_dir: Path, names: list[str]) -> list[ExperimentResult]:
+    """Read each named experiment's run.json and metrics.json.
+
+    Raises:
+        DataError: an experiment has no outputs yet (the pipeline has not run it).
+    """
+    results = []
+    for name in names:
+        run_path, metrics_path = train_dir / name / RUN_FILE, evaluate_dir / name / METRICS_FILE
+        if not (run_path.is_file() and metrics_path.is_file()):
+            raise DataError(
+                f"Experiment {name!r} has no results ({run_path} or {metrics_path} is missing). "
+                "Run the pipeline first: mlrig run."
+            )
+        results.append(
+            ExperimentResult(
+                record=TrainRecord.model_validate_json(run_path.read_text()),
+                metrics=json.loads(metrics_path.read_text()),
+            )
+        )
+    return results
+
+
+def read_champion(register_dir: Path) -> Champion | None:
+    path = register_dir / CHAMPION_FILE
+    return Champion.model_validate_json(path.read_text()) if path.is_file() else None

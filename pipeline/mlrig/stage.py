@@ -1,0 +1,286 @@
+"""`mlrig stage NAME`: run one DVC stage the way a step container or a pod does.
+
+The workspace holds the project's files at the commit (dvc.yaml, params.yaml, dvc.lock, the
+code) but no data: the stage's inputs come from the DVC remote and its outputs go back there,
+with the run-cache, so the next stage (in another container) can pull them. Every setting comes
+from the environment; a missing one stops the stage before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.settings import Settings
+
+#: the name the entrypoint gives the remote in the workspace's .dvc/config.local
+REMOTE_NAME = "mlrig"
+
+#: what a stage container must be given, and what each setting is for
+REQUIRED_SETTINGS = {
+    "MLFLOW_TRACKING_URI": "the MLflow server the stage logs to, e.g. http://mlflow:5000",
+    "MLRIG_DVC_REMOTE_URL": "the DVC remote for inputs and outputs, e.g. s3://mlrig-dvc",
+}
+S3_SETTINGS = {
+    "AWS_ACCESS_KEY_ID": "the S3 access key of the DVC remote",
+    "AWS_SECRET_ACCESS_KEY": "the S3 secret key of the DVC remote",
+}
+
+
+def missing_settings(environment: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The required settings absent from `environment`, each with what it is for."""
+    required = dict(REQUIRED_SETTINGS)
+    if environment.get("MLRIG_DVC_REMOTE_URL", "").startswith("s3://"):
+        required |= S3_SETTINGS
+    return {name: why for name, why in required.items() if not environment.get(name)}
+
+
+def require_settings() -> None:
+    """Raises ConfigError naming every required setting that is not set."""
+    missing = missing_settings(os.environ)
+    if missing:
+        lines = "\n".join(f"  {name}: {why}" for name, why in missing.items())
+        raise ConfigError(
+            "A stage container takes its settings from the environment, and these are not set:\n"
+            f"{lines}\nPass them to the container (mlrig run --executor containers does)."
+        )
+
+
+def dvc(*arguments: str) -> int:
+    """Run a dvc command in this process (one import of DVC for the whole stage)."""
+    from dvc.cli import main
+
+    return int(main(list(arguments)))
+
+
+def configure_workspace(settings: Settings) -> None:
+    """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
+    url = settings.dvc_remote_url or ""
+    commands = [["remote", "add", "--local", "--force", "--default", REMOTE_NAME, url]]
+    if settings.s3_endpoint_url:
+        commands.append(
+            ["remote", "modify", "--local", REMOTE_NAME, "endpointurl", settings.s3_endpoint_url]
+        )
+    if not (settings.root / ".git").exists():  # a workspace copy, not a clone
+        commands.insert(0, ["config", "--local", "core.no_scm", "true"])
+    for command in commands:
+        if dvc(*command) != 0:
+            raise ConfigError(f"Could not configure the DVC workspace: dvc {' '.join(command)}")
+
+
+def stage_inputs(root: Path, name: str) -> list[str]:
+    """The stage's deps that DVC tracks (other stages' outputs, .dvc files): what to pull.
+
+    Raises:
+        ConfigError: dvc.yaml has no stage of that name.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = {stage.addressing: stage for stage in repo.index.stages}
+        if name not in stages:
+            raise ConfigError(
+                f"dvc.yaml has no stage {name!r}. Its stages: {', '.join(sorted(stages))}."
+            )
+        deps = [dep.fs_path for dep in stages[name].deps]
+        # a dep may be an output, a folder of outputs (outputs/train), or a file inside one
+        return sorted(
+            os.path.relpath(out.fs_path, root)
+            for out in repo.index.outs
+            if any(overlaps(out.fs_path, dep) for dep in deps)
+        )
+
+
+def overlaps(path: str, other: str) -> bool:
+    """True when one path is the other or lies inside it."""
+    return path == other or path.startswith(other + os.sep) or other.startswith(path + os.sep)
+
+
+def pull_inputs(
+    settings: Settings, name: str, on_phase: Callable[[str], None] = lambda phase: None
+) -> None:
+    """Pull the stage's inputs from the workspace's remote (`configure_workspace` set it).
+
+    Raises:
+        ConfigError: the stage does not exist.
+        MlrigError: pulling failed.
+    """
+    inputs = stage_inputs(settings.root, name)
+    if not inputs:  # `dvc pull` with no target would pull everything
+        return
+    on_phase(f"pulling {', '.join(inputs)}")
+    if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
+        raise MlrigError(
+            f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
+            f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
+            exit_code=EXIT_FAILED,
+        )
+
+
+def run_stage(
+    settings: Settings,
+    name: str,
+    *,
+    force: bool = False,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> None:
+    """Pull the stage's inputs, run it (or restore it from the run-cache), push its outputs.
+
+    Raises:
+        ConfigError: a setting is missing, or the stage does not exist.
+        MlrigError: pulling, running or pushing failed; the message says which.
+    """
+    require_settings()
+    configure_workspace(settings)
+    pull_inputs(settings, name, on_phase)
+    on_phase(f"running {name}")
+    # --pull: a stage in the remote run-cache is restored instead of run
+    repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]
+    if dvc(*repro) != 0:
+        raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
+    on_phase(f"pushing the outputs of {name}")
+    if dvc("push", "--run-cache", "--remote", REMOTE_NAME, name) != 0:
+        raise MlrigError(
+            f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
+            exit_code=EXIT_FAILED,
+        )
+
+
+def merge_lock_entries(lock_path: Path, entries: Mapping[str, dict[str, Any]]) -> None:
+    """Write stages' dvc.lock entries into `lock_path`, in DVC's own format."""
+    from dvc.utils.serialize import dump_yaml, modify_yaml
+
+    if not lock_path.is_file():
+        dump_yaml(lock_path, {"schema": "2.0", "stages": {}})
+    with modify_yaml(lock_path) as lock:  # as `dvc repro` writes it
+        lock.setdefault("stages", {}).update(entries)
+
+
+def lock_entry(root: Path, name: str) -> dict[str, Any]:
+    """The stage's entry in the workspace's dvc.lock."""
+    from dvc.utils.serialize import load_yaml
+
+    return dict(load_yaml(root / "dvc.lock")["stages"][name])
+
+
+#: what a ClearML pipeline step's pod is told in its environment (the task's container
+#: arguments `-e NAME=value`, which the k8s glue makes the pod's environment)
+STAGE_VARIABLE = "MLRIG_STAGE"
+INPUT_KEY_VARIABLE = "MLRIG_INPUT_KEY"
+
+
+class StepTask(BaseModel):
+    """A ClearML pipeline step: its stage, the workspace it runs in, the stages before it.
+
+    The submitter stores it on the DVC remote under the stage's input key
+    (`mlrig.step_store`); the task names only the stage and that key, so ClearML's cache key
+    of the step changes with its inputs and nothing else.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    input_key: str
+    workspace: str = Field(description="the digest of the workspace archive on the remote")
+    parents: dict[str, str] = Field(description="each parent stage with its input key")
+    git_commit: str
+
+    def container_environment(self) -> dict[str, str]:
+        return {STAGE_VARIABLE: self.stage, INPUT_KEY_VARIABLE: self.input_key}
+
+
+def step_of_pod(environment: Mapping[str, str]) -> tuple[str, str] | None:
+    """The stage and input key of a ClearML step's pod; None in any other container.
+
+    Raises:
+        ConfigError: the input key is set without the stage.
+    """
+    key = environment.get(INPUT_KEY_VARIABLE)
+    if not key:
+        return None
+    if not (stage := environment.get(STAGE_VARIABLE)):
+        raise ConfigError(
+            f"This pod runs a ClearML pipeline step ({INPUT_KEY_VARIABLE} is set) but "
+            f"{STAGE_VARIABLE} is not: the step's container arguments lost it. Submit again."
+        )
+    return stage, key
+
+
+@contextmanager
+def clearml_status(settings: Settings, task_id: str | None) -> Iterator[None]:
+    """Mark a step's ClearML task running, then completed or failed.
+
+    With the glue's K8S_GLUE_POD_USE_IMAGE_ENTRYPOINT no clearml-agent runs in the pod, so this
+    is what reports the status. The stage's own processes, with CLEARML_TASK_ID set, log their
+    params, metrics and MLflow run id to the same task.
+    """
+    if not task_id:
+        yield
+        return
+    if settings.clearml_is_offline:
+        print(f"ClearML is offline (no CLEARML_API_HOST): task {task_id}'s status is not reported")
+        os.environ.pop("CLEARML_TASK_ID")  # the stage's tasks become offline sessions instead
+        yield
+        return
+    from mlrig.clearml_sessions import check_server
+    from mlrig.tracking import configure_clearml
+
+    # the SDK retries a dead server for minutes; this answers in seconds
+    check_server(settings, meanwhile="the stage did not run.")
+    configure_clearml(settings)
+    from clearml import Task
+
+    try:
+        task = Task.get_task(task_id=task_id)
+    except Exception as error:  # the SDK raises many types for a missing task or a refusal
+        raise MlrigError(
+            f"ClearML at {settings.clearml_api_host} has no task {task_id} for this pod "
+            f"({type(error).__name__}: {error}). Was the task deleted? Submit again.",
+            exit_code=EXIT_FAILED,
+        ) from None
+    task.mark_started(force=True)
+    try:
+        yield
+    except BaseException as error:
+        task.mark_failed(status_reason=str(error).splitlines()[0][:250], force=True)
+        raise
+    task.mark_completed(force=True)
+
+
+def run_step_task(
+    stage: str,
+    input_key: str,
+    workspace: Path,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> None:
+    """What a pipeline step's pod runs: fetch its workspace and the records of the stages before
+    it, run the stage, and record its dvc.lock entry under its input key.
+
+    Raises:
+        ConfigError: a setting is missing.
+        MlrigError: the step, its workspace or a parent's record is not on the remote, or the
+            stage failed.
+    """
+    from mlrig.step_store import StepStore
+
+    require_settings()
+    store = StepStore.of_remote(
+        os.environ["MLRIG_DVC_REMOTE_URL"], os.environ.get("AWS_ENDPOINT_URL")
+    )
+    with clearml_status(Settings(project_dir=workspace), os.environ.get("CLEARML_TASK_ID")):
+        step = store.get_step_task(input_key, stage)
+        if not (workspace / "dvc.yaml").is_file():
+            on_phase(f"fetching workspace {step.workspace[:12]}")
+            store.download_workspace(step.workspace, workspace)
+        parents = {parent: store.get_record(key, parent) for parent, key in step.parents.items()}
+        merge_lock_entries(workspace / "dvc.lock", parents)
+        os.environ.setdefault("MLRIG_GIT_COMMIT", step.git_commit)  # the pod has no checkout
+        run_stage(Settings(project_dir=workspace), stage, on_phase=on_phase)
+        store.put_record(input_key, stage, lock_entry(workspace, stage))
+        on_phase(f"recorded {stage} under input key {input_key[:12]}")
