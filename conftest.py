@@ -42,9 +42,36 @@ TRACKING_VARIABLES = (
 )
 
 
-def copy_repository(destination: Path) -> None:
-    """Copy what a fresh clone holds (the files git tracks or would track) and commit it."""
+# The tiers that test servers, containers, the chart and CI run the pipeline with two of
+# params.yaml's experiments: what they check does not depend on the model families, and each
+# experiment is two more stages per run (the e2e tier runs every family).
+FEW_EXPERIMENTS = ("knn", "linear_c0_1")
+
+
+def keep_experiments(root: Path, names: tuple[str, ...]) -> None:
+    """Leave only `names` in the copy's params.yaml, and their stages in its dvc.lock."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    experiments = params["train"]["experiments"]
+    params["train"]["experiments"] = {name: experiments[name] for name in names}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    dropped = {
+        f"{step}@{name}"
+        for name in experiments.keys() - set(names)
+        for step in ("train", "evaluate")
+    }
+    lock["stages"] = {
+        stage: entry for stage, entry in lock["stages"].items() if stage not in dropped
+    }
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def copy_repository(destination: Path, experiments: tuple[str, ...] | None = None) -> None:
+    """Copy what a fresh clone holds (the files git tracks or would track) and commit it;
+    with `experiments`, only those are in its params."""
     copy_project_files(REPO_ROOT, destination)
+    if experiments is not None:
+        keep_experiments(destination, experiments)
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
         subprocess.run(command, cwd=destination, check=True, capture_output=True)
 
@@ -219,8 +246,9 @@ class Stack:
         return json.loads((self.root / ".mlrig/stack/secrets.json").read_text())
 
 
-def start_stack() -> Iterator[Stack]:
-    """Copy the repository and start its stack; stop it when the caller's fixture ends."""
+def start_stack(experiments: tuple[str, ...] | None = FEW_EXPERIMENTS) -> Iterator[Stack]:
+    """Copy the repository (with `experiments`) and start its stack; stop it when the caller's
+    fixture ends."""
     if not postgres_installed():
         pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
     # PostgreSQL runs as `postgres` and must reach its data folder. pytest's temp root is
@@ -229,7 +257,7 @@ def start_stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="mlrig-stack-"))
     root.chmod(0o711)
     try:
-        copy_repository(root)
+        copy_repository(root, experiments)
         started = Stack(root=root, env=clean_environment(root))
         up = started.mlrig("stack", "up")
         assert up.returncode == 0, up.stdout + up.stderr

@@ -17,7 +17,14 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO_ROOT, checkout_lock, clean_environment, copy_repository, glue_pod
+from conftest import (
+    FEW_EXPERIMENTS,
+    REPO_ROOT,
+    checkout_lock,
+    clean_environment,
+    copy_repository,
+    glue_pod,
+)
 from mlrig.clearml_pipeline import (
     PipelineDescription,
     describe_pipeline,
@@ -103,7 +110,7 @@ def test_the_chart_pods_run_as_their_non_root_users(played: Played) -> None:
 
 def chart_project(played: Played, project: Path) -> dict[str, str]:
     """A fresh copy of the repository whose DVC remote is the chart's S3; its environment."""
-    copy_repository(project)
+    copy_repository(project, FEW_EXPERIMENTS)
     endpoint = played.environment["AWS_ENDPOINT_URL"]
     for arguments in (
         ["remote", "add", "--local", "chart", "s3://mlrig-dvc/dvc"],

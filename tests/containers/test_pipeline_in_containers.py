@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, Stack, clean_environment, copy_repository, start_stack
+from conftest import (
+    FEW_EXPERIMENTS,
+    REPO_ROOT,
+    Stack,
+    clean_environment,
+    copy_repository,
+    start_stack,
+)
 from mlrig.dag import stage_graph
 from mlrig.images import Engine, ImageBuild
 
@@ -53,7 +60,7 @@ def container_run(stack: Stack) -> dict:
 def local_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same commit and params run locally (dvc repro here, the embedded MLflow store)."""
     root = tmp_path_factory.mktemp("local-run")
-    copy_repository(root)
+    copy_repository(root, FEW_EXPERIMENTS)
     result = subprocess.run(
         [sys.executable, "-m", "mlrig", "run", "--no-push"],
         cwd=root,

@@ -337,6 +337,11 @@ def start_mlflow(paths: StackPaths, state: StackState, stack_secrets: StackSecre
         "basic-auth",
         "--workers",
         "2",
+        # uvicorn kills a worker that does not answer its supervisor's ping in 5 s: on a busy
+        # machine a worker still importing MLflow misses it, and the kill of a process that is
+        # reading its libraries from disk can take minutes, during which `stack up` waits
+        "--uvicorn-opts",
+        "--timeout-worker-healthcheck 60",
     ]
     log_file = paths.log_file("mlflow")
     pid = start_detached(
