@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from mlrig import __version__
 from mlrig.containers import step_of
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.images import no_image_error
 from mlrig.lineage import git_commit
 from mlrig.settings import Settings, unset_names
 from mlrig.stage import StepTask, overlaps
@@ -280,10 +281,7 @@ def compile_pipeline(
         ) from None
     no_image = sorted({step_of(name) for name in graph} - set(images))
     if no_image:
-        raise ConfigError(
-            f"Step(s) {', '.join(no_image)} of dvc.yaml have no image: add images/<step>/"
-            "Dockerfile (make step NAME=... makes one)."
-        )
+        raise no_image_error(no_image)
     steps: dict[str, PipelineStep] = {}
     for name in topological_order(graph):
         parents = sorted(graph[name])

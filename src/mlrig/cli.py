@@ -61,7 +61,9 @@ stack_app = typer.Typer(
     no_args_is_help=True, help="The local stack: PostgreSQL, S3 and an MLflow server on 127.0.0.1."
 )
 app.add_typer(stack_app, name="stack")
-images_app = typer.Typer(no_args_is_help=True, help="The step images (images/<step>/Dockerfile).")
+images_app = typer.Typer(
+    no_args_is_help=True, help="The step images (images/step/Dockerfile, one per step)."
+)
 app.add_typer(images_app, name="images")
 chart_app = typer.Typer(
     no_args_is_help=True,

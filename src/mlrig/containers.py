@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlrig.dag import schedule, stage_graph
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
-from mlrig.images import Engine, current_step_images, find_engine
+from mlrig.images import Engine, current_step_images, find_engine, no_image_error
 from mlrig.settings import Settings
 
 CONTAINER_WORKSPACE = "/workspace"
@@ -307,10 +307,7 @@ def plan_containers(settings: Settings) -> ContainerPlan:
     images = current_step_images(settings, engine)
     no_image = sorted({step_of(stage) for stage in graph} - set(images))
     if no_image:
-        raise ConfigError(
-            f"Step(s) {', '.join(no_image)} of dvc.yaml have no image: add images/<step>/"
-            "Dockerfile (make step NAME=... makes one) and run make images."
-        )
+        raise no_image_error(no_image)
     return ContainerPlan(engine=engine, images=images, remote=remote, graph=graph)
 
 

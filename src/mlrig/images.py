@@ -1,14 +1,17 @@
 """`make images`: one container image per step, tagged with a content hash of its inputs.
 
-An image is rebuilt only when something it is made from changes: its Dockerfile, its locked
-requirement list (exported from uv.lock), the base it is built on, and (for step images) the
-mlrig sources. Builds need no package index: the wheels come from a wheelhouse made on the
-host (`make wheels`), and where no base image can be pulled, `make base-image` makes one with
+Every step's image is built from one Dockerfile (images/step) with the step's locked
+dependency group; a step that needs more adds layers in images/<step>/Dockerfile. An image is
+rebuilt only when something it is made from changes: its Dockerfiles, its locked requirement
+list (exported from uv.lock), the base it is built on, and (for step images) the mlrig
+sources. Builds need no package index: the wheels come from a wheelhouse made on the host
+(`make wheels`), and where no base image can be pulled, `make base-image` makes one with
 debootstrap and Debian's Python 3.11.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
@@ -24,7 +27,10 @@ from mlrig.errors import run_logged as logged_command
 from mlrig.settings import Settings
 
 IMAGES_DIR = "images"
+STEPS_DIR = "steps"
 BASE = "base"
+#: the folder under images/ of the Dockerfile every step image is built from
+STEP_IMAGE = "step"
 #: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
 #: the locked dependency group named here (None: no Python packages); `make server-images`
 #: builds them. s3-seaweedfs and postgresql-debian stand in for MinIO and the official
@@ -140,14 +146,25 @@ def docker_daemon_answers(program: str) -> bool:
 
 
 def step_names(root: Path) -> list[str]:
-    """Every step that has an image: the folders under images/ other than the base and servers."""
+    """Every step: the packages under steps/ that run as `python -m steps.<name>`."""
     return sorted(
-        folder.name
-        for folder in (root / IMAGES_DIR).iterdir()
-        if (folder / "Dockerfile").is_file()
-        and folder.name != BASE
-        and folder.name not in SERVER_IMAGES
+        folder.name for folder in (root / STEPS_DIR).iterdir() if (folder / "__main__.py").is_file()
     )
+
+
+def no_image_error(steps: list[str]) -> ConfigError:
+    """A stage whose step has no image: it does not run a package under steps/."""
+    return ConfigError(
+        f"Step(s) {', '.join(steps)} of dvc.yaml have no image: a step image is built for each "
+        "package under steps/ (steps/<step>/__main__.py, and the dependency group step-<step> "
+        "in pyproject.toml). make step NAME=... makes one; then run make images."
+    )
+
+
+def step_summary(root: Path, step: str) -> str:
+    """The first line of the step package's docstring: its image's description."""
+    module = ast.parse((root / STEPS_DIR / step / "__init__.py").read_text())
+    return (ast.get_docstring(module) or f"the {step} step").splitlines()[0]
 
 
 def image_reference(settings: Settings, name: str, tag: str) -> str:
@@ -208,6 +225,25 @@ class BuildLayout:
 
     def requirements(self, name: str) -> Path:
         return self.requirements_dir / f"{name}.txt"
+
+    def step_dockerfiles(self, step: str) -> list[Path]:
+        """The generic step Dockerfile, then the step's own where it adds layers."""
+        own = self.dockerfile(step)
+        return [self.dockerfile(STEP_IMAGE), *([own] if own.is_file() else [])]
+
+    def requirements_by_content(self, name: str) -> str:
+        """`name`'s requirement list copied under a name made of its content (relative to
+        requirements_dir): what the step Dockerfile installs, so that steps with the same
+        packages share their layers."""
+        text = self.requirements(name).read_text()
+        relative = f"by-content/{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
+        path = self.requirements_dir / relative
+        if not path.is_file():
+            path.parent.mkdir(exist_ok=True)
+            written = path.with_suffix(f".{os.getpid()}.tmp")
+            written.write_text(text)
+            written.replace(path)
+        return relative
 
 
 def find_uv() -> str:
@@ -408,19 +444,24 @@ def build_image(
     tag: str,
     build_args: dict[str, str],
     no_cache: bool = False,
+    dockerfile: Path | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> ImageBuild:
-    """Build images/<name>/Dockerfile as `<repository>/<name>:<tag>` (and `:latest`)."""
+    """Build `dockerfile` (default images/<name>/Dockerfile) as `<repository>/<name>:<tag>`
+    (and `:latest`), with `labels` set on the image."""
     import time
 
     from mlrig.lineage import git_commit
 
     layout = BuildLayout(settings.root)
+    dockerfile = dockerfile or layout.dockerfile(name)
     reference = image_reference(settings, name, tag)
     if engine.image_exists(reference) and not no_cache:  # a cold build builds even so
         return ImageBuild(name, reference, built=False, seconds=0.0)
     started = time.monotonic()
     arguments = {"REVISION": git_commit(settings.root), **build_args}
     build_arg_flags = [f"--build-arg={key}={value}" for key, value in arguments.items()]
+    label_flags = [f"--label={key}={value}" for key, value in (labels or {}).items()]
     run_logged(
         engine.command(
             "build",
@@ -428,10 +469,11 @@ def build_image(
             # docker's image format keeps SHELL (pipefail); podman defaults to OCI, which drops it
             *(["--format", "docker"] if engine.name == "podman" else []),
             *(["--no-cache"] if no_cache else []),
-            "--file", str(layout.dockerfile(name)),
+            "--file", str(dockerfile),
             "--tag", reference,
             "--tag", image_reference(settings, name, "latest"),
             *build_arg_flags,
+            *label_flags,
             str(settings.root),
         ),
         layout.logs / f"image-{name}.log",
@@ -456,7 +498,8 @@ def step_tag(settings: Settings, step: str, base_reference: str) -> str:
     sources = tree_digest([root / "src" / "mlrig", root / "steps", root / "pyproject.toml"], root)
     return content_tag(
         base_reference,
-        layout.dockerfile(step).read_text(),
+        step,  # its labels name it
+        *(dockerfile.read_text() for dockerfile in layout.step_dockerfiles(step)),
         layout.requirements(step).read_text(),
         sources,
     )
@@ -510,10 +553,50 @@ def build_images(
     results = [base]
     for step in wanted:
         on_image(step)
-        tag = step_tag(settings, step, base.reference)
-        build_args = {"BASE_IMAGE": base.reference}
-        results.append(build_image(settings, engine, step, tag, build_args, no_cache))
+        results.append(build_step_image(settings, engine, step, base.reference, no_cache))
     return results
+
+
+def step_labels(settings: Settings, step: str) -> dict[str, str]:
+    """The labels that name a step's image. Set by the builder, not by a LABEL of the generic
+    Dockerfile: the engine's layer cache would give one step's image another's labels."""
+    from mlrig.lineage import git_commit
+
+    return {
+        "org.opencontainers.image.title": f"mlrig-{step}",
+        "org.opencontainers.image.description": (
+            f"mlrig pipeline step {step}: {step_summary(settings.root, step)}"
+        ),
+        "org.opencontainers.image.revision": git_commit(settings.root),
+        "io.mlrig.step": step,
+    }
+
+
+def build_step_image(
+    settings: Settings, engine: Engine, step: str, base_reference: str, no_cache: bool
+) -> ImageBuild:
+    """images/step/Dockerfile for `step`, then images/<step>/Dockerfile FROM it if there is one
+    (the generic image then has the tag `<tag>-generic`)."""
+    layout = BuildLayout(settings.root)
+    tag = step_tag(settings, step, base_reference)
+    dockerfiles = layout.step_dockerfiles(step)
+    build_args = {
+        "BASE_IMAGE": base_reference,
+        "REQUIREMENTS": layout.requirements_by_content(step),
+    }
+    labels = step_labels(settings, step)
+    if len(dockerfiles) == 1:  # no layers of its own
+        return build_image(
+            settings, engine, step, tag, build_args, no_cache, dockerfiles[0], labels
+        )
+    generic, own = dockerfiles
+    under = build_image(
+        settings, engine, step, f"{tag}-generic", build_args, no_cache, generic, labels
+    )
+    built = build_image(
+        settings, engine, step, tag, {"BASE_IMAGE": under.reference}, no_cache, own, labels
+    )
+    return replace(built, built=built.built or under.built, seconds=built.seconds + under.seconds)
 
 
 def step_image_references(settings: Settings, engine: Engine | None) -> dict[str, str]:

@@ -63,7 +63,7 @@ def test_dockerfiles_follow_the_house_rules() -> None:
         assert "ARG BASE_IMAGE=" in text, f"{dockerfile}: BASE_IMAGE build arg"
         assert re.search(r"^USER 1001$", text, re.M), f"{dockerfile}: numeric non-root user"
         assert 'ENTRYPOINT ["' in text, f"{dockerfile}: exec-form entrypoint"
-        assert "org.opencontainers.image.revision" in text, f"{dockerfile}: OCI labels"
+        assert "org.opencontainers.image.source" in text, f"{dockerfile}: OCI labels"
     base = (REPO_ROOT / "images/base/Dockerfile").read_text()
     assert re.search(r"ARG BASE_IMAGE=\S+@sha256:[0-9a-f]{64}", base), "digest-pinned default"
 
@@ -175,6 +175,31 @@ def test_an_image_holds_only_what_its_step_needs(
     result = engine_run(engine, "--entrypoint", "python", image.reference, "-c", probe)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "None", f"{step} image has {absent}"
+
+
+def test_steps_with_the_same_packages_share_their_layers(
+    step_images: tuple[Engine, list[ImageBuild]],
+) -> None:
+    """One Dockerfile for every step: ingest and train lock the same packages (the `ml` group),
+    so their images are the same layers (stored once) under labels of their own; report's are
+    not."""
+    engine, images = step_images
+    by_step = {image.name: image.reference for image in images}
+
+    def inspect(step: str, template: str) -> str | None:
+        return engine.inspect(by_step[step], template)
+
+    layers = "{{json .RootFS.Layers}}"
+    assert inspect("ingest", layers) == inspect("train", layers)
+    assert inspect("report", layers) != inspect("train", layers)
+    for step in ("ingest", "train"):
+        assert inspect(step, '{{index .Config.Labels "io.mlrig.step"}}') == step
+        assert inspect(step, '{{index .Config.Labels "org.opencontainers.image.title"}}') == (
+            f"mlrig-{step}"
+        )
+        # the commit the image was built at (an unchanged image is kept from an earlier one)
+        revision = inspect(step, '{{index .Config.Labels "org.opencontainers.image.revision"}}')
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", revision or ""), revision
 
 
 def test_every_image_is_named_by_the_content_of_its_inputs(

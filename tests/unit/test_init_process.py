@@ -7,7 +7,7 @@ import re
 import yaml
 
 from conftest import REPO_ROOT
-from mlrig.images import step_names
+from mlrig.images import BuildLayout, step_names
 
 TINI = ["/usr/bin/tini", "-g", "--"]
 
@@ -17,9 +17,14 @@ def test_step_images_start_under_tini_from_the_base() -> None:
     assert re.search(r"apt-get install .*\btini\b", base), "the base's build stage installs tini"
     assert "COPY --from=build /usr/bin/tini-static /usr/bin/tini" in base
     for step in step_names(REPO_ROOT):
-        dockerfile = (REPO_ROOT / "images" / step / "Dockerfile").read_text()
-        (entrypoint,) = re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)
-        assert yaml.safe_load(entrypoint)[:3] == TINI, f"images/{step}: {entrypoint}"
+        dockerfiles = BuildLayout(REPO_ROOT).step_dockerfiles(step)
+        # the last ENTRYPOINT of the generic Dockerfile and of the step's own is the image's
+        entrypoints = [
+            entrypoint
+            for dockerfile in dockerfiles
+            for entrypoint in re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile.read_text(), re.M)
+        ]
+        assert yaml.safe_load(entrypoints[-1])[:3] == TINI, f"{step}: {entrypoints}"
 
 
 def test_the_pipeline_cronjob_runs_mlrig_under_tini() -> None:

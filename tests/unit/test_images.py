@@ -1,0 +1,69 @@
+"""Step images from one Dockerfile (mlrig.images): what a step's image is made from and named by.
+
+Engine-free: what the containers tier builds for real (tests/containers/test_images.py) is
+decided here, from the sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlrig.images import BuildLayout, no_image_error, step_names, step_summary, step_tag
+from mlrig.settings import Settings
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Two steps (train and ingest, locking the same packages) and report, which does not."""
+    (tmp_path / "images/step").mkdir(parents=True)
+    (tmp_path / "images/step/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    (tmp_path / "src/mlrig").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    requirements = tmp_path / ".mlrig/build/requirements"
+    requirements.mkdir(parents=True)
+    for step, locked in (("train", "scikit-learn==1.7\n"), ("ingest", "scikit-learn==1.7\n"),
+                         ("report", "matplotlib==3.10\n")):  # fmt: skip
+        (tmp_path / "steps" / step).mkdir(parents=True)
+        (tmp_path / "steps" / step / "__main__.py").touch()
+        (tmp_path / "steps" / step / "__init__.py").write_text(f'"""The {step} step.\n\nMore."""\n')
+        (requirements / f"{step}.txt").write_text(locked)
+    (tmp_path / "steps/helpers").mkdir()  # a package that is no step: no __main__.py
+    return tmp_path
+
+
+def test_every_package_under_steps_with_a_main_is_a_step(project: Path) -> None:
+    assert step_names(project) == ["ingest", "report", "train"]
+    assert step_summary(project, "train") == "The train step."
+
+
+def test_steps_with_the_same_packages_install_the_same_list(project: Path) -> None:
+    layout = BuildLayout(project)
+    train, ingest, report = (
+        layout.requirements_by_content(s) for s in ("train", "ingest", "report")
+    )
+    assert train == ingest != report
+    assert (layout.requirements_dir / train).read_text() == "scikit-learn==1.7\n"
+
+
+def test_a_steps_own_dockerfile_adds_to_the_generic_one_and_to_its_tag(project: Path) -> None:
+    settings = Settings(project_dir=project)
+    layout = BuildLayout(project)
+    generic = project / "images/step/Dockerfile"
+    assert layout.step_dockerfiles("train") == [generic]
+    alone = step_tag(settings, "train", "localhost/mlrig/base:1")
+    assert alone != step_tag(settings, "ingest", "localhost/mlrig/base:1")  # labels differ
+
+    own = project / "images/train/Dockerfile"
+    own.parent.mkdir()
+    own.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN true\n")
+    assert layout.step_dockerfiles("train") == [generic, own]
+    assert step_tag(settings, "train", "localhost/mlrig/base:1") != alone
+    assert layout.step_dockerfiles("ingest") == [generic]
+
+
+def test_a_stage_without_a_step_package_is_named_with_what_to_add() -> None:
+    message = str(no_image_error(["featurize"]))
+    assert "featurize" in message and "steps/<step>/__main__.py" in message
+    assert "make step NAME=" in message
