@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from conftest import REPO_ROOT, checkout_lock
 from mlrig.errors import MlrigError
 from mlrig.images import (
     LOCAL_OS_IMAGE,
@@ -19,6 +18,7 @@ from mlrig.images import (
     make_os_image,
 )
 from mlrig.settings import Settings
+from tests.support.project import REPO_ROOT, checkout_lock
 
 
 @pytest.fixture(scope="session")

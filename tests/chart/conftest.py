@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, checkout_lock
 from mlrig.kube_play import chart_without_dependencies
+from tests.support.project import REPO_ROOT, checkout_lock
 
 CHART = REPO_ROOT / "helm" / "mlrig"
 OVERLAYS = sorted((REPO_ROOT / "k8s" / "overlays").iterdir())

@@ -12,9 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
 from mlrig.images import find_uv
 from tests.chart.conftest import CHART, VALUES_FILES, KubeTools, pod_specs, values_arguments
+from tests.support.project import REPO_ROOT
 
 #: the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas
 KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())

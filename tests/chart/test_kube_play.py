@@ -17,14 +17,6 @@ import pytest
 import requests
 import yaml
 
-from conftest import (
-    FEW_EXPERIMENTS,
-    REPO_ROOT,
-    checkout_lock,
-    clean_environment,
-    copy_repository,
-    glue_pod,
-)
 from mlrig.clearml_pipeline import (
     PipelineDescription,
     describe_pipeline,
@@ -54,6 +46,14 @@ from mlrig.kube_play import (
 from mlrig.settings import Settings
 from mlrig.step_store import StepStore
 from tests.chart.conftest import KubeTools
+from tests.support.clearml import glue_pod
+from tests.support.project import (
+    FEW_EXPERIMENTS,
+    REPO_ROOT,
+    checkout_lock,
+    clean_environment,
+    copy_repository,
+)
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import REPO_ROOT, Stack, start_stack
 from mlrig.images import Engine, ImageBuild
 from mlrig.stack.processes import free_port
+from tests.support.project import REPO_ROOT
+from tests.support.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
 

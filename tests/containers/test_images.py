@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
 from mlrig.containers import step_of
 from mlrig.dag import stage_graph
 from mlrig.images import BASE, LOCAL_OS_IMAGE, SERVER_IMAGES, Engine, ImageBuild, step_names
+from tests.support.project import REPO_ROOT
 
 pytestmark = pytest.mark.containers
 

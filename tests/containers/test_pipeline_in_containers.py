@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    FEW_EXPERIMENTS,
-    REPO_ROOT,
-    Stack,
-    clean_environment,
-    copy_repository,
-    start_stack,
-)
 from mlrig.dag import stage_graph
 from mlrig.images import Engine, ImageBuild
+from tests.support.project import FEW_EXPERIMENTS, REPO_ROOT, clean_environment, copy_repository
+from tests.support.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_environment, copy_repository
+from tests.support.project import clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
 

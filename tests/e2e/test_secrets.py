@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FEW_EXPERIMENTS, clean_environment, copy_repository, run_mlrig
 from mlrig.dag import stage_graph
+from tests.support.project import FEW_EXPERIMENTS, clean_environment, copy_repository, run_mlrig
 
 pytestmark = pytest.mark.e2e
 

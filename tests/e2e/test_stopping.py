@@ -22,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import clean_environment, copy_repository
+from tests.support.project import clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
 

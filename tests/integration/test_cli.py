@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_environment, copy_repository, run_mlrig
+from tests.support.project import clean_environment, copy_repository, run_mlrig
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import FEW_EXPERIMENTS, Stack, start_stack
+from tests.support.project import FEW_EXPERIMENTS
+from tests.support.stack import Stack, start_stack
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

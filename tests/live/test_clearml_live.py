@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import clean_environment, copy_repository
 from mlrig.dag import stage_graph
+from tests.support.project import clean_environment, copy_repository
 
 pytestmark = [
     pytest.mark.live,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TRACKING_VARIABLES
+from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
 
 
 @pytest.fixture

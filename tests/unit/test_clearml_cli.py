@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, run_mlrig
 from mlrig.clearml_pipeline import PipelineDescription
 from mlrig.dag import stage_graph
 from mlrig.errors import EXIT_BAD_INPUT
 from mlrig.images import engine_if_any, step_image_references, step_names
 from mlrig.settings import Settings
+from tests.support.project import REPO_ROOT, run_mlrig
 
 pytestmark = pytest.mark.clearml
 

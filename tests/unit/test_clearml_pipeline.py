@@ -25,7 +25,6 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from conftest import REPO_ROOT, glue_pod
 from mlrig.clearml_pipeline import (
     DESCRIPTION_CONFIGURATION,
     PIPELINE_ID_PREFIX,
@@ -40,6 +39,8 @@ from mlrig.dag import stage_graph
 from mlrig.errors import ConfigError
 from mlrig.settings import Settings
 from mlrig.stage import step_of_pod
+from tests.support.clearml import glue_pod
+from tests.support.project import REPO_ROOT
 
 pytestmark = pytest.mark.clearml
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import clean_environment, copy_repository
+from tests.support.project import clean_environment, copy_repository
 
 
 def test_the_committed_lock_matches_the_committed_inputs(tmp_path: Path) -> None:

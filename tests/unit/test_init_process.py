@@ -6,8 +6,8 @@ import re
 
 import yaml
 
-from conftest import REPO_ROOT
 from mlrig.images import BuildLayout, step_names
+from tests.support.project import REPO_ROOT
 
 TINI = ["/usr/bin/tini", "-g", "--"]
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from tests.support.project import REPO_ROOT
 
 
 def test_the_summary_names_each_skipped_tier_and_the_install_command(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import copy_repository, run_mlrig
 from mlrig.errors import EXIT_BAD_INPUT, ConfigError, DataError, ParamsError
 from mlrig.params import Params, read_params_file, validate_params
 from mlrig.settings import Settings
@@ -33,6 +32,7 @@ from mlrig.tune import (
     resolve_space,
     trial_task_arguments,
 )
+from tests.support.project import copy_repository, run_mlrig
 
 TRIALS = 4
 SPACE = {"n_estimators": {"int": [10, 60]}, "max_depth": {"int": [2, 8]}}
