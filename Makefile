@@ -205,6 +205,11 @@ lint-python: env
 lint-format: env
 	$(BIN)/ruff format --check src steps tests bench scripts
 
+## Check the package's layers and that the library imports no step (import-linter, pyproject.toml)
+.PHONY: lint-imports
+lint-imports: env
+	$(BIN)/lint-imports --no-cache
+
 ## Lint the Dockerfiles (hadolint)
 .PHONY: lint-images
 lint-images: env
@@ -212,7 +217,7 @@ lint-images: env
 
 ## Run every linter (the docs build included: a broken link fails it)
 .PHONY: lint
-lint: lint-python lint-format lint-images docs
+lint: lint-python lint-format lint-imports lint-images docs
 
 #################################################################################
 # DOCS                                                                          #

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from mlrig import __version__
-from mlrig.containers import step_of
+from mlrig.dag import step_of, topological_order
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.images import no_image_error
 from mlrig.lineage import git_commit
 from mlrig.settings import Settings, unset_names
-from mlrig.stage import StepTask, overlaps
+from mlrig.stage import overlaps
+from mlrig.step_store import StepTask
 
 if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
     from clearml import PipelineController, Task
@@ -218,19 +219,6 @@ def stage_inputs_and_outputs(
     return deps, params, [str(out.def_path) for out in stage.outs]
 
 
-def topological_order(graph: Mapping[str, set[str]]) -> list[str]:
-    """The stages, each after the stages it depends on (ties by name, so the order is stable)."""
-    order: list[str] = []
-    done: set[str] = set()
-    while len(order) < len(graph):
-        ready = sorted(name for name in graph if name not in done and graph[name] <= done)
-        if not ready:  # DVC refuses cycles before this; kept so a bad graph cannot loop
-            raise ConfigError(f"dvc.yaml's stages form a cycle: {sorted(set(graph) - done)}")
-        order.extend(ready)
-        done.update(ready)
-    return order
-
-
 def stage_queue(stage: str, default_queue: str, step_queues: Mapping[str, str]) -> str:
     """The queue of a stage: its own entry, else its step's, else the default."""
     return step_queues.get(stage) or step_queues.get(step_of(stage)) or default_queue
@@ -397,8 +385,7 @@ def take_results(settings: Settings, steps: list[PipelineStep]) -> None:
     Raises:
         MlrigError: a step has no record (it did not finish), or pulling failed.
     """
-    from mlrig.pipeline import remote_arguments, run_dvc
-    from mlrig.stage import merge_lock_entries
+    from mlrig.dvc import merge_lock_entries, remote_arguments, run_dvc
 
     store = remote_store(settings)
     entries = {step.name: store.get_record(step.input_key, step.name) for step in steps}

@@ -136,56 +136,17 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from mlrig.clearml_sessions import prune_sessions
-    from mlrig.errors import ConfigError
-    from mlrig.pipeline import run_pipeline
     from mlrig.settings import load_settings
 
     if stack is not None:
         use_stack(stack)
     settings = load_settings()
+    refuse_options_of_another_executor(executor, bool(set_param), queue, bool(images), wait)
     if executor is Executor.clearml:
-        if set_param:
-            raise ConfigError(
-                "--executor clearml runs the committed params.yaml in the cluster, so -S cannot "
-                "reach it: edit params.yaml, commit it, then submit without -S."
-            )
         submit_to_clearml(settings, queue, images or [], wait, as_json)
         return
-    if queue is not None or images or wait:
-        raise ConfigError(
-            "--queue, --images and --wait are for a ClearML submission: use them with "
-            "--executor clearml."
-        )
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=as_json,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    ) as progress:
-        current = progress.add_task("starting", total=None)
-
-        def on_stage(stage: str) -> None:
-            progress.update(current, description=f"stage {stage}")
-            if not as_json:
-                console.print(f"[green]▶[/] {stage}")
-
-        summary = run_pipeline(
-            settings,
-            set_param or [],
-            force=force,
-            push=push,
-            executor=executor.value,
-            jobs=jobs,
-            on_stage=on_stage,
-            on_phase=lambda phase: progress.update(current, description=phase),
-        )
+    summary = run_with_progress(settings, set_param or [], force, push, executor, jobs, as_json)
     pruned = prune_sessions(settings).message()
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
@@ -193,6 +154,72 @@ def run(
         typer.echo("\n".join(run_summary_lines(summary)))
     if pruned:
         console.print(pruned, soft_wrap=True, markup=False, highlight=False)
+
+
+def refuse_options_of_another_executor(
+    executor: Executor, overrides: bool, queue: str | None, images: bool, wait: bool
+) -> None:
+    """Refuse what the chosen executor cannot take.
+
+    Raises:
+        ConfigError: -S for a ClearML submission, or a ClearML option for another executor.
+    """
+    from mlrig.errors import ConfigError
+
+    if executor is Executor.clearml and overrides:
+        raise ConfigError(
+            "--executor clearml runs the committed params.yaml in the cluster, so -S cannot "
+            "reach it: edit params.yaml, commit it, then submit without -S."
+        )
+    if executor is not Executor.clearml and (queue is not None or images or wait):
+        raise ConfigError(
+            "--queue, --images and --wait are for a ClearML submission: use them with "
+            "--executor clearml."
+        )
+
+
+def run_with_progress(
+    settings: Settings,
+    overrides: list[str],
+    force: bool,
+    push: bool,
+    executor: Executor,
+    jobs: int,
+    quiet: bool,
+) -> RunSummary:
+    """`run_pipeline` with a spinner naming the stage or phase (and, unless quiet, a line per
+    stage started)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from mlrig.pipeline import run_pipeline
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
+        current = progress.add_task("starting", total=None)
+
+        def on_stage(stage: str) -> None:
+            progress.update(current, description=f"stage {stage}")
+            if not quiet:
+                console.print(f"[green]▶[/] {stage}")
+
+        return run_pipeline(
+            settings,
+            overrides,
+            force=force,
+            push=push,
+            executor=executor.value,
+            jobs=jobs,
+            on_stage=on_stage,
+            on_phase=lambda phase: progress.update(current, description=phase),
+        )
 
 
 def run_summary_lines(summary: RunSummary) -> list[str]:
@@ -582,7 +609,8 @@ def report(
     ] = False,
 ) -> None:
     """Bring the report up to date (dvc repro report) and print where it is."""
-    from mlrig.pipeline import REPORT_DIR, exclusive_run, run_dvc
+    from mlrig.dvc import run_dvc
+    from mlrig.pipeline import REPORT_DIR, exclusive_run
     from mlrig.settings import load_settings
 
     settings = load_settings()

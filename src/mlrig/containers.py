@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlrig.dag import schedule, stage_graph
+from mlrig.dag import schedule, stage_graph, step_of
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.images import Engine, current_step_images, find_engine, no_image_error
 from mlrig.settings import Settings
@@ -105,11 +105,6 @@ def require_mlflow_server(settings: Settings) -> None:
             f"{settings.tracking_uri}. Start the stack (mlrig stack up) and run with --stack "
             "local, or set MLFLOW_TRACKING_URI to a server."
         )
-
-
-def step_of(stage: str) -> str:
-    """The step (and image) of a stage: `train@knn` runs in the `train` image."""
-    return stage.split("@", 1)[0]
 
 
 def project_files(root: Path) -> list[str]:
@@ -236,7 +231,7 @@ class ContainerRun:
         folder of this machine), not from the remote it also pushed them to: a `dvc pull`
         per stage cost seconds, one stage at a time.
         """
-        from mlrig.stage import lock_entry, merge_lock_entries
+        from mlrig.dvc import lock_entry, merge_lock_entries
 
         root = self.settings.root
         entry = lock_entry(workspace, stage)
@@ -250,7 +245,7 @@ class ContainerRun:
                 self.pull_outputs(stage)
 
     def pull_outputs(self, stage: str) -> None:
-        from mlrig.pipeline import remote_arguments, run_dvc
+        from mlrig.dvc import remote_arguments, run_dvc
 
         root = self.settings.root
         arguments = ["pull", *remote_arguments(self.settings), stage]

@@ -7,12 +7,12 @@ Both executors use it: `local` runs each stage with `dvc repro --single-item` in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mlrig.errors import MlrigError
+from mlrig.errors import ConfigError, MlrigError
 from mlrig.stopping import StopRequested
 
 if TYPE_CHECKING:  # DVC loads inside functions
@@ -37,6 +37,24 @@ def graph_of(repo: Repo) -> dict[str, set[str]]:
     }
 
 
+def step_of(stage: str) -> str:
+    """The step (and image) of a stage: `train@knn` runs in the `train` image."""
+    return stage.split("@", 1)[0]
+
+
+def topological_order(graph: Mapping[str, set[str]]) -> list[str]:
+    """The stages, each after the stages it depends on (ties by name, so the order is stable)."""
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(graph):
+        ready = sorted(name for name in graph if name not in done and graph[name] <= done)
+        if not ready:  # DVC refuses cycles before this; kept so a bad graph cannot loop
+            raise ConfigError(f"dvc.yaml's stages form a cycle: {sorted(set(graph) - done)}")
+        order.extend(ready)
+        done.update(ready)
+    return order
+
+
 def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """Each stage with the stages that depend on it directly."""
     return {
@@ -58,6 +76,30 @@ class StageRunner(Protocol):
             MlrigError: the stage failed; nothing downstream of it is started.
         """
         ...
+
+
+def start_ready(
+    graph: dict[str, set[str]],
+    runner: StageRunner,
+    pool: ThreadPoolExecutor,
+    running: dict[Future[float | None], str],
+    done: set[str],
+    on_stage: Callable[[str], None],
+) -> bool:
+    """Start each stage whose upstream stages are done; an unchanged one is done at once.
+
+    Returns:
+        Whether any stage was ready.
+    """
+    started = set(running.values()) | done
+    ready = [stage for stage in graph if stage not in started and graph[stage] <= done]
+    for stage in sorted(ready):
+        if not runner.stage_changed(stage):
+            done.add(stage)
+            continue
+        on_stage(stage)
+        running[pool.submit(runner.run_stage, stage)] = stage
+    return bool(ready)
 
 
 def schedule(
@@ -90,16 +132,11 @@ def schedule(
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             while True:
-                started = set(running.values()) | done
-                ready = [s for s in graph if s not in started and graph[s] <= done]
-                for stage in sorted(ready) if failure is None else []:
-                    if not runner.stage_changed(stage):
-                        done.add(stage)
-                        continue
-                    on_stage(stage)
-                    running[pool.submit(runner.run_stage, stage)] = stage
+                ready = failure is None and start_ready(
+                    graph, runner, pool, running, done, on_stage
+                )
                 if not running:
-                    if failure is None and len(done) < len(graph) and ready:
+                    if ready and len(done) < len(graph):
                         continue  # skipped stages may have made more ready
                     break
                 completed, _ = wait(running, return_when=FIRST_COMPLETED)

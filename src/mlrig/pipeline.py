@@ -9,13 +9,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shlex
 import signal
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,12 +25,13 @@ from pydantic import BaseModel
 from mlrig import stopping
 from mlrig.code_deps import require_code_deps
 from mlrig.containers import plan_containers, run_in_containers
-from mlrig.dag import schedule, stage_graph
+from mlrig.dag import schedule, stage_graph, step_of, topological_order
 from mlrig.doctor import require_services
+from mlrig.dvc import remote_arguments, run_dvc
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped, redact
+from mlrig.images import STEPS_DIR
 from mlrig.integrity import repair_outputs
 from mlrig.local_executor import LocalRun
-from mlrig.metrics import primary_metric
 from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
 from mlrig.recorded import (
     REGISTER_STAGE,
@@ -58,8 +56,6 @@ from mlrig.warm import SOCKET_VARIABLE, warm_server
 
 PARAMS_FILE = "params.yaml"
 REPORT_DIR = "reports"
-RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
-LOG_TAIL_LINES = 25
 PIPELINE_STEP = "pipeline"  # the TAG_STEP of a pipeline's parent run
 
 
@@ -196,20 +192,25 @@ def prepare_params(root: Path, overrides: list[str]) -> tuple[Params, str | None
 
 
 def preflight(params: Params, root: Path) -> None:
-    """Run the ingest and validate checks in memory, so bad data fails before any stage runs.
+    """Run each step's checks in memory, in the pipeline's order, so that bad data or params
+    fail before any stage runs.
+
+    A step takes part with a `preflight.py` in its folder, whose `preflight(params, root,
+    checked)` raises on what it refuses and returns what the steps after it may check
+    (`checked` maps each step before it to what it returned). The library knows no step: it
+    imports these by name, as it finds them.
 
     Raises:
-        DataError: the source cannot be read, the table fails validation or cannot be split.
-        ParamsError: compare.metric does not fit the task.
+        DataError, ParamsError: what a step's check refused.
     """
-    from steps.ingest import ingest
-    from steps.split import split_table
-    from steps.validate import raise_for_failures, validate_table
+    import importlib
 
-    table, meta = ingest(params.ingest, root)
-    raise_for_failures(validate_table(table, meta, params.validate_), meta.source)
-    split_table(table, meta, params.split)
-    primary_metric(params.compare.metric, meta.task)
+    steps = dict.fromkeys(step_of(stage) for stage in topological_order(stage_graph(root)))
+    checked: dict[str, Any] = {}
+    for step in steps:
+        if (root / STEPS_DIR / step / "preflight.py").is_file():
+            module = importlib.import_module(f"{STEPS_DIR}.{step}.preflight")
+            checked[step] = module.preflight(params, root, checked)
 
 
 def require_checkout(root: Path) -> None:
@@ -291,67 +292,12 @@ def stage_environment(
     return environment
 
 
-def run_dvc(
-    arguments: list[str],
-    root: Path,
-    environment: dict[str, str],
-    log_path: Path,
-    on_stage: Callable[[str], None],
-) -> dict[str, float]:
-    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
-
-    Returns:
-        The stages that ran, each with its wall time in seconds (DVC's own work included).
-
-    Raises:
-        MlrigError: dvc failed; the message names the stage and ends with the log's last lines.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started: list[str] = []
-    started_at: list[float] = []
-    with (
-        log_path.open("w") as log,
-        stopping.start(
-            [sys.executable, "-m", "dvc", *arguments],
-            cwd=root,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(redact(line))
-            if match := RUNNING_STAGE.match(line):
-                started.append(match.group(1))
-                started_at.append(time.monotonic())
-                on_stage(match.group(1))
-    stopping.GROUPS.forget(process.pid)
-    if process.returncode != 0:
-        tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
-        where = f"stage {started[-1]!r}" if started else f"dvc {arguments[0]}"
-        raise MlrigError(
-            f"The pipeline failed in {where} (dvc exited with {process.returncode}). "
-            f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
-            exit_code=EXIT_FAILED,
-        )
-    ends = [*started_at[1:], time.monotonic()][: len(started_at)]
-    timed = zip(started, started_at, ends, strict=True)
-    return {stage: round(end - start, 2) for stage, start, end in timed}
-
-
 def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
     """Stages to run again because the configured MLflow store lacks their runs or champion."""
     train_stages = unrecorded_train_stages(settings, list(params.train.experiments))
     if not train_stages and champion_missing(settings):
         return [REGISTER_STAGE]
     return train_stages
-
-
-def remote_arguments(settings: Settings) -> list[str]:
-    """`--remote NAME` for dvc push/pull when MLRIG_DVC_REMOTE names one, else nothing."""
-    return ["--remote", settings.dvc_remote] if settings.dvc_remote else []
 
 
 def push_outputs(settings: Settings, log_path: Path) -> None:

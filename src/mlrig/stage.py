@@ -12,12 +12,11 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from mlrig.dvc import lock_entry, merge_lock_entries
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.settings import Settings
+from mlrig.step_store import INPUT_KEY_VARIABLE, STAGE_VARIABLE
 
 #: the name the entrypoint gives the remote in the workspace's .dvc/config.local
 REMOTE_NAME = "mlrig"
@@ -150,49 +149,6 @@ def run_stage(
             f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
             exit_code=EXIT_FAILED,
         )
-
-
-def merge_lock_entries(lock_path: Path, entries: Mapping[str, dict[str, Any]]) -> None:
-    """Write stages' dvc.lock entries into `lock_path`, in DVC's own format."""
-    from dvc.utils.serialize import dump_yaml, modify_yaml
-
-    if not lock_path.is_file():
-        dump_yaml(lock_path, {"schema": "2.0", "stages": {}})
-    with modify_yaml(lock_path) as lock:  # as `dvc repro` writes it
-        lock.setdefault("stages", {}).update(entries)
-
-
-def lock_entry(root: Path, name: str) -> dict[str, Any]:
-    """The stage's entry in the workspace's dvc.lock."""
-    from dvc.utils.serialize import load_yaml
-
-    return dict(load_yaml(root / "dvc.lock")["stages"][name])
-
-
-#: what a ClearML pipeline step's pod is told in its environment (the task's container
-#: arguments `-e NAME=value`, which the k8s glue makes the pod's environment)
-STAGE_VARIABLE = "MLRIG_STAGE"
-INPUT_KEY_VARIABLE = "MLRIG_INPUT_KEY"
-
-
-class StepTask(BaseModel):
-    """A ClearML pipeline step: its stage, the workspace it runs in, the stages before it.
-
-    The submitter stores it on the DVC remote under the stage's input key
-    (`mlrig.step_store`); the task names only the stage and that key, so ClearML's cache key
-    of the step changes with its inputs and nothing else.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    stage: str
-    input_key: str
-    workspace: str = Field(description="the digest of the workspace archive on the remote")
-    parents: dict[str, str] = Field(description="each parent stage with its input key")
-    git_commit: str
-
-    def container_environment(self) -> dict[str, str]:
-        return {STAGE_VARIABLE: self.stage, INPUT_KEY_VARIABLE: self.input_key}
 
 
 def step_of_pod(environment: Mapping[str, str]) -> tuple[str, str] | None:

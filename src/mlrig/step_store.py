@@ -24,9 +24,35 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
-from mlrig.stage import StepTask
+
+#: what a ClearML pipeline step's pod is told in its environment (the task's container
+#: arguments `-e NAME=value`, which the k8s glue makes the pod's environment)
+STAGE_VARIABLE = "MLRIG_STAGE"
+INPUT_KEY_VARIABLE = "MLRIG_INPUT_KEY"
+
+
+class StepTask(BaseModel):
+    """A ClearML pipeline step: its stage, the workspace it runs in, the stages before it.
+
+    The submitter stores it on the DVC remote under the stage's input key
+    (`mlrig.step_store`); the task names only the stage and that key, so ClearML's cache key
+    of the step changes with its inputs and nothing else.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    input_key: str
+    workspace: str = Field(description="the digest of the workspace archive on the remote")
+    parents: dict[str, str] = Field(description="each parent stage with its input key")
+    git_commit: str
+
+    def container_environment(self) -> dict[str, str]:
+        return {STAGE_VARIABLE: self.stage, INPUT_KEY_VARIABLE: self.input_key}
+
 
 WORKSPACES = "mlrig/workspaces"
 STEPS = "mlrig/steps"

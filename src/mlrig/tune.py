@@ -283,7 +283,8 @@ def ensure_split(
     Returns:
         True when the split stages ran.
     """
-    from mlrig.pipeline import changed_stages, preflight, run_dvc, stage_environment
+    from mlrig.dvc import run_dvc
+    from mlrig.pipeline import changed_stages, preflight, stage_environment
 
     root = settings.root
     if not changed_stages(root, SPLIT_STAGE):

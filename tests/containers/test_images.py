@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.containers import step_of
-from mlrig.dag import stage_graph
+from mlrig.dag import stage_graph, step_of
 from mlrig.images import BASE, LOCAL_OS_IMAGE, SERVER_IMAGES, Engine, ImageBuild, step_names
 from tests.support.project import REPO_ROOT
 

@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 
 from mlrig.errors import ConfigError, MlrigError
-from mlrig.stage import INPUT_KEY_VARIABLE, STAGE_VARIABLE, StepTask, step_of_pod
-from mlrig.step_store import StepStore, workspace_archive
+from mlrig.stage import step_of_pod
+from mlrig.step_store import (
+    INPUT_KEY_VARIABLE,
+    STAGE_VARIABLE,
+    StepStore,
+    StepTask,
+    workspace_archive,
+)
 from tests.support.s3 import S3Server
 
 BUCKET = "mlrig-dvc"

@@ -1,0 +1,27 @@
+"""Ingest's part of `mlrig run`'s preflight: read the source in memory before any stage runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlrig.metrics import primary_metric
+from mlrig.params import Params
+from mlrig.tables import TableMeta
+from steps.ingest.ingest import ingest
+
+
+def preflight(
+    params: Params, root: Path, checked: dict[str, Any]
+) -> tuple[pd.DataFrame, TableMeta]:
+    """The table and what it is (for the checks of the steps after this one).
+
+    Raises:
+        DataError: the source cannot be read.
+        ParamsError: compare.metric does not fit the task the data gives.
+    """
+    table, meta = ingest(params.ingest, root)
+    primary_metric(params.compare.metric, meta.task)
+    return table, meta
