@@ -188,7 +188,8 @@ system-packages:
 ## Run the whole test suite (unit, integration, end to end; installs what the tiers need)
 .PHONY: test
 test: env system-packages
-	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  $(PYTEST_ARGS)
 
 ## Run the fast tests only (no end-to-end pipeline runs)
 .PHONY: test-fast

@@ -14,6 +14,7 @@ import pytest
 from mlrig.settings import Settings
 from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
 from tests.support.s3 import S3Server, s3_answers
+from tests.support.scheduling import priority_of_tier, set_priority
 
 
 @pytest.fixture
@@ -67,15 +68,36 @@ def tier_of(nodeid: str) -> str:
     return parts[1] if parts[0] == "tests" and len(parts) > 2 else "steps"
 
 
-#: the slowest tiers first, so that test workers (`make test` runs several) take them first and
-#: end together: `containers` builds the step images the others wait for
-TIER_ORDER = ("containers", "ci", "e2e", "integration", "chart")
+#: the order in which the test workers take the files (`make test` passes --no-loadscope-reorder,
+#: without which xdist takes the files with the most tests first). xdist gives each of its 3
+#: workers one file, then a second one each, then the next to whichever is done first. So: the
+#: containers pipeline, the longest chain (it builds the step images, at a higher priority), on
+#: the first worker; the two long files that need no image on the others meanwhile; then, queued
+#: behind them, a short file for the first worker and the long files that wait for the images
+#: for the others; then the rest.
+SCHEDULE = (
+    "tests/containers/test_pipeline_in_containers.py",
+    "tests/integration/test_stack.py",
+    "tests/e2e/test_pipeline.py",
+    "tests/integration/test_cli.py",
+    "tests/chart/test_kube_play.py",
+    "tests/ci/test_gitlab_ci.py",
+    "tests/e2e/test_stopping.py",
+    "tests/containers/test_images.py",
+    "tests/e2e/test_secrets.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test (its fixtures and what they start) at its tier's CPU priority."""
+    set_priority(priority_of_tier(tier_of(item.nodeid)))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the tests by tier (TIER_ORDER, then the rest); a file keeps its own order."""
-    rank = {tier: position for position, tier in enumerate(TIER_ORDER)}
-    items.sort(key=lambda item: rank.get(tier_of(item.nodeid), len(rank)))
+    """Order the tests by file (SCHEDULE, then the rest); a file keeps its own order."""
+    rank = {path: position for position, path in enumerate(SCHEDULE)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

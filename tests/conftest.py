@@ -19,6 +19,7 @@ from mlrig.images import (
 )
 from mlrig.settings import Settings
 from tests.support.project import REPO_ROOT, checkout_lock
+from tests.support.scheduling import on_the_critical_path
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,8 @@ def step_images(repo_settings: Settings) -> tuple[Engine, list[ImageBuild]]:
         engine = find_engine(repo_settings)
     except MlrigError as error:
         pytest.skip(str(error))
-    with checkout_lock("images"):
+    # the images are on the suite's critical path, whichever tier asks for them first
+    with checkout_lock("images"), on_the_critical_path():
         if not repo_settings.base_image and not engine.image_exists(LOCAL_OS_IMAGE):
             # no registry here: the base is made with debootstrap, as `make base-image` does
             if os.geteuid() != 0 or shutil.which("debootstrap") is None:

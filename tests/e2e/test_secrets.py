@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -75,6 +76,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # as the local stack runs it: without MLflow 3's job runner, whose seven huey
+            # consumers take half a core while the server is up
+            env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server)

@@ -42,3 +42,16 @@ def test_the_summary_names_each_skipped_tier_and_the_install_command(tmp_path: P
     )
     assert not any(line.startswith("live") for line in last_lines)
     assert any("sudo make system-packages" in line for line in last_lines)
+
+
+def test_the_critical_path_runs_at_a_higher_priority_where_the_machine_lets_it() -> None:
+    import os
+
+    from tests.support.scheduling import CRITICAL_NICE, on_the_critical_path, priority_of_tier
+
+    assert priority_of_tier("containers") == CRITICAL_NICE < 0 == priority_of_tier("e2e")
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    with on_the_critical_path():
+        inside = os.getpriority(os.PRIO_PROCESS, 0)
+    assert inside == (CRITICAL_NICE if os.geteuid() == 0 else before)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
