@@ -131,7 +131,7 @@ doctor: env
 bench: env
 	$(BIN)/python -m bench $(BENCH)
 
-## Scaffold a new step: make step NAME=my_step
+## Scaffold a new step and add it to the project: make step NAME=my_step
 .PHONY: step
 step: env
 	$(BIN)/python -m mlrig.scaffold $(NAME)

@@ -185,7 +185,7 @@ def params_reference() -> str:
     from mlrig import params
 
     parts = []
-    for name, field in params.Params.model_fields.items():
+    for name, field in params.params_schema(ROOT).model_fields.items():
         key = field.alias or name
         model = field.annotation
         if not is_section(model):

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.errors import run_logged as logged_command
+from mlrig.params import STEPS_DIR
 from mlrig.settings import Settings
 
 IMAGES_DIR = "images"
-STEPS_DIR = "steps"
 BASE = "base"
 #: the folder under images/ of the Dockerfile every step image is built from
 STEP_IMAGE = "step"

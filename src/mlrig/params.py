@@ -1,13 +1,17 @@
 """The schema of params.yaml: one section per step, each step reads only its own.
 
 Loading validates everything up front, so a wrong type or an unknown model family is reported
-with its dotted key before any stage runs.
+with its dotted key before any stage runs. The sections of the built-in steps are here; any
+other step owns its section in `steps/<name>/params.py` (its `SECTION` class), which joins the
+schema of the project it is in, so a new step needs no edit of this module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import posixpath
+from functools import cache
 from pathlib import Path, PurePosixPath
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -19,6 +23,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -34,6 +39,9 @@ DATA_DIR = "data"
 #: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
 GENERATED_SOURCES = ("builtin", "synthetic")
 GENERATED_TARGET = "target"
+#: the folder of the steps, beside dvc.yaml; `steps/<name>/params.py` is a step's own schema
+STEPS_DIR = "steps"
+STEP_PARAMS_FILE = "params.py"
 
 
 class Section(BaseModel):
@@ -326,10 +334,12 @@ class Params(Section):
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
-def _yaml() -> YAML:
+def round_trip_yaml() -> YAML:
+    """The YAML of the project's files: comments, key order, quotes and long lines kept."""
     yaml = YAML()  # round-trip mode keeps the user's comments and key order
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # a long command line stays on its line
     return yaml
 
 
@@ -344,7 +354,7 @@ def read_params_file(path: Path) -> Any:
     except OSError as error:
         raise ParamsError(f"Cannot read {path}: {error.strerror}. Restore it from git.") from None
     try:
-        document = _yaml().load(text)
+        document = round_trip_yaml().load(text)
     except YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}. Fix the file.") from None
     if not isinstance(document, dict):
@@ -466,21 +476,75 @@ def describe_validation_error(
     )
 
 
-def validate_params(document: Any, origin: str = "params.yaml") -> Params:
-    """Validate a params document against the schema.
+def step_sections(root: Path) -> dict[str, type[Section]]:
+    """The params sections the project's own steps define: `SECTION` of `steps/<name>/params.py`.
+
+    Loaded from the file, not imported by name: the project's folder need not be on sys.path
+    (a scratch copy, a container's workspace), and the library imports no step.
+
+    Raises:
+        ParamsError: a params.py holds no `SECTION` that is a params section.
+    """
+    steps_dir = root.resolve() / STEPS_DIR
+    files = sorted(steps_dir.glob(f"*/{STEP_PARAMS_FILE}")) if steps_dir.is_dir() else []
+    return _step_sections(tuple((path, path.stat().st_mtime_ns) for path in files))
+
+
+@cache  # by file and modification time: loaded once per process unless a file changes
+def _step_sections(files: tuple[tuple[Path, int], ...]) -> dict[str, type[Section]]:
+    sections: dict[str, type[Section]] = {}
+    for path, _ in files:
+        name = path.parent.name
+        spec = importlib.util.spec_from_file_location(f"mlrig_step_params.{name}", path)
+        assert spec is not None and spec.loader is not None  # a .py file always has both
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # the user's code: whatever it raises, name the file
+            raise ParamsError(
+                f"{path} could not be loaded ({type(error).__name__}: {error}); fix it, then "
+                "run again: it holds the schema of the step's section of params.yaml."
+            ) from error
+        section = getattr(module, "SECTION", None)
+        if not (isinstance(section, type) and issubclass(section, Section)):
+            raise ParamsError(
+                f"{path} defines no SECTION: set `SECTION = <the step's params class>`, a "
+                "subclass of mlrig.params.Section, so params.yaml's section can be checked."
+            )
+        sections[name] = section
+    return sections
+
+
+def params_schema(root: Path | None) -> type[Params]:
+    """The schema of the project's params.yaml: the built-in sections and its steps' own."""
+    extra = {
+        name: (section, section())
+        for name, section in (step_sections(root) if root else {}).items()
+        if name not in Params.model_fields and name != "validate"
+    }
+    if not extra:
+        return Params
+    return create_model("Params", __base__=Params, **extra)  # type: ignore[call-overload,no-any-return]
+
+
+def validate_params(document: Any, origin: str = "params.yaml", root: Path | None = None) -> Params:
+    """Validate a params document against the schema (with the steps' own sections of `root`).
 
     Raises:
         ParamsError: listing every wrong key with what is expected.
     """
+    schema = params_schema(root)
+    if isinstance(document, dict):  # a section whose keys are all commented out: the defaults
+        document = {key: {} if value is None else value for key, value in document.items()}
     try:
-        return Params.model_validate(document)
+        return schema.model_validate(document)
     except ValidationError as error:
-        raise ParamsError(describe_validation_error(error, origin)) from None
+        raise ParamsError(describe_validation_error(error, origin, schema=schema)) from None
 
 
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml."""
-    return validate_params(read_params_file(path), origin=str(path))
+    return validate_params(read_params_file(path), origin=str(path), root=path.parent)
 
 
 def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
@@ -507,7 +571,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             f"Override {text!r} is not of the form key.path=value, e.g. split.seed=7."
         )
     try:
-        value = _yaml().load(raw) if raw.strip() else ""
+        value = round_trip_yaml().load(raw) if raw.strip() else ""
     except YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -545,5 +609,5 @@ def apply_overrides(document: Any, overrides: list[str]) -> Any:
 def dump_params(document: Any) -> str:
     """Serialize a round-trip params document back to YAML text."""
     buffer = io.StringIO()
-    _yaml().dump(document, buffer)
+    round_trip_yaml().dump(document, buffer)
     return buffer.getvalue()

@@ -29,10 +29,16 @@ from mlrig.dag import schedule, stage_graph, step_of, topological_order
 from mlrig.doctor import require_services
 from mlrig.dvc import remote_arguments, run_dvc
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped, redact
-from mlrig.images import STEPS_DIR
 from mlrig.integrity import repair_outputs
 from mlrig.local_executor import LocalRun
-from mlrig.params import Params, apply_overrides, dump_params, read_params_file, validate_params
+from mlrig.params import (
+    STEPS_DIR,
+    Params,
+    apply_overrides,
+    dump_params,
+    read_params_file,
+    validate_params,
+)
 from mlrig.recorded import (
     REGISTER_STAGE,
     champion_missing,
@@ -186,7 +192,7 @@ def prepare_params(root: Path, overrides: list[str]) -> tuple[Params, str | None
     path = root / PARAMS_FILE
     document = apply_overrides(read_params_file(path), overrides)
     origin = f"{PARAMS_FILE} with -S overrides" if overrides else PARAMS_FILE
-    params = validate_params(document, origin)
+    params = validate_params(document, origin, root)
     text = dump_params(document)
     return params, (text if overrides and text != path.read_text() else None)
 

@@ -2,40 +2,59 @@
 
 It renders `steps/<name>/` from the Jinja2 templates in `mlrig/templates/step/`: the step module
 (a typed core function that copies an input file into an output folder, plus a thin Typer CLI),
-`__init__.py`, `__main__.py`, a README and a passing test. It never edits dvc.yaml or
-params.yaml; it prints what to add to them, the stage's deps listing the project's code the
-step imports (as `mlrig run` requires).
+its params schema, `__init__.py`, `__main__.py`, a README and a passing test. Then it adds the
+step to the project, keeping every comment: its section to params.yaml, its stage to dvc.yaml
+(the deps listing the project's code the step imports, as `mlrig run` requires), its dependency
+group to pyproject.toml (what its image installs) and its image to the build job's matrix in
+.gitlab-ci.yml. `mlrig run`, `--executor containers` and the ClearML pipeline then take it as
+it is. Every edit is checked before any file is written; on an error nothing is left behind.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import keyword
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.representer import RoundTripRepresenter
 
 from mlrig.code_deps import step_code_files
-from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
+from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly, run_logged
+from mlrig.images import find_uv
+from mlrig.params import STEPS_DIR, round_trip_yaml
 from mlrig.settings import find_project_dir
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
 TEMPLATES = Path(__file__).parent / "templates" / "step"
-STEPS_DIR = "steps"
 #: Each template and the file it becomes inside `steps/<name>/`.
 STEP_FILES = {
     "__init__.py.j2": "__init__.py",
     "__main__.py.j2": "__main__.py",
     "step.py.j2": "{name}.py",
+    "params.py.j2": "params.py",
     "README.md.j2": "README.md",
     "test_step.py.j2": "tests/test_{name}.py",
 }
 NEXT_STEPS_TEMPLATE = "next_steps.txt.j2"
+PARAMS_SECTION_TEMPLATE = "params_section.yaml.j2"
+STAGE_TEMPLATE = "stage.yaml.j2"
+PARAMS_FILE = "params.yaml"
+DVC_FILE = "dvc.yaml"
+PYPROJECT_FILE = "pyproject.toml"
+GITLAB_CI_FILE = ".gitlab-ci.yml"
+LOCK_FILE = "uv.lock"
+#: the variable of the build job's matrix that names a step image
+IMAGE_MATRIX_VARIABLE = "STEP"
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 #: Longer names would push lines of the generated code past the line length ruff enforces.
 MAX_NAME_LENGTH = 32
@@ -60,15 +79,9 @@ def template_environment() -> Environment:
     )
 
 
-def render(template: str, name: str, code_deps: list[str] | None = None) -> str:
-    """Render one template for the step `name`.
-
-    Args:
-        template: the template's file name.
-        name: the step's name.
-        code_deps: the project's files the step runs beyond its own folder (its stage's deps).
-    """
-    context = {"name": name, "class_name": class_name(name), "code_deps": code_deps or []}
+def render(template: str, name: str, **context: object) -> str:
+    """Render one template for the step `name` (with more variables for some templates)."""
+    context = {"name": name, "class_name": class_name(name)} | context
     return template_environment().get_template(template).render(context)
 
 
@@ -170,28 +183,242 @@ def write_step(step_dir: Path, files: dict[str, str]) -> list[Path]:
     return written
 
 
-def scaffold_step(name: str, root: Path) -> list[Path]:
-    """Create `steps/<name>/` in the project at `root`, rendered from the step templates.
+class _NullShown(RoundTripRepresenter):
+    """Writes None as `null`, as the templates do, not as nothing."""
+
+
+_NullShown.add_representer(
+    type(None), lambda self, _: self.represent_scalar("tag:yaml.org,2002:null", "null")
+)
+
+
+def yaml_text(document: Any) -> str:
+    yaml = round_trip_yaml()
+    yaml.Representer = _NullShown
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    return buffer.getvalue()
+
+
+def add_last(mapping: CommentedMap, template_text: str) -> None:
+    """Add the mapping the template holds after the others, a blank line before it."""
+    added = round_trip_yaml().load(template_text)
+    mapping.update(added)
+    for key in added:
+        mapping.yaml_set_comment_before_after_key(key, before="\n")
+
+
+def with_params_section(text: str, name: str) -> str:
+    """params.yaml's text with the step's section added last (comments kept).
+
+    Raises:
+        MlrigError: params.yaml has a section of that name already.
+    """
+    document = round_trip_yaml().load(text) or CommentedMap()
+    if name in document:
+        raise MlrigError(
+            f"{PARAMS_FILE} has a {name!r} section already: choose another name, or remove it."
+        )
+    add_last(document, render(PARAMS_SECTION_TEMPLATE, name))
+    return yaml_text(document)
+
+
+def with_stage(text: str, name: str, code_deps: list[str]) -> str:
+    """dvc.yaml's text with the step's stage added last (comments kept).
+
+    Raises:
+        MlrigError: dvc.yaml has a stage of that name already.
+    """
+    document = round_trip_yaml().load(text) or CommentedMap()
+    stages = document.setdefault("stages", CommentedMap())
+    if name in stages:
+        raise MlrigError(
+            f"{DVC_FILE} has a stage {name!r} already: choose another name, or remove it."
+        )
+    stages.fa.set_block_style()  # `stages: {}` of a new project becomes a block
+    add_last(stages, render(STAGE_TEMPLATE, name, code_deps=code_deps))
+    return yaml_text(document)
+
+
+def with_dependency_group(text: str, name: str) -> str:
+    """pyproject.toml's text with the step image's dependency group `step-<name>` (empty).
+
+    Raises:
+        MlrigError: the group exists already.
+    """
+    import tomlkit
+
+    document = tomlkit.parse(text)
+    groups = document.setdefault("dependency-groups", tomlkit.table())
+    group = f"step-{name}"
+    if group in groups:
+        raise MlrigError(
+            f"{PYPROJECT_FILE} has a dependency group {group!r} already: choose another name, "
+            "or remove it."
+        )
+    groups.add(tomlkit.comment(f"the {name} step's image: what it imports beyond the base"))
+    groups.add(group, tomlkit.array())
+    groups.add(tomlkit.nl())
+    return tomlkit.dumps(document)
+
+
+def with_image_in_build_matrix(text: str, name: str) -> str:
+    """.gitlab-ci.yml's text with the step in every build matrix that lists the step images.
+
+    Raises:
+        MlrigError: no job's `parallel: matrix:` has a `STEP` list.
+    """
+    document = round_trip_yaml().load(text)
+    matrices = [
+        entry[IMAGE_MATRIX_VARIABLE]
+        for job in document.values()
+        if isinstance(job, dict) and isinstance(job.get("parallel"), dict)
+        for entry in job["parallel"].get("matrix") or []
+        if isinstance(entry, dict) and isinstance(entry.get(IMAGE_MATRIX_VARIABLE), list)
+    ]
+    if not matrices:
+        raise MlrigError(
+            f"{GITLAB_CI_FILE} has no job whose `parallel: matrix:` lists the step images as "
+            f"{IMAGE_MATRIX_VARIABLE}: add {name!r} to the build job's list by hand."
+        )
+    for steps in matrices:
+        if name not in steps:
+            steps.append(name)
+    return yaml_text(document)
+
+
+@dataclass(frozen=True)
+class ScaffoldResult:
+    """What `scaffold_step` did: the step's files, and a line per project file edited or not."""
+
+    written: list[Path]
+    edited: list[str]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class ProjectEdit:
+    """One project file a new step is added to."""
+
+    file: str
+    what: str
+    edited: Callable[[str], str]
+
+
+def project_edits(name: str, code_deps: list[str]) -> list[ProjectEdit]:
+    return [
+        ProjectEdit(PARAMS_FILE, f"the {name} section", lambda t: with_params_section(t, name)),
+        ProjectEdit(DVC_FILE, f"the {name} stage", lambda t: with_stage(t, name, code_deps)),
+        ProjectEdit(
+            PYPROJECT_FILE,
+            f"the dependency group step-{name} (its image)",
+            lambda t: with_dependency_group(t, name),
+        ),
+        ProjectEdit(
+            GITLAB_CI_FILE,
+            f"{name} in the build job's matrix",
+            lambda t: with_image_in_build_matrix(t, name),
+        ),
+    ]
+
+
+def edit_project(root: Path, edits: list[ProjectEdit]) -> tuple[list[str], list[str]]:
+    """Apply every edit to the project's files, all or none.
+
+    params.yaml and dvc.yaml must exist; pyproject.toml and .gitlab-ci.yml are edited when
+    the project has them.
+
+    Returns:
+        A line per file edited, and a line per file the project does not have.
+
+    Raises:
+        MlrigError: an edit is refused or a file cannot be read or written; every file is
+            left as it was.
+    """
+    new_texts: dict[Path, str] = {}
+    edited, skipped = [], []
+    for edit in edits:
+        path = root / edit.file
+        if not path.is_file() and edit.file not in (PARAMS_FILE, DVC_FILE):
+            skipped.append(f"{edit.file:<16} {edit.what}")
+            continue
+        old = path.read_text() if path.is_file() else ""
+        new_texts[path] = edit.edited(old)
+        edited.append(f"{edit.file:<16} {edit.what}")
+    lock_file = root / LOCK_FILE
+    relock = root / PYPROJECT_FILE in new_texts and lock_file.is_file()
+    originals = {path: path.read_bytes() for path in [*new_texts, lock_file] if path.is_file()}
+    try:
+        for path, text in new_texts.items():
+            path.write_text(text)
+        if relock:
+            lock_dependencies(root)
+            edited.append(f"{LOCK_FILE:<16} locked again with the new group")
+    except (OSError, MlrigError) as error:
+        for path in new_texts:
+            if path not in originals:
+                path.unlink(missing_ok=True)
+        for path, content in originals.items():
+            path.write_bytes(content)
+        if isinstance(error, MlrigError):
+            raise MlrigError(f"{error} No file was changed.", exit_code=EXIT_FAILED) from None
+        raise MlrigError(
+            f"Cannot write {error.filename}: {error.strerror}. No file was changed.",
+            exit_code=EXIT_FAILED,
+        ) from None
+    return edited, skipped
+
+
+def lock_dependencies(root: Path) -> None:
+    """uv.lock with pyproject.toml's groups: from uv's cache when it can, else from the index.
+
+    Raises:
+        MlrigError: uv is not found or cannot lock.
+    """
+    uv = find_uv()
+    log = root / ".mlrig" / "logs" / "scaffold-lock.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for offline in (["--offline"], []):  # an empty new group needs no package it lacks
+        if run_logged([uv, "lock", *offline], log, cwd=root) == 0:
+            return
+    raise MlrigError(f"uv lock failed: see {log}, then run `uv lock` and `make step` again.")
+
+
+def scaffold_step(name: str, root: Path) -> ScaffoldResult:
+    """Create `steps/<name>/` in the project at `root` and add the step to the project.
 
     Args:
         name: the step's name, a snake_case Python identifier.
         root: the project folder (the one holding dvc.yaml and `steps/`).
 
     Returns:
-        The paths written.
+        The paths written and the project files edited.
 
     Raises:
         MlrigError: the name is refused, the project has no `steps/` folder, the step exists
-            already, or a file cannot be written. Nothing is left behind in any case.
+            already (folder, section, stage or group), or a file cannot be written. Nothing is
+            left behind in any case.
     """
     check_step_name(name)
     steps_dir = root / STEPS_DIR
-    if not steps_dir.is_dir():
+    if not steps_dir.is_dir() or not (root / DVC_FILE).is_file():
         raise MlrigError(
-            f"{root} has no {STEPS_DIR}/ folder. Run this from an mlrig project, or pass "
-            "--project-dir."
+            f"{root} has no {STEPS_DIR}/ folder or {DVC_FILE}. Run this from an mlrig project, "
+            "or pass --project-dir."
         )
-    return write_step(steps_dir / name, render_step(name))
+    step_dir = steps_dir / name
+    written = write_step(step_dir, render_step(name))
+    code_deps = [
+        path
+        for path in step_code_files(root, step_dir)
+        if not path.startswith(f"{STEPS_DIR}/{name}/")
+    ]
+    try:
+        edited, skipped = edit_project(root, project_edits(name, code_deps))
+    except MlrigError:
+        shutil.rmtree(step_dir, ignore_errors=True)
+        raise
+    return ScaffoldResult(written=written, edited=edited, skipped=skipped)
 
 
 app = typer.Typer(add_completion=False, help="Scaffold a new pipeline step under steps/.")
@@ -209,20 +436,15 @@ def main(
         ),
     ] = None,
 ) -> None:
-    """Create steps/NAME/ with its module, CLI, README and test, then print the next steps."""
+    """Create steps/NAME/ (module, CLI, params schema, README, test), add it to the project."""
     root = find_project_dir(project_dir)
-    written = scaffold_step(name, root)
+    result = scaffold_step(name, root)
     typer.echo(f"Created step {name} in {root}:")
-    for path in written:
+    for path in result.written:
         typer.echo(f"  {path.relative_to(root)}")
     typer.echo("")
-    step_dir = root / STEPS_DIR / name
-    code_deps = [
-        path
-        for path in step_code_files(root, step_dir)
-        if not path.startswith(f"{STEPS_DIR}/{name}/")
-    ]
-    typer.echo(render(NEXT_STEPS_TEMPLATE, name, code_deps), nl=False)
+    text = render(NEXT_STEPS_TEMPLATE, name, edited=result.edited, skipped=result.skipped)
+    typer.echo(text, nl=False)
 
 
 if __name__ == "__main__":

@@ -444,7 +444,7 @@ def apply_best(path: Path, experiment: str, values: Mapping[str, Any]) -> str:
     for name, value in values.items():
         keys = ["train", "experiments", experiment, "params", name]
         set_value(document, keys, value, f"Applying the best {name}")
-    validate_params(document, origin=f"{path} with the best params")
+    validate_params(document, origin=f"{path} with the best params", root=path.parent)
     text = dump_params(document)
     path.write_text(text)
     return text

@@ -167,3 +167,24 @@ def test_a_stage_in_the_run_cache_is_restored_not_run(stack: Stack, container_ru
     log = stack.root / ".mlrig/containers" / back["pipeline_run_id"] / "train-knn.log"
     assert "is cached - skipping run" in log.read_text()
     assert "up to date" in stack.dvc("status").stdout
+
+
+def test_a_scaffolded_step_runs_in_its_own_image(stack: Stack, container_run: dict) -> None:
+    """`make step` and `make images`, nothing else: the new stage runs in its container.
+
+    Last in the module: it adds a step to the stack's checkout.
+    """
+    scaffolded = stack.run_module("mlrig.scaffold", "featurize")
+    assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
+    built = stack.mlrig("images", "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+
+    result = stack.mlrig("run", "--stack", "local", "--executor", "containers", "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["stages_run"] == ["featurize"]
+    log = stack.root / ".mlrig/containers" / summary["pipeline_run_id"] / "featurize.log"
+    assert "featurize: copied" in log.read_text()
+    copied = stack.root / "outputs/featurize/table.parquet"
+    assert copied.read_bytes() == (stack.root / "outputs/ingest/table.parquet").read_bytes()

@@ -6,6 +6,7 @@ decided here, from the sources.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,16 @@ def test_a_stage_without_a_step_package_is_named_with_what_to_add() -> None:
     message = str(no_image_error(["featurize"]))
     assert "featurize" in message and "steps/<step>/__main__.py" in message
     assert "make step NAME=" in message
+
+
+def test_every_step_image_is_built_and_pushed_by_gitlab_ci() -> None:
+    """The build job's matrix names every step's image, and only those (`make step` adds one)."""
+    import yaml
+
+    repo = Path(__file__).parents[2]
+    ci = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
+    groups = tomllib.loads((repo / "pyproject.toml").read_text())["dependency-groups"]
+
+    assert sorted(ci["build"]["parallel"]["matrix"][0]["STEP"]) == step_names(repo)
+    for step in step_names(repo):
+        assert f"step-{step}" in groups, step

@@ -175,6 +175,26 @@ def test_unknown_section_is_an_error() -> None:
     assert "  evaluate: Extra inputs are not permitted" in message
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("SECTION = dict\n", "defines no SECTION"),
+        ("from mlrig.params import Section\nclass P(Section):\n    x: int = \n", "SyntaxError"),
+        ("import not_a_module_here\n", "ModuleNotFoundError"),
+    ],
+)
+def test_a_broken_step_params_file_is_named(tmp_path: Path, source: str, expected: str) -> None:
+    params_file = tmp_path / "steps" / "featurize" / "params.py"
+    params_file.parent.mkdir(parents=True)
+    params_file.write_text(source)
+
+    with pytest.raises(ParamsError) as raised:
+        validate_params(minimal(), root=tmp_path)
+
+    assert str(params_file) in str(raised.value)
+    assert expected in str(raised.value)
+
+
 def test_every_problem_is_listed() -> None:
     document = minimal(split={"seed": "x"}, ingest={"task": "clustering"})
 

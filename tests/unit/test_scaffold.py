@@ -7,21 +7,33 @@ resolves to the throwaway package rather than the installed one of this reposito
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlrig.code_deps import missing_code_deps, require_code_deps
-from mlrig.errors import EXIT_BAD_INPUT, ConfigError
+from mlrig.errors import EXIT_BAD_INPUT, EXIT_FAILED, ConfigError, ParamsError
+from mlrig.params import load_params
 
 REPO_ROOT = Path(__file__).parents[2]
 STEP = "copy_sample"
-STEP_FILES = {"__init__.py", "__main__.py", f"{STEP}.py", "README.md", f"tests/test_{STEP}.py"}
+STEP_FILES = {
+    "__init__.py",
+    "__main__.py",
+    f"{STEP}.py",
+    "params.py",
+    "README.md",
+    f"tests/test_{STEP}.py",
+}
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".gitlab-ci.yml")
 LONGEST_NAME = "x" * 15 + "_" + "y" * 16  # MAX_NAME_LENGTH characters
 
 
@@ -77,9 +89,7 @@ def files_under(root: Path) -> dict[str, bytes]:
 # --- what a new step holds -------------------------------------------------------------------
 
 
-def test_creates_the_step_and_prints_the_next_steps(project: Path) -> None:
-    dvc_yaml = (project / "dvc.yaml").read_bytes()
-
+def test_creates_the_step_and_adds_it_to_the_project(project: Path) -> None:
     # run from a subfolder: the project is the nearest folder above with a dvc.yaml
     result = scaffold(STEP, cwd=project / "steps")
 
@@ -87,41 +97,125 @@ def test_creates_the_step_and_prints_the_next_steps(project: Path) -> None:
     step_dir = project / "steps" / STEP
     assert set(files_under(step_dir)) == STEP_FILES
     assert f"def {STEP}(" in (step_dir / f"{STEP}.py").read_text()
+    assert "SECTION = CopySampleParams" in (step_dir / "params.py").read_text()
     assert f'run_step("steps.{STEP}.{STEP}")' in (step_dir / "__main__.py").read_text()
     assert f"python -m steps.{STEP} --help" in (step_dir / "README.md").read_text()
     for path in STEP_FILES:
         assert f"steps/{STEP}/{path}" in result.stdout
-    # the next steps: a params section and a dvc.yaml stage with cmd, deps, params and outs
-    assert f"{STEP}:\n  # name of the copy" in result.stdout
-    assert f"{STEP}: CopySampleParams = CopySampleParams()" in result.stdout
-    assert f"python -m steps.{STEP} --input-file outputs/ingest/table.parquet" in result.stdout
-    assert (
-        f"    deps:\n      - steps/{STEP}\n      - steps/__init__.py\n      - outputs/ingest\n"
-        in (result.stdout)
+    # its params section and its stage, with cmd, deps, params and outs
+    assert (project / "params.yaml").read_text() == (
+        f"\n{STEP}:\n  file_name: null  # name of the copy in the output folder; the input "
+        "file's name when null\n"
     )
-    assert f"    params:\n      - {STEP}\n    outs:\n      - outputs/{STEP}\n" in result.stdout
-    # dvc.yaml and params.yaml are left to the user
-    assert (project / "dvc.yaml").read_bytes() == dvc_yaml
-    assert not (project / "params.yaml").exists()
+    stage = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][STEP]
+    assert stage == {
+        "cmd": f"python -m steps.{STEP} --input-file outputs/ingest/table.parquet "
+        f"--out-dir outputs/{STEP}",
+        "deps": [f"steps/{STEP}", "steps/__init__.py", "outputs/ingest"],
+        "params": [STEP],
+        "outs": [f"outputs/{STEP}"],
+    }
+    # a project without pyproject.toml or .gitlab-ci.yml: said, not created
+    assert "Not edited (not in this project):\n  pyproject.toml" in result.stdout
+    assert not (project / "pyproject.toml").exists()
+    assert not (project / ".gitlab-ci.yml").exists()
 
 
-def test_the_printed_stage_depends_on_the_mlrig_code_the_step_runs(project: Path) -> None:
-    """In a project holding mlrig's source, the stage to paste lists the modules the step
-    imports (params with its defaults among them), and `mlrig run` accepts it as it is."""
+def test_the_stage_depends_on_the_mlrig_code_the_step_runs(project: Path) -> None:
+    """In a project holding mlrig's source, the stage lists the modules the step imports
+    (params with its defaults among them), and `mlrig run` accepts it as it is."""
     shutil.copytree(REPO_ROOT / "src" / "mlrig", project / "src" / "mlrig")
 
     result = scaffold(STEP, cwd=project)
 
     assert result.returncode == 0, result.stderr
-    stage = result.stdout.split("under `stages:` in dvc.yaml", 1)[1].split("\n\n", 2)[1]
+    deps = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][STEP]["deps"]
     for module in ("params", "errors", "tracking", "warm", "settings"):
-        assert f"      - src/mlrig/{module}.py\n" in stage
-    (project / "dvc.yaml").write_text(f"stages:\n{stage}\n")
+        assert f"src/mlrig/{module}.py" in deps
     assert missing_code_deps(project) == []
-    without_params = stage.replace("      - src/mlrig/params.py\n", "")
-    (project / "dvc.yaml").write_text(f"stages:\n{without_params}\n")
+    dvc_yaml = (project / "dvc.yaml").read_text()
+    (project / "dvc.yaml").write_text(dvc_yaml.replace("      - src/mlrig/params.py\n", ""))
     with pytest.raises(ConfigError, match=r"(?s)copy_sample:\n      - src/mlrig/params.py"):
         require_code_deps(project)
+
+
+@pytest.fixture
+def repository_copy(tmp_path: Path) -> Path:
+    """A project with this repository's own params.yaml, dvc.yaml, pyproject.toml and CI."""
+    root = tmp_path / "repository"
+    (root / "steps").mkdir(parents=True)
+    (root / "steps" / "__init__.py").write_text('"""Pipeline steps."""\n')
+    for name in PROJECT_FILES:
+        shutil.copy(REPO_ROOT / name, root / name)
+    return root
+
+
+def test_the_project_files_keep_every_line_and_comment(repository_copy: Path) -> None:
+    before = {name: (repository_copy / name).read_text() for name in PROJECT_FILES}
+
+    result = scaffold(STEP, repository_copy)
+
+    assert result.returncode == 0, result.stderr
+    # the one line that changes: the build matrix gains the step's image
+    kept = before | {
+        ".gitlab-ci.yml": before[".gitlab-ci.yml"].replace(
+            "register, report]", f"register, report, {STEP}]"
+        )
+    }
+    for name, text in kept.items():
+        after = (repository_copy / name).read_text()
+        removed = [
+            line
+            for line in difflib.ndiff(text.splitlines(), after.splitlines())
+            if line.startswith("- ")
+        ]
+        assert removed == [], f"{name} lost lines"
+        assert after != before[name], f"{name} was not edited"
+    for name in PROJECT_FILES:
+        assert f"  {name:<16} " in result.stdout
+    ci = yaml.safe_load((repository_copy / ".gitlab-ci.yml").read_text())
+    assert ci["build"]["parallel"]["matrix"][0]["STEP"][-1] == STEP
+    groups = tomllib.loads((repository_copy / "pyproject.toml").read_text())["dependency-groups"]
+    assert groups[f"step-{STEP}"] == []
+
+
+def test_the_steps_section_joins_the_params_schema(repository_copy: Path) -> None:
+    assert scaffold(STEP, repository_copy).returncode == 0
+    params_file = repository_copy / "params.yaml"
+
+    params = load_params(params_file)
+    params_file.write_text(params_file.read_text().replace("file_name: null", "file_nme: x"))
+
+    assert getattr(params, STEP).file_name is None
+    with pytest.raises(ParamsError, match=rf"{STEP}.file_nme: .*did you mean {STEP}.file_name"):
+        load_params(params_file)
+
+
+@pytest.mark.parametrize(
+    ("file", "existing"),
+    [
+        ("params.yaml", f"\n{STEP}:\n  other: 1\n"),
+        ("dvc.yaml", f"\n  {STEP}:\n    cmd: echo\n"),
+        ("pyproject.toml", f"step-{STEP} = []\n"),
+    ],
+)
+def test_a_step_the_project_has_already_is_refused(
+    repository_copy: Path, file: str, existing: str
+) -> None:
+    path = repository_copy / file
+    text = path.read_text()
+    if file == "pyproject.toml":
+        path.write_text(text.replace("[dependency-groups]\n", f"[dependency-groups]\n{existing}"))
+    else:
+        path.write_text(text + existing)
+    before = files_under(repository_copy)
+
+    result = scaffold(STEP, repository_copy)
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {file} has")
+    assert "Traceback" not in result.stderr
+    assert files_under(repository_copy) == before
 
 
 def test_project_comes_from_the_option_or_the_environment(project: Path, tmp_path: Path) -> None:
@@ -288,3 +382,16 @@ def test_outside_a_project_is_refused(tmp_path: Path) -> None:
     assert "has no steps/ folder" in without_steps.stderr
     assert not any(nowhere.iterdir())
     assert [path.name for path in no_steps.iterdir()] == ["dvc.yaml"]
+
+
+def test_a_failing_lock_leaves_every_file_as_it_was(repository_copy: Path) -> None:
+    shutil.copy(REPO_ROOT / "uv.lock", repository_copy / "uv.lock")
+    before = files_under(repository_copy)
+
+    result = scaffold(STEP, repository_copy, env=project_env(repository_copy, UV="/bin/false"))
+
+    assert result.returncode == EXIT_FAILED, result.stdout + result.stderr
+    assert result.stderr.startswith("error: uv lock failed")
+    assert "No file was changed." in result.stderr
+    after = files_under(repository_copy)
+    assert {name: data for name, data in after.items() if not name.startswith(".mlrig/")} == before
