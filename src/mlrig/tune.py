@@ -19,6 +19,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -310,6 +311,63 @@ def load_train_split(root: Path) -> tuple[pd.DataFrame, TableMeta]:
 # --- the offline search -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Search:
+    """What every trial of one search shares, checked before the first trial."""
+
+    settings: Settings
+    params: Params
+    experiment: str
+    key: str  # the search space's key in params.yaml's tune section
+    space: SearchSpace
+    train_table: pd.DataFrame
+    meta: TableMeta
+    metric: str
+    folds: list[Any]
+    experiment_id: str  # the searches' MLflow experiment
+    tags: dict[str, str]  # the lineage tags of every run of the search
+
+    @property
+    def chosen(self) -> Any:
+        return self.params.train.experiments[self.experiment]
+
+    @property
+    def metric_name(self) -> str:
+        return f"{OBJECTIVE_TITLE}_{self.metric}"
+
+
+def prepare_search(settings: Settings, params: Params, experiment: str) -> Search:
+    """The space, the train split, its folds and the MLflow experiment of a search.
+
+    Raises:
+        ParamsError: the experiment or its search space is wrong.
+        DataError: the train split is too small for the folds.
+    """
+    from mlrig.lineage import file_md5
+    from mlrig.tracking import TAG_DATA_MD5, TAG_EXPERIMENT, lineage_tags, setup_mlflow
+    from steps.split import TRAIN_FILE
+
+    key, space = resolve_space(params, experiment)
+    train_table, meta = load_train_split(settings.root)
+    return Search(
+        settings=settings,
+        params=params,
+        experiment=experiment,
+        key=key,
+        space=space,
+        train_table=train_table,
+        meta=meta,
+        metric=primary_metric(params.compare.metric, meta.task),
+        folds=cv_folds(train_table, meta, params.tune.cv_folds, params.train.seed),
+        experiment_id=setup_mlflow(settings, tune_experiment(settings)),
+        tags={
+            **lineage_tags(settings, "tune"),
+            TAG_EXPERIMENT: experiment,
+            TAG_DATA_MD5: file_md5(settings.root / SPLIT_DIR / TRAIN_FILE),
+        },
+    )
+
+
 def run_search(
     settings: Settings,
     params: Params,
@@ -331,105 +389,118 @@ def run_search(
     import mlflow
     import optuna
 
-    from mlrig.lineage import file_md5
-    from mlrig.tracking import (
-        TAG_DATA_MD5,
-        TAG_EXPERIMENT,
-        lineage_tags,
-        param_text,
-        setup_mlflow,
-    )
-    from steps.split import TRAIN_FILE
-
     if trials < 1:
         raise ParamsError(f"--trials is {trials}: a search needs at least 1 trial.")
-    key, space = resolve_space(params, experiment)
-    chosen = params.train.experiments[experiment]
-    train_table, meta = load_train_split(settings.root)
-    metric = primary_metric(params.compare.metric, meta.task)
-    seed = params.train.seed
-    folds = cv_folds(train_table, meta, params.tune.cv_folds, seed)
-    direction = direction_of(metric)
-    metric_name = f"{OBJECTIVE_TITLE}_{metric}"
-    experiment_id = setup_mlflow(settings, tune_experiment(settings))
-    tags = {
-        **lineage_tags(settings, "tune"),
-        TAG_EXPERIMENT: experiment,
-        TAG_DATA_MD5: file_md5(settings.root / SPLIT_DIR / TRAIN_FILE),
-    }
+    search = prepare_search(settings, params, experiment)
     results: list[TrialResult] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"tune-{experiment}", tags=tags
+        experiment_id=search.experiment_id, run_name=f"tune-{experiment}", tags=search.tags
     ) as parent:
-        mlflow.log_params(
-            {
-                "experiment": experiment,
-                "family": chosen.family,
-                "metric": metric,
-                "direction": direction,
-                "cv_folds": params.tune.cv_folds,
-                "trials": trials,
-                "seed": seed,
-                "space": json.dumps(
-                    {name: dim.model_dump(by_alias=True) for name, dim in space.items()}
-                ),
-            }
-        )
+        mlflow.log_params(search_params(search, trials))
 
         def objective(trial: optuna.Trial) -> float:
-            values = trial_params(chosen.family, chosen.params, suggest(trial, space))
-            train = with_trial_params(params.train, experiment, values)
-            with mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=f"tune-{experiment}-{trial.number}",
-                nested=True,
-                tags={**tags, TAG_TUNE_RUN: parent.info.run_id},
-            ) as child:
-                flat = values.model_dump()
-                mlflow.log_params(
-                    {"trial": trial.number, **{k: param_text(v) for k, v in flat.items()}}
-                )
-                score, spread = cv_score(train_table, meta, train, experiment, metric, folds)
-                mlflow.log_metrics({metric_name: score, f"{metric_name}_std": spread})
-            result = TrialResult(
-                number=trial.number,
-                params=flat,
-                score=score,
-                score_std=spread,
-                mlflow_run_id=child.info.run_id,
-            )
+            result = run_trial(search, trial, parent.info.run_id)
             results.append(result)
             on_trial(result)
-            return score
+            return result.score
 
         study = optuna.create_study(
             study_name=f"tune-{experiment}",
-            direction=direction,
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            direction=direction_of(search.metric),
+            sampler=optuna.samplers.TPESampler(seed=params.train.seed),
         )
         study.optimize(objective, n_trials=trials)
         best = results[study.best_trial.number]
-        mlflow.log_metric(f"best_{metric_name}", best.score)
-        mlflow.log_params({f"best.{name}": param_text(best.params[name]) for name in space})
-        mlflow.set_tag("mlrig.tune.best_trial", str(best.number))
-        mlflow.set_tag("mlrig.tune.best_run_id", best.mlflow_run_id or "")
+        log_best(search, best)
     return TuneSummary(
-        experiment=experiment,
-        family=chosen.family,
-        space=key,
-        metric=metric,
-        direction=direction,
-        cv_folds=params.tune.cv_folds,
-        seed=seed,
-        train_rows=len(train_table),
+        **summary_fields(settings, params, experiment, search.key, search.space, search.metric),
+        train_rows=len(search.train_table),
         trials=results,
         best=best,
-        searched=list(space),
         mlflow_parent_run_id=parent.info.run_id,
         mlflow_experiment=tune_experiment(settings),
-        params_file=str(settings.root / PARAMS_FILE),
     )
+
+
+def summary_fields(
+    settings: Settings,
+    params: Params,
+    experiment: str,
+    key: str,
+    space: SearchSpace,
+    metric: str,
+) -> dict[str, Any]:
+    """What a search's summary says of the search itself, wherever its trials ran."""
+    return {
+        "experiment": experiment,
+        "family": params.train.experiments[experiment].family,
+        "space": key,
+        "metric": metric,
+        "direction": direction_of(metric),
+        "cv_folds": params.tune.cv_folds,
+        "seed": params.train.seed,
+        "searched": list(space),
+        "params_file": str(settings.root / PARAMS_FILE),
+    }
+
+
+def search_params(search: Search, trials: int) -> dict[str, Any]:
+    """The search's own params, logged on its parent run."""
+    return {
+        "experiment": search.experiment,
+        "family": search.chosen.family,
+        "metric": search.metric,
+        "direction": direction_of(search.metric),
+        "cv_folds": search.params.tune.cv_folds,
+        "trials": trials,
+        "seed": search.params.train.seed,
+        "space": json.dumps(
+            {name: dim.model_dump(by_alias=True) for name, dim in search.space.items()}
+        ),
+    }
+
+
+def run_trial(search: Search, trial: optuna.Trial, parent_run_id: str) -> TrialResult:
+    """One trial: its params suggested, scored by cross-validation, in a nested MLflow run."""
+    import mlflow
+
+    from mlrig.tracking import param_text
+
+    chosen = search.chosen
+    values = trial_params(chosen.family, chosen.params, suggest(trial, search.space))
+    train = with_trial_params(search.params.train, search.experiment, values)
+    with mlflow.start_run(
+        experiment_id=search.experiment_id,
+        run_name=f"tune-{search.experiment}-{trial.number}",
+        nested=True,
+        tags={**search.tags, TAG_TUNE_RUN: parent_run_id},
+    ) as child:
+        flat = values.model_dump()
+        mlflow.log_params({"trial": trial.number, **{k: param_text(v) for k, v in flat.items()}})
+        score, spread = cv_score(
+            search.train_table, search.meta, train, search.experiment, search.metric, search.folds
+        )
+        mlflow.log_metrics({search.metric_name: score, f"{search.metric_name}_std": spread})
+    return TrialResult(
+        number=trial.number,
+        params=flat,
+        score=score,
+        score_std=spread,
+        mlflow_run_id=child.info.run_id,
+    )
+
+
+def log_best(search: Search, best: TrialResult) -> None:
+    """The best trial's score and params, on the search's parent run (the active run)."""
+    import mlflow
+
+    from mlrig.tracking import param_text
+
+    mlflow.log_metric(f"best_{search.metric_name}", best.score)
+    mlflow.log_params({f"best.{name}": param_text(best.params[name]) for name in search.space})
+    mlflow.set_tag("mlrig.tune.best_trial", str(best.number))
+    mlflow.set_tag("mlrig.tune.best_run_id", best.mlflow_run_id or "")
 
 
 def apply_best(path: Path, experiment: str, values: Mapping[str, Any]) -> str:
@@ -664,22 +735,9 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
         optimizer.start()
         optimizer.wait()
         optimizer.stop()
-        results = []
-        for number, details in enumerate(optimizer.get_top_experiments_details(top_k=count)):
-            values = {
-                name: parse_clearml_value(details["hyper_parameters"].get(clearml_name(name)))
-                for name in space
-            }
-            objective = details["metrics"][f"{OBJECTIVE_TITLE}/{metric}"]["value"]
-            results.append(
-                TrialResult(
-                    number=number,
-                    params=trial_params(chosen.family, chosen.params, values).model_dump(),
-                    score=float(objective),
-                    score_std=0.0,
-                    clearml_task_id=details["task_id"],
-                )
-            )
+        results = top_trials(
+            optimizer.get_top_experiments_details(top_k=count), chosen, space, metric
+        )
         controller.close()
         if not results:
             raise DataError(f"No trial on queue {queue!r} reported {OBJECTIVE_TITLE}/{metric}.")
@@ -687,21 +745,36 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
         if apply:
             apply_best(root / PARAMS_FILE, experiment, {n: best.params[n] for n in space})
     return TuneSummary(
-        experiment=experiment,
-        family=chosen.family,
-        space=key,
-        metric=metric,
-        direction=direction_of(metric),
-        cv_folds=params.tune.cv_folds,
-        seed=params.train.seed,
+        **summary_fields(settings, params, experiment, key, space, metric),
         train_rows=len(train_table),
         trials=results,
         best=best,
-        searched=list(space),
         clearml_optimizer_task_id=str(controller.id),
         applied=apply,
-        params_file=str(root / PARAMS_FILE),
     )
+
+
+def top_trials(
+    top: list[dict[str, Any]], chosen: Any, space: SearchSpace, metric: str
+) -> list[TrialResult]:
+    """The optimizer's trials, best first, from `get_top_experiments_details`."""
+    results = []
+    for number, details in enumerate(top):
+        values = {
+            name: parse_clearml_value(details["hyper_parameters"].get(clearml_name(name)))
+            for name in space
+        }
+        objective = details["metrics"][f"{OBJECTIVE_TITLE}/{metric}"]["value"]
+        results.append(
+            TrialResult(
+                number=number,
+                params=trial_params(chosen.family, chosen.params, values).model_dump(),
+                score=float(objective),
+                score_std=0.0,
+                clearml_task_id=details["task_id"],
+            )
+        )
+    return results
 
 
 def run_trial_task(settings: Settings, experiment: str) -> float:  # pragma: no cover - agent

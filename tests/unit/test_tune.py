@@ -30,6 +30,7 @@ from mlrig.tune import (
     direction_of,
     parse_clearml_value,
     resolve_space,
+    top_trials,
     trial_task_arguments,
 )
 from tests.support.project import copy_repository, run_mlrig
@@ -482,3 +483,25 @@ def test_clearml_executor_without_a_server_names_clearml_api_host(project: Path)
     assert "CLEARML_API_HOST" in result.stderr
     assert "mlrig tune without --executor" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_optimizers_top_trials_come_back_typed_in_its_order() -> None:
+    """What `get_top_experiments_details` returns (ClearML 2.1's shape), read into trials."""
+    params = validate_params(read_params_file(Path(__file__).parents[2] / "params.yaml"))
+    _, space = resolve_space(params, "knn")
+    top = [
+        {
+            "task_id": f"task-{n}",
+            "hyper_parameters": {"General/n_neighbors": str(n)},
+            "metrics": {f"{OBJECTIVE_TITLE}/f1": {"value": score}},
+        }
+        for n, score in ((7, 0.97), (3, 0.91))
+    ]
+
+    trials = top_trials(top, params.train.experiments["knn"], space, "f1")
+
+    assert [(trial.number, trial.clearml_task_id, trial.score) for trial in trials] == [
+        (0, "task-7", 0.97),
+        (1, "task-3", 0.91),
+    ]
+    assert trials[0].params["n_neighbors"] == 7 and trials[1].params["n_neighbors"] == 3
