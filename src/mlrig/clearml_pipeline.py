@@ -30,6 +30,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,9 +197,11 @@ def dep_hash(dep: Any) -> str | None:
     return f"{hash_info.name}:{hash_info.value}" if hash_info else None
 
 
-def stage_inputs_and_outputs(
-    stage: Stage,
-) -> tuple[dict[str, str | None], dict[str, Any], list[str]]:
+#: a stage's deps with their DVC hashes, its params with their values, and its outs
+StageFacts = tuple[dict[str, str | None], dict[str, Any], list[str]]
+
+
+def stage_inputs_and_outputs(stage: Stage) -> StageFacts:
     """A stage's deps with their DVC hashes, its params with their values, and its outs."""
     from dvc.dependency.param import ParamsDependency
 
@@ -222,6 +225,31 @@ def stage_inputs_and_outputs(
 def stage_queue(stage: str, default_queue: str, step_queues: Mapping[str, str]) -> str:
     """The queue of a stage: its own entry, else its step's, else the default."""
     return step_queues.get(stage) or step_queues.get(step_of(stage)) or default_queue
+
+
+def read_pipeline(root: Path) -> tuple[dict[str, set[str]], dict[str, StageFacts]]:
+    """dvc.yaml's DAG and each stage's deps, params and outs, through DVC's own API.
+
+    Raises:
+        ConfigError: DVC cannot read dvc.yaml or params.yaml.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from mlrig.dag import graph_of
+
+    # DVC names stages relative to the working directory: from the root, `train@knn`
+    try:
+        with contextlib.chdir(root), Repo(str(root)) as repo:
+            graph = graph_of(repo)
+            stages = {stage.addressing: stage for stage in repo.index.stages}
+            return graph, {name: stage_inputs_and_outputs(stages[name]) for name in graph}
+    except DvcException as error:
+        detail = f" ({error.__cause__})" if error.__cause__ else ""  # which key, for validation
+        raise ConfigError(
+            f"DVC cannot read the pipeline in {root}: {error}{detail}. Fix dvc.yaml (or "
+            "params.yaml); dvc status shows the same problem."
+        ) from None
 
 
 def compile_pipeline(
@@ -250,23 +278,7 @@ def compile_pipeline(
     Raises:
         ConfigError: a stage's step has no image.
     """
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    from mlrig.dag import graph_of
-
-    # DVC names stages relative to the working directory: from the root, `train@knn`
-    try:
-        with contextlib.chdir(root), Repo(str(root)) as repo:
-            graph = graph_of(repo)
-            stages = {stage.addressing: stage for stage in repo.index.stages}
-            facts = {name: stage_inputs_and_outputs(stages[name]) for name in graph}
-    except DvcException as error:
-        detail = f" ({error.__cause__})" if error.__cause__ else ""  # which key, for validation
-        raise ConfigError(
-            f"DVC cannot read the pipeline in {root}: {error}{detail}. Fix dvc.yaml (or "
-            "params.yaml); dvc status shows the same problem."
-        ) from None
+    graph, facts = read_pipeline(root)
     no_image = sorted({step_of(name) for name in graph} - set(images))
     if no_image:
         raise no_image_error(no_image)
@@ -360,6 +372,17 @@ def remote_store(settings: Settings) -> StepStore:
 
     remote = container_remote(settings)
     return StepStore.of_remote(remote.url, remote.endpoint)
+
+
+@dataclass(frozen=True)
+class ClearMLExecutor:
+    """`--executor clearml`: dvc.yaml compiled into a ClearML pipeline, each stage a step in
+    its image (`mlrig.cli` submits it)."""
+
+    settings: Settings
+
+    def plan(self) -> dict[str, set[str]]:
+        return describe_pipeline(self.settings).graph()
 
 
 def prepare_submission(settings: Settings, description: PipelineDescription) -> PipelineDescription:

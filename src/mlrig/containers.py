@@ -16,11 +16,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from mlrig.dag import schedule, stage_graph, step_of
+from mlrig.dag import StageRequest, schedule, stage_graph, step_of
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.images import Engine, current_step_images, find_engine, no_image_error
 from mlrig.settings import Settings
@@ -168,12 +169,11 @@ class ContainerRun:
     images: dict[str, str]
     environment: dict[str, str]
     run_dir: Path
-    force: bool
     forced: set[str]  # stages to run even if DVC finds them unchanged
     host_lock: threading.Lock
 
     def must_force(self, stage: str) -> bool:
-        return self.force or stage in self.forced
+        return stage in self.forced
 
     def stage_changed(self, stage: str) -> bool:
         from dvc.repo import Repo
@@ -306,46 +306,55 @@ def plan_containers(settings: Settings) -> ContainerPlan:
     return ContainerPlan(engine=engine, images=images, remote=remote, graph=graph)
 
 
-def run_in_containers(
-    settings: Settings,
-    plan: ContainerPlan,
-    environment: dict[str, str],
-    *,
-    force: bool,
-    forced: set[str],
-    jobs: int,
-    run_dir: Path,
-    on_stage: Callable[[str], None],
-) -> dict[str, float]:
-    """Run every changed stage in its step image, in dependency order, `jobs` at a time.
+@dataclass
+class ContainersExecutor:
+    """`--executor containers`: each stage in its step image, data through the DVC remote."""
 
-    Args:
-        force: run every stage, changed or not.
-        forced: run these stages even if unchanged (their runs are not in this MLflow store).
+    settings: Settings
+    needs_dvc_remote: ClassVar[bool] = True
+    container_plan: ContainerPlan | None = None
 
-    Returns:
-        The stages that ran (not those restored from the run-cache), each with its
-        container's wall time in seconds.
+    def plan(self) -> dict[str, set[str]]:
+        return self.checked_plan().graph
 
-    Raises:
-        StageFailed: a container failed; the stages after it were not started.
-    """
-    from mlrig.lineage import git_commit
+    def checked_plan(self) -> ContainerPlan:
+        if self.container_plan is None:
+            self.container_plan = plan_containers(self.settings)
+        return self.container_plan
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = ContainerRun(
-        settings=settings,
-        engine=plan.engine,
-        images=plan.images,
-        environment={
-            **environment,
-            "MLRIG_DVC_REMOTE_URL": plan.remote.url,
-            "MLRIG_GIT_COMMIT": git_commit(settings.root),
-            **({"AWS_ENDPOINT_URL": plan.remote.endpoint} if plan.remote.endpoint else {}),
-        },
-        run_dir=run_dir,
-        force=force,
-        forced=forced,
-        host_lock=threading.Lock(),
-    )
-    return schedule(plan.graph, run, jobs, on_stage)
+    def prepare(
+        self, servers: ExitStack, environment: dict[str, str], log_path: Path, stages_may_run: bool
+    ) -> None:
+        """Check the images, the engine, the remote and the MLflow server before any stage."""
+        self.checked_plan()
+
+    def run_stages(self, request: StageRequest, servers: ExitStack) -> dict[str, float]:
+        """Run every changed stage in its step image, in dependency order, `jobs` at a time.
+
+        Returns:
+            The stages that ran (not those restored from the run-cache), each with its
+            container's wall time in seconds.
+
+        Raises:
+            StageFailed: a container failed; the stages after it were not started.
+        """
+        from mlrig.lineage import git_commit
+
+        plan = self.checked_plan()
+        run_dir = self.settings.state_dir / "containers" / request.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run = ContainerRun(
+            settings=self.settings,
+            engine=plan.engine,
+            images=plan.images,
+            environment={
+                **request.environment,
+                "MLRIG_DVC_REMOTE_URL": plan.remote.url,
+                "MLRIG_GIT_COMMIT": git_commit(self.settings.root),
+                **({"AWS_ENDPOINT_URL": plan.remote.endpoint} if plan.remote.endpoint else {}),
+            },
+            run_dir=run_dir,
+            forced=request.forced,
+            host_lock=threading.Lock(),
+        )
+        return schedule(request.graph, run, request.jobs, request.on_stage)

@@ -1,7 +1,8 @@
 """Walk dvc.yaml's DAG: start each stage once the stages it depends on are done, `jobs` at a time.
 
-Both executors use it: `local` runs each stage with `dvc repro --single-item` in this checkout,
-`containers` runs each in its step image. What "changed" and "run" mean is the executor's.
+The executors that run stages from here use it: `local` runs each stage with `dvc repro
+--single-item` in this checkout, `containers` runs each in its step image. What "changed" and
+"run" mean is the executor's; what a run asks of an executor is a `StageRequest`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,6 +62,21 @@ def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return {
         stage: {child for child, parents in graph.items() if stage in parents} for stage in graph
     }
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What a pipeline run asks of its executor, once its checks passed and its parent run is
+    open: the stages to look at, and the environment to run them in."""
+
+    run_id: str  # the pipeline run's id
+    graph: dict[str, set[str]]  # each stage with the stages it depends on
+    changed: set[str]  # DVC found these changed at the start
+    forced: set[str]  # run even if unchanged: all with --force, else those this store lacks
+    environment: dict[str, str]  # the run ids, the commit and the thread limits included
+    jobs: int  # how many stages run at once
+    log_path: Path  # the pipeline run's log
+    on_stage: Callable[[str], None]  # called with each stage as it starts
 
 
 class StageRunner(Protocol):

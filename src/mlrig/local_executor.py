@@ -13,17 +13,68 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from mlrig.dag import downstream
+from mlrig.dag import StageRequest, downstream, schedule, stage_graph
 from mlrig.errors import EXIT_FAILED, MlrigError, run_logged
 from mlrig.recorded import TRAIN_STAGE, train_stage_recorded
 from mlrig.settings import Settings
+from mlrig.warm import SOCKET_VARIABLE, warm_server
 
 LOG_TAIL_LINES = 25
 #: what `dvc repro` prints when it runs a stage's command (not when it skips or restores it)
 RUNNING_STAGE = "Running stage '"
+
+
+@dataclass
+class LocalExecutor:
+    """`--executor local`: each stage by `dvc repro --single-item` in this checkout, its step
+    command handed to the warm server (`mlrig.warm`)."""
+
+    settings: Settings
+    needs_dvc_remote: ClassVar[bool] = False
+    socket_path: str | None = None
+
+    def plan(self) -> dict[str, set[str]]:
+        return stage_graph(self.settings.root)
+
+    def prepare(
+        self, servers: ExitStack, environment: dict[str, str], log_path: Path, stages_may_run: bool
+    ) -> None:
+        """Start the warm server now when a stage may run: it imports the steps' libraries
+        while MLflow is asked what to run (`environment`: they size their pools at import)."""
+        if stages_may_run:
+            self.start_warm_server(servers, environment, log_path)
+
+    def start_warm_server(
+        self, servers: ExitStack, environment: dict[str, str], log_path: Path
+    ) -> str:
+        if self.socket_path is None:
+            self.socket_path = servers.enter_context(
+                warm_server(self.settings.root, environment, warm_log(log_path))
+            )
+        return self.socket_path
+
+    def run_stages(self, request: StageRequest, servers: ExitStack) -> dict[str, float]:
+        # started here when only the MLflow store asked for a run
+        socket_path = self.start_warm_server(servers, request.environment, request.log_path)
+        run = LocalRun(
+            settings=self.settings,
+            graph=request.graph,
+            environment=request.environment | {SOCKET_VARIABLE: socket_path},
+            log_path=request.log_path,
+            candidates=request.changed | request.forced,
+            forced=request.forced,
+        )
+        return schedule(request.graph, run, request.jobs, request.on_stage)
+
+
+def warm_log(log_path: Path) -> Path:
+    """The warm server's log, beside the stages' logs of the pipeline run."""
+    return log_path.with_suffix("") / "warm-server.log"
 
 
 @dataclass

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,12 @@ from pydantic import BaseModel
 
 from mlrig import stopping
 from mlrig.code_deps import require_code_deps
-from mlrig.containers import plan_containers, run_in_containers
-from mlrig.dag import schedule, stage_graph, step_of, topological_order
+from mlrig.dag import StageRequest, stage_graph, step_of, topological_order
 from mlrig.doctor import require_services
 from mlrig.dvc import remote_arguments, run_dvc
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, Stopped, redact
+from mlrig.executors import StageExecutor, stage_executor
 from mlrig.integrity import repair_outputs
-from mlrig.local_executor import LocalRun
 from mlrig.params import (
     STEPS_DIR,
     Params,
@@ -41,6 +41,7 @@ from mlrig.params import (
 )
 from mlrig.recorded import (
     REGISTER_STAGE,
+    CheckedStore,
     champion_missing,
     remember_store,
     stored_champion,
@@ -58,7 +59,6 @@ from mlrig.tracking import (
     TAG_STEP,
     setup_mlflow,
 )
-from mlrig.warm import SOCKET_VARIABLE, warm_server
 
 PARAMS_FILE = "params.yaml"
 REPORT_DIR = "reports"
@@ -427,6 +427,35 @@ def finish_parent_run(settings: Settings, run_id: str, status: str) -> None:
             ) from None
 
 
+@contextmanager
+def held_checkout(settings: Settings, command: str = "mlrig run") -> Iterator[None]:
+    """What every run of the pipeline holds, whatever its executor: a checkout DVC can work in,
+    whose stages name the code they run, taken by this command alone, stopped cleanly by
+    SIGINT/SIGTERM.
+
+    Raises:
+        ConfigError: not a git and DVC checkout, or a stage's code deps are incomplete.
+        MlrigError: another command holds the checkout, or DVC's lock.
+        Stopped: a signal stopped the run (its message says what finished).
+    """
+    require_checkout(settings.root)
+    require_code_deps(settings.root)
+    try:
+        with stopping.stop_on_signals(), exclusive_run(settings, command):
+            require_dvc_unlocked(settings.root)
+            yield
+    except StopRequested as stop:
+        raise Stopped(stopped_message(stop), exit_code=stop.exit_code) from None
+
+
+def checked_params(root: Path, overrides: list[str]) -> tuple[Params, str | None]:
+    """The params with the overrides, checked with every step's preflight: what a run checks
+    before any stage starts (see `prepare_params`)."""
+    params, new_params_text = prepare_params(root, overrides)
+    preflight(params, root)
+    return params, new_params_text
+
+
 def run_pipeline(
     settings: Settings,
     overrides: list[str],
@@ -445,7 +474,7 @@ def run_pipeline(
         overrides: `key.path=value` params overrides, saved to params.yaml once they pass checks.
         force: re-run every stage even when DVC finds it unchanged.
         push: `dvc push` outputs and run-cache to the DVC remote afterwards.
-        executor: `local` runs each stage with `dvc repro` here; `containers` in its image.
+        executor: the name of an executor that runs stages (`mlrig.executors.EXECUTORS`).
         jobs: how many independent stages run at once.
         on_stage: called with each stage name as DVC starts it (for progress).
         on_phase: called with what is happening between stages (for progress).
@@ -453,118 +482,121 @@ def run_pipeline(
     Returns:
         What ran, what was recorded, and where the results are.
     """
-    require_checkout(settings.root)
-    require_code_deps(settings.root)
-    try:
-        with stopping.stop_on_signals(), exclusive_run(settings):
-            require_dvc_unlocked(settings.root)
-            return run_unlocked(
-                settings, overrides, force, push, executor, jobs, on_stage, on_phase
-            )
-    except StopRequested as stop:
-        raise Stopped(stopped_message(stop), exit_code=stop.exit_code) from None
+    stages_executor = stage_executor(executor, settings)
+    with held_checkout(settings):
+        return run_unlocked(
+            settings,
+            overrides,
+            RunOptions(force=force, push=push, jobs=jobs, on_stage=on_stage, on_phase=on_phase),
+            stages_executor,
+        )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run_pipeline` was asked to run (see there)."""
+
+    force: bool
+    push: bool
+    jobs: int
+    on_stage: Callable[[str], None]
+    on_phase: Callable[[str], None]
 
 
 def run_unlocked(
-    settings: Settings,
-    overrides: list[str],
-    force: bool,
-    push: bool,
-    executor: str,
-    jobs: int,
-    on_stage: Callable[[str], None],
-    on_phase: Callable[[str], None],
+    settings: Settings, overrides: list[str], options: RunOptions, executor: StageExecutor
 ) -> RunSummary:
     """`run_pipeline` once the checkout is this run's (see there)."""
     root = settings.root
     with ExitStack() as servers:
-        on_phase("checking params and data")
+        options.on_phase("checking params and data")
         params, new_params_text = prepare_params(root, overrides)
-        on_phase("checking the outputs against dvc.lock")
+        options.on_phase("checking the outputs against dvc.lock")
         repaired = repair_outputs(settings)  # before DVC is asked what changed
         # what DVC finds changed is known now unless the params are about to change
-        known_stages = None if new_params_text is not None or force else changed_stages(root)
-        if known_stages != []:  # params and data as in dvc.lock passed these checks before
+        known = None if new_params_text is not None or options.force else changed_stages(root)
+        if known != []:  # params and data as in dvc.lock passed these checks before
             preflight(params, root)
         run_id = new_pipeline_run_id()
         log_path = settings.state_dir / "logs" / f"{run_id}.log"
-        socket_path = None
-        # in the warm server's environment too: its libraries size their pools at import
-        limits = thread_limits(jobs)
-        if executor == "local" and known_stages != []:
-            # started now, it imports the steps' libraries while MLflow is asked what to run
-            socket_path = servers.enter_context(
-                warm_server(
-                    root,
-                    dict(os.environ) | limits | {"MLRIG_PROJECT_DIR": str(root)},
-                    log_path.with_suffix("") / "warm-server.log",
-                )
-            )
-        checked = unchanged_store(settings) if known_stages == [] else None
-        require_services(
-            settings, mlflow=checked is None, dvc_remote=push or executor == "containers"
-        )
-        plan = plan_containers(settings) if executor == "containers" else None
+        checked = unchanged_store(settings) if known == [] else None
+        need_remote = options.push or executor.needs_dvc_remote
+        require_services(settings, mlflow=checked is None, dvc_remote=need_remote)
+        # in the executor's servers too: their libraries size their pools at import
+        limits = thread_limits(options.jobs)
+        early = dict(os.environ) | limits | {"MLRIG_PROJECT_DIR": str(root)}
+        executor.prepare(servers, early, log_path, stages_may_run=known != [])
         if new_params_text is not None:
             (root / PARAMS_FILE).write_text(new_params_text)
-        on_phase("checking what changed")
-        stages = changed_stages(root) if known_stages is None else known_stages
+        options.on_phase("checking what changed")
+        graph = executor.plan()
+        changed = set(changed_stages(root) if known is None else known)
         unrecorded = [] if checked else unrecorded_stages(settings, params)
-        pipeline_run_id = None
-        stage_seconds: dict[str, float] = {}
-        if stages or force or unrecorded:
+        forced = set(graph) if options.force else set(unrecorded)
+        pipeline_run_id, stage_seconds = None, {}
+        if changed or forced:
             pipeline_run_id = run_id
-            parent_run_id = start_parent_run(settings, pipeline_run_id, params)
-            environment = stage_environment(settings, parent_run_id, pipeline_run_id)
-            environment |= limits
-            status = "FAILED"
-            try:
-                if plan is not None:
-                    stage_seconds = run_in_containers(
-                        settings,
-                        plan,
-                        environment,
-                        force=force,
-                        forced=set(unrecorded),
-                        jobs=jobs,
-                        run_dir=settings.state_dir / "containers" / pipeline_run_id,
-                        on_stage=on_stage,
-                    )
-                else:
-                    graph = stage_graph(root)
-                    forced = set(graph) if force else set(unrecorded)
-                    if socket_path is None:  # only the MLflow store asked for a run
-                        socket_path = servers.enter_context(
-                            warm_server(
-                                root, environment, log_path.with_suffix("") / "warm-server.log"
-                            )
-                        )
-                    local_run = LocalRun(
-                        settings=settings,
-                        graph=graph,
-                        environment=environment | {SOCKET_VARIABLE: socket_path},
-                        log_path=log_path,
-                        candidates={*stages, *forced},
-                        forced=forced,
-                    )
-                    stage_seconds = schedule(graph, local_run, jobs, on_stage)
-                status = "FINISHED"
-            except StopRequested:
-                status = "KILLED"
-                raise
-            finally:
-                finish_parent_run(settings, parent_run_id, status)
-        if push:
-            on_phase("pushing to the DVC remote")
-            push_log = settings.state_dir / "logs" / "push.log"
-            push_outputs(settings, push_log)
-        on_phase("counting runs")
-        if checked:
-            recorded, total, champion = 0, checked.runs_in_experiment, checked.champion
-        else:
-            recorded, total = count_runs(settings, pipeline_run_id)
-            champion = stored_champion(settings)
-            remember_store(settings, total, champion)
+            parent_run_id = start_parent_run(settings, run_id, params)
+            request = StageRequest(
+                run_id=run_id,
+                graph=graph,
+                changed=changed,
+                forced=forced,
+                environment=stage_environment(settings, parent_run_id, run_id) | limits,
+                jobs=options.jobs,
+                log_path=log_path,
+                on_stage=options.on_stage,
+            )
+            stage_seconds = run_under_parent_run(
+                settings, parent_run_id, executor, request, servers
+            )
+        if options.push:
+            options.on_phase("pushing to the DVC remote")
+            push_outputs(settings, settings.state_dir / "logs" / "push.log")
+        options.on_phase("counting runs")
+        return run_summary(settings, pipeline_run_id, stage_seconds, checked, repaired, log_path)
+
+
+def run_under_parent_run(
+    settings: Settings,
+    parent_run_id: str,
+    executor: StageExecutor,
+    request: StageRequest,
+    servers: ExitStack,
+) -> dict[str, float]:
+    """The executor's run of the stages; the pipeline's MLflow parent run then ends FINISHED,
+    FAILED or KILLED (a signal), as the stages did.
+
+    Returns:
+        The stages that ran, each with its wall time in seconds.
+    """
+    status = "FAILED"
+    try:
+        seconds = executor.run_stages(request, servers)
+        status = "FINISHED"
+        return seconds
+    except StopRequested:
+        status = "KILLED"
+        raise
+    finally:
+        finish_parent_run(settings, parent_run_id, status)
+
+
+def run_summary(
+    settings: Settings,
+    pipeline_run_id: str | None,
+    stage_seconds: dict[str, float],
+    checked: CheckedStore | None,
+    repaired: list[str],
+    log_path: Path,
+) -> RunSummary:
+    """What a run did, with the runs its MLflow store holds and the champion."""
+    if checked:
+        recorded, total, champion = 0, checked.runs_in_experiment, checked.champion
+    else:
+        recorded, total = count_runs(settings, pipeline_run_id)
+        champion = stored_champion(settings)
+        remember_store(settings, total, champion)
     return RunSummary(
         pipeline_run_id=pipeline_run_id,
         stages_run=list(stage_seconds),
@@ -573,7 +605,7 @@ def run_unlocked(
         runs_recorded=recorded,
         runs_in_experiment=total,
         champion=champion,
-        report=str(root / REPORT_DIR / "report.html"),
+        report=str(settings.root / REPORT_DIR / "report.html"),
         mlflow_ui=mlflow_ui_command(settings),
         log=str(log_path) if pipeline_run_id else None,
         repaired=repaired,

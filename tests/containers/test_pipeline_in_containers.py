@@ -17,6 +17,7 @@ import pytest
 
 from mlrig.dag import stage_graph
 from mlrig.images import Engine, ImageBuild
+from tests.support.executors import assert_runs_its_plan
 from tests.support.project import FEW_EXPERIMENTS, REPO_ROOT, clean_environment, copy_repository
 from tests.support.stack import Stack, start_stack
 
@@ -65,6 +66,34 @@ def local_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "outputs"
+
+
+#: the containers executor's plan, as `mlrig run --stack local --executor containers` makes it
+PLAN_SCRIPT = """
+import json, os
+from mlrig.executors import EXECUTORS
+from mlrig.settings import load_settings
+from mlrig.stack.manager import load_stack_environment
+os.environ.update(load_stack_environment(load_settings()))
+plan = EXECUTORS["containers"].load(load_settings()).plan()
+print(json.dumps({stage: sorted(parents) for stage, parents in plan.items()}))
+"""
+
+
+def test_the_containers_executor_runs_its_plan(stack: Stack, container_run: dict) -> None:
+    """The executor contract (tests/e2e/test_executors.py) for the containers executor."""
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN_SCRIPT],
+        cwd=stack.root,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    plan = {stage: set(parents) for stage, parents in json.loads(result.stdout).items()}
+
+    assert_runs_its_plan(plan, stage_graph(stack.root), container_run["stages_run"])
 
 
 def test_every_stage_ran_in_a_container_and_the_checkout_is_clean(

@@ -161,7 +161,7 @@ def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
 
 
 def test_the_run_summary_counts_in_the_singular_for_one() -> None:
-    from mlrig.cli import run_summary_lines
+    from mlrig.cli.run import run_summary_lines
     from mlrig.pipeline import RunSummary
 
     summary = RunSummary(

@@ -1,0 +1,48 @@
+"""`mlrig chart`: the Helm chart's pods on this machine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from mlrig.cli.app import (
+    chart_app,
+    console,
+)
+from mlrig.errors import exits_cleanly
+
+if TYPE_CHECKING:
+    pass
+
+
+@chart_app.command("play")
+@exits_cleanly
+def chart_play_command() -> None:
+    """Render helm/mlrig with helm/mlrig/local/podman-values.yaml and start its pods."""
+    from mlrig.kube_play import PlayLayout, up
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    with console.status("podman kube play of the chart, then waiting for MLflow"):
+        played = up(settings.root)
+    typer.echo(
+        f"Played {', '.join(played.workloads)} in {played.play_seconds}s "
+        f"(MLflow ready after {played.ready_seconds}s); not played: {', '.join(played.skipped)}"
+    )
+    typer.echo(
+        f"MLflow {played.environment['MLFLOW_TRACKING_URI']}, S3 "
+        f"{played.environment['AWS_ENDPOINT_URL']}; client settings in "
+        f"{PlayLayout(settings.root).client_env}"
+    )
+
+
+@chart_app.command("down")
+@exits_cleanly
+def chart_down_command() -> None:
+    """Remove the chart's pods, their volumes and Secrets (mlrig chart play undone)."""
+    from mlrig.kube_play import PlayLayout, play_down
+    from mlrig.settings import load_settings
+
+    play_down(PlayLayout(load_settings().root))
+    typer.echo("The chart's pods, volumes and secrets are removed.")

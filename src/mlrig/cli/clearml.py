@@ -1,0 +1,211 @@
+"""`mlrig clearml` and the submission of `mlrig run --executor clearml`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlrig.cli.app import (
+    ImageDigestsOption,
+    WaitOption,
+    clearml_app,
+    console,
+)
+from mlrig.errors import exits_cleanly
+from mlrig.text import counted
+
+if TYPE_CHECKING:
+    from mlrig.clearml_pipeline import PipelineDescription
+    from mlrig.settings import Settings
+
+
+def submit_to_clearml(
+    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+) -> None:
+    """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it).
+
+    It holds the checkout as `mlrig run` does (it reads the checkout's DVC state, and with
+    --wait writes dvc.lock and the outputs), and submits nothing the params check or a step's
+    preflight refuses.
+    """
+    from mlrig.clearml_pipeline import require_server
+    from mlrig.pipeline import checked_params, held_checkout
+
+    require_server(os.environ)  # before the params and images: say what is missing first
+    with held_checkout(settings, "mlrig clearml pipeline"):
+        with console.status("checking params and data"):
+            checked_params(settings.root, [])
+        submit_holding_the_checkout(settings, queue, images, wait, as_json)
+
+
+def submit_holding_the_checkout(
+    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+) -> None:
+    """submit_to_clearml's work, once it holds the run lock."""
+    from mlrig.clearml_pipeline import (
+        follow_pipeline,
+        prepare_submission,
+        submit_pipeline,
+        take_results,
+    )
+
+    description = compiled_pipeline(settings, queue, images)
+    with console.status("uploading the workspace, reading the stages' records on the remote"):
+        description = prepare_submission(settings, description)
+    submitted = [step.name for step in description.submitted()]
+    recorded = [step.name for step in description.steps if step.recorded]
+    if submitted:
+        with console.status(
+            f"submitting to ClearML (controller on {settings.clearml_services_queue})"
+        ):
+            pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
+        message = (
+            f"ClearML pipeline {pipeline_id} submitted: {counted(len(submitted), 'step')}, "
+            f"{counted(len(recorded), 'stage')} already on the remote."
+        )
+    else:
+        pipeline_id = None
+        message = "Every stage's result for these inputs is on the DVC remote: nothing submitted."
+    summary = {"pipeline_id": pipeline_id, "submitted": submitted, "recorded": recorded}
+    typer.echo(json.dumps(summary) if as_json else message)
+    if not wait:
+        return
+    if pipeline_id:
+        follow_pipeline(pipeline_id)
+    with console.status("merging the steps' results into dvc.lock, pulling their outputs"):
+        take_results(settings, description.steps)
+    console.print("dvc.lock and the outputs are as the cluster left them: commit dvc.lock.")
+
+
+def compiled_pipeline(
+    settings: Settings, queue: str | None, images: list[Path]
+) -> PipelineDescription:
+    """dvc.yaml compiled, the steps pushed by a build job in their images by digest."""
+    from mlrig.clearml_pipeline import describe_pipeline
+    from mlrig.registry import read_digests
+
+    pushed = read_digests(images)
+    with console.status("compiling dvc.yaml into a ClearML pipeline"):
+        description = describe_pipeline(settings, default_queue=queue, pushed_images=pushed)
+    say_unbuilt_images(settings, description)
+    return description
+
+
+def say_unbuilt_images(settings: Settings, description: PipelineDescription) -> None:
+    """Name, on stderr, the steps whose image is neither built here nor pushed by digest."""
+    from mlrig.images import engine_if_any, unbuilt_images
+
+    unbuilt = unbuilt_images(settings, {step.step: step.image for step in description.steps})
+    if not unbuilt:
+        return
+    where = "" if engine_if_any(settings) else " (no container engine here)"
+    typer.echo(
+        f"Not built on this machine{where}: the image(s) of {', '.join(unbuilt)}. `make images` "
+        "builds them where podman or docker runs; CI's build jobs push them, and --images "
+        "passes their digests.",
+        err=True,
+    )
+
+
+@clearml_app.command("pipeline")
+@exits_cleanly
+def clearml_pipeline(
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the compiled pipeline instead of submitting it to ClearML."
+        ),
+    ] = False,
+    queue: Annotated[
+        str | None,
+        typer.Option(help="The queue of the steps (default MLRIG_CLEARML_QUEUE)."),
+    ] = None,
+    images: ImageDigestsOption = None,
+    wait: WaitOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """dvc.yaml as a ClearML pipeline: each stage a step in its image, cached by its data."""
+    from mlrig.settings import load_settings
+
+    settings = load_settings()
+    if not dry_run:
+        submit_to_clearml(settings, queue, images or [], wait, as_json)
+        return
+    description = compiled_pipeline(settings, queue, images or [])
+    if as_json:
+        typer.echo(description.model_dump_json(indent=2))
+        return
+    table = Table(title=f"ClearML pipeline {description.name} {description.version}")
+    for column in ("step", "parents", "image", "queue", "deps hashed", "params", "input key"):
+        table.add_column(column)
+    for step in description.steps:
+        hashed = sum(value is not None for value in step.deps.values())
+        table.add_row(
+            step.name,
+            ", ".join(step.parents) or "-",
+            step.image,
+            step.queue,
+            f"{hashed}/{len(step.deps)}",
+            ", ".join(step.params) or "-",
+            step.input_key[:12],
+        )
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+@clearml_app.command("list")
+@exits_cleanly
+def clearml_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
+) -> None:
+    """List the offline ClearML sessions recorded in this project."""
+    from mlrig.clearml_sessions import list_sessions
+    from mlrig.settings import load_settings
+
+    sessions = list_sessions(load_settings())
+    if as_json:
+        typer.echo(json.dumps([session.model_dump() for session in sessions], indent=2))
+        return
+    for session in sessions:
+        state = f"imported as {session.imported_as}" if session.imported_as else "not imported"
+        typer.echo(f"{session.offline_id}  {state}")
+    typer.echo(counted(len(sessions), "offline session"))
+
+
+@clearml_app.command("prune")
+@exits_cleanly
+def clearml_prune(
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="How many of the newest to keep (default MLRIG_CLEARML_KEEP_SESSIONS; 0 keeps "
+            "every one).",
+        ),
+    ] = None,
+) -> None:
+    """Delete the oldest offline ClearML sessions (mlrig run does so past the limit)."""
+    from mlrig.clearml_sessions import prune_sessions
+    from mlrig.settings import load_settings
+
+    pruned = prune_sessions(load_settings(), keep)
+    typer.echo(pruned.message() or f"Nothing to drop: {counted(pruned.kept, 'offline session')}.")
+
+
+@clearml_app.command("import")
+@exits_cleanly
+def clearml_import() -> None:
+    """Upload the offline sessions to the configured ClearML server (CLEARML_API_*)."""
+    from mlrig.clearml_sessions import import_sessions
+    from mlrig.settings import load_settings
+
+    imported = import_sessions(load_settings())
+    for session in imported:
+        typer.echo(f"{session.offline_id} -> {session.imported_as}")
+    typer.echo(f"{counted(len(imported), 'session')} imported")
