@@ -27,7 +27,7 @@ def project_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     (project / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.setenv("MLRIG_PROJECT_DIR", str(project))
     monkeypatch.setenv("MLRIG_EXPERIMENT", f"test-{os.getpid()}-{tmp_path.name}")
-    # set here so that what mlrig.tracking sets in os.environ is undone after the test
+    # set here so that what mlrig.tracking.step_run sets in os.environ is undone after the test
     monkeypatch.setenv("CLEARML_CACHE_DIR", str(project / ".mlrig" / "clearml"))
     monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(REPO_ROOT / "src/mlrig/clearml-offline.conf"))
@@ -130,8 +130,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One SeaweedFS for the session (`weed mini` on free loopback ports, data in a temp
     folder), with one administrator identity: a wrong key or secret is refused."""
     from mlrig.errors import MlrigError
-    from mlrig.stack.processes import start_detached, stop_process, wait_until
-    from mlrig.stack.seaweedfs import SeaweedPorts, identities_config, identity, mini_command
+    from mlrig.stacks.local.processes import start_detached, stop_process, wait_until
+    from mlrig.stacks.local.seaweedfs import SeaweedPorts, identities_config, identity, mini_command
 
     folder = tmp_path_factory.mktemp("seaweedfs")
     access_key, secret_key = "test" + secrets.token_hex(8), secrets.token_urlsafe(24)

@@ -19,8 +19,9 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bench.common import Timings, report
-from mlrig.containers import copy_project_files
-from mlrig.images import Engine, build_images, find_engine
+from mlrig.executors.containers import copy_project_files
+from mlrig.images.build import build_images
+from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import load_settings
 
 BENCH_REPOSITORY = "localhost/mlrig-bench"

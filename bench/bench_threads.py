@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from bench.common import Timings, report
-from mlrig.pipeline import THREAD_VARIABLES, thread_limits
+from mlrig.run import THREAD_VARIABLES, thread_limits
 
 FIT = (
     "from sklearn.datasets import load_breast_cancer; "

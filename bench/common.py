@@ -17,7 +17,7 @@ def stack_environment() -> dict[str, str]:
     Raises:
         ConfigError: the stack is not up.
     """
-    from mlrig.stack.manager import load_stack_environment, stack_status
+    from mlrig.stacks.local.manager import load_stack_environment, stack_status
 
     settings = load_settings()
     if not all(service.healthy for service in stack_status(settings)):

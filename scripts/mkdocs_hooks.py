@@ -1,10 +1,10 @@
 """mkdocs hook: the reference pages are generated from the code at every build.
 
 docs/reference/{cli,settings,params}.md hold their prose and a marker, `<!-- generated: NAME -->`,
-which this hook replaces with what the code says today: the CLI by Typer's own generator
-(`typer mlrig.cli utils docs`), the settings from the fields of `mlrig.settings.Settings`, the
-params from the schema in `mlrig.params`. Nothing generated is committed, so no page can go
-stale; a marker missing from its page fails the build.
+which this hook replaces with what the code says today: the CLI by Typer's own generator (`typer
+mlrig.cli utils docs`), the settings from the fields of `mlrig.settings.Settings`, the params from
+the schema in `mlrig.experiments.params`. Nothing generated is committed, so no page can go stale; a
+marker missing from its page fails the build.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def section_text(title: str, model: type[BaseModel], prefix: str, level: int = 2
 
 def params_reference() -> str:
     """Each section of params.yaml from the schema, the model families and the search space."""
-    from mlrig import params
+    from mlrig.experiments import params
 
     parts = []
     for name, field in params.params_schema(ROOT).model_fields.items():

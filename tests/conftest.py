@@ -9,14 +9,8 @@ import shutil
 import pytest
 
 from mlrig.errors import MlrigError
-from mlrig.images import (
-    LOCAL_OS_IMAGE,
-    Engine,
-    ImageBuild,
-    build_images,
-    find_engine,
-    make_os_image,
-)
+from mlrig.images.build import LOCAL_OS_IMAGE, ImageBuild, build_images, make_os_image
+from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import Settings
 from tests.support.project import REPO_ROOT, checkout_lock
 from tests.support.scheduling import on_the_critical_path

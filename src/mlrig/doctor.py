@@ -237,8 +237,8 @@ def _check_mlflow(settings: Settings) -> str:
 
 
 def check_clearml(settings: Settings) -> str:
-    from mlrig.clearml_sessions import check_server, require_server
     from mlrig.errors import ConfigError
+    from mlrig.tracking.clearml_sessions import check_server, require_server
 
     if settings.clearml_is_offline:
         return f"offline mode: sessions go to {settings.clearml_sessions_dir}"
@@ -261,7 +261,7 @@ def require_services(settings: Settings, *, mlflow: bool, dvc_remote: bool) -> N
         ConfigError: naming the setting at fault and the fix.
     """
     from mlrig.errors import ConfigError
-    from mlrig.tracking import setup_mlflow
+    from mlrig.tracking.step_run import setup_mlflow
 
     if mlflow:
         with quick_http():
@@ -285,7 +285,7 @@ def check_data(settings: Settings) -> str:
     """Hash every file of the outputs in dvc.lock again, in the DVC cache and the workspace."""
     from dvc.exceptions import DvcException
 
-    from mlrig.integrity import scan
+    from mlrig.dvc.integrity import scan
 
     try:
         corrupted, files = scan(settings.root)

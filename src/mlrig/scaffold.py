@@ -26,10 +26,10 @@ import typer
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.representer import RoundTripRepresenter
 
-from mlrig.code_deps import step_code_files
+from mlrig.dvc.code_deps import step_code_files
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly, run_logged
-from mlrig.images import find_uv
-from mlrig.params import STEPS_DIR, round_trip_yaml
+from mlrig.experiments.params import PARAMS_FILE, STEPS_DIR, round_trip_yaml
+from mlrig.images.build import find_uv
 from mlrig.settings import find_project_dir
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ STEP_FILES = {
 NEXT_STEPS_TEMPLATE = "next_steps.txt.j2"
 PARAMS_SECTION_TEMPLATE = "params_section.yaml.j2"
 STAGE_TEMPLATE = "stage.yaml.j2"
-PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 PYPROJECT_FILE = "pyproject.toml"
 GITLAB_CI_FILE = ".gitlab-ci.yml"

@@ -1,7 +1,7 @@
 """Infrastructure settings, read from the environment (12-factor) into one object.
 
-Experiment settings live in params.yaml (see `mlrig.params`); this module only says where
-things run and where they are stored. Nothing is read at import time: call `load_settings()`.
+Experiment settings live in params.yaml (see `mlrig.experiments.params`); this module only says
+where things run and where they are stored. Nothing is read at import time: call `load_settings()`.
 """
 
 from __future__ import annotations

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import BaseModel, ValidationError
 
 from mlrig.errors import DataError, ParamsError
-from mlrig.metrics import LOWER_IS_BETTER, primary_metric
-from mlrig.params import (
+from mlrig.experiments.metrics import LOWER_IS_BETTER, primary_metric
+from mlrig.experiments.params import (
     FAMILY_PARAMS,
+    PARAMS_FILE,
     Choice,
     FloatRange,
     IntRange,
@@ -50,9 +51,8 @@ if TYPE_CHECKING:
     from clearml.automation import HyperParameterOptimizer
     from clearml.automation.parameters import Parameter
 
-    from mlrig.tables import TableMeta
+    from mlrig.experiments.tables import TableMeta
 
-PARAMS_FILE = "params.yaml"
 SPLIT_STAGE = "split"
 SPLIT_DIR = Path("outputs/split")
 TAG_TUNE_RUN = "mlrig.tune_run"
@@ -284,8 +284,10 @@ def ensure_split(
     Returns:
         True when the split stages ran.
     """
-    from mlrig.dvc import run_dvc
-    from mlrig.pipeline import changed_stages, preflight, stage_environment
+    from mlrig.dvc.commands import run_dvc
+    from mlrig.dvc.repo import changed_stages
+    from mlrig.experiments.preflight import preflight
+    from mlrig.run import stage_environment
 
     root = settings.root
     if not changed_stages(root, SPLIT_STAGE):
@@ -302,7 +304,7 @@ def ensure_split(
 
 
 def load_train_split(root: Path) -> tuple[pd.DataFrame, TableMeta]:
-    from mlrig.tables import read_meta, read_parquet
+    from mlrig.experiments.tables import read_meta, read_parquet
     from steps.split import TRAIN_FILE
 
     return read_parquet(root / SPLIT_DIR / TRAIN_FILE), read_meta(root / SPLIT_DIR)
@@ -344,7 +346,7 @@ def prepare_search(settings: Settings, params: Params, experiment: str) -> Searc
         DataError: the train split is too small for the folds.
     """
     from mlrig.lineage import file_md5
-    from mlrig.tracking import TAG_DATA_MD5, TAG_EXPERIMENT, lineage_tags, setup_mlflow
+    from mlrig.tracking.step_run import TAG_DATA_MD5, TAG_EXPERIMENT, lineage_tags, setup_mlflow
     from steps.split import TRAIN_FILE
 
     key, space = resolve_space(params, experiment)
@@ -465,7 +467,7 @@ def run_trial(search: Search, trial: optuna.Trial, parent_run_id: str) -> TrialR
     """One trial: its params suggested, scored by cross-validation, in a nested MLflow run."""
     import mlflow
 
-    from mlrig.tracking import param_text
+    from mlrig.tracking.step_run import param_text
 
     chosen = search.chosen
     values = trial_params(chosen.family, chosen.params, suggest(trial, search.space))
@@ -495,7 +497,7 @@ def log_best(search: Search, best: TrialResult) -> None:
     """The best trial's score and params, on the search's parent run (the active run)."""
     import mlflow
 
-    from mlrig.tracking import param_text
+    from mlrig.tracking.step_run import param_text
 
     mlflow.log_metric(f"best_{search.metric_name}", best.score)
     mlflow.log_params({f"best.{name}": param_text(best.params[name]) for name in search.space})
@@ -533,8 +535,8 @@ def check_input(
         ParamsError: params.yaml is invalid, the experiment or its space is wrong, trials < 1.
         ConfigError: the project is no git and DVC checkout.
     """
-    from mlrig.params import load_params
-    from mlrig.pipeline import require_checkout
+    from mlrig.dvc.repo import require_checkout
+    from mlrig.experiments.params import load_params
 
     params = load_params(settings.root / PARAMS_FILE)
     count = params.tune.trials if trials is None else trials
@@ -558,7 +560,7 @@ def tune(
 
     Everything a user can get wrong is checked before the split runs or a run is recorded.
     """
-    from mlrig.pipeline import exclusive_run
+    from mlrig.run import exclusive_run
 
     root = settings.root
     params, count, _, _ = check_input(settings, experiment, trials)
@@ -656,7 +658,7 @@ def trial_command(experiment: str) -> str:
 
 def trial_task_arguments(project: str, experiment: str, image: str) -> dict[str, Any]:
     """The `Task.create` arguments of the base task every trial clones (train step image)."""
-    from mlrig.clearml_pipeline import bash_task_arguments
+    from mlrig.executors.clearml.submit import bash_task_arguments
 
     return bash_task_arguments(
         project, f"tune-{experiment} trial", trial_command(experiment), image, "training"
@@ -689,7 +691,7 @@ def tune_on_clearml(
     Raises:
         ConfigError: no ClearML server is configured.
     """
-    from mlrig.clearml_pipeline import require_server
+    from mlrig.executors.clearml.submit import require_server
 
     checked = check_input(settings, experiment, trials)
     require_server(os.environ, instead="run the same search here: mlrig tune without --executor")
@@ -706,9 +708,11 @@ def _tune_on_server(  # pragma: no cover - needs a ClearML server, which cannot 
 ) -> TuneSummary:
     from clearml import Task
 
-    from mlrig.images import engine_if_any, step_image_references
-    from mlrig.pipeline import exclusive_run, push_outputs
-    from mlrig.tracking import CLEARML_AUTO_CONNECT, configure_clearml
+    from mlrig.dvc.commands import push_outputs
+    from mlrig.images.build import step_image_references
+    from mlrig.images.engine import engine_if_any
+    from mlrig.run import exclusive_run
+    from mlrig.tracking.step_run import CLEARML_AUTO_CONNECT, configure_clearml
 
     root = settings.root
     params, count, key, space = checked
@@ -785,9 +789,9 @@ def run_trial_task(settings: Settings, experiment: str) -> float:  # pragma: no 
     """
     from clearml import Task
 
-    from mlrig.params import load_params
-    from mlrig.stage import configure_workspace, pull_inputs, require_settings
-    from mlrig.tracking import CLEARML_AUTO_CONNECT, configure_clearml
+    from mlrig.executors.workspace import configure_workspace, pull_inputs, require_settings
+    from mlrig.experiments.params import load_params
+    from mlrig.tracking.step_run import CLEARML_AUTO_CONNECT, configure_clearml
 
     require_settings()
     configure_workspace(settings)

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import exits_cleanly
-from mlrig.results import METRICS_FILE, RUN_FILE, TrainRecord
-from mlrig.tables import TableMeta, features_and_target, read_meta, read_output, read_parquet
+from mlrig.experiments.results import METRICS_FILE, RUN_FILE, TrainRecord
+from mlrig.experiments.tables import (
+    TableMeta,
+    features_and_target,
+    read_meta,
+    read_output,
+    read_parquet,
+)
 from steps.split import TEST_FILE
 from steps.train import MODEL_DIR, as_float_frame
 
@@ -157,7 +163,7 @@ def main(
 ) -> None:
     """Evaluate the experiment, write metrics and plots, add them to its MLflow run."""
     from mlrig.settings import load_settings
-    from mlrig.tracking import TAG_EXPERIMENT, require_mlflow_run, tracked_step
+    from mlrig.tracking.step_run import TAG_EXPERIMENT, require_mlflow_run, tracked_step
 
     settings = load_settings()
     meta = read_meta(split_dir)

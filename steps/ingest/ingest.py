@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.params import (
+from mlrig.experiments.params import (
     BUILTIN_DATASETS,
     GENERATED_TARGET,
     IngestParams,
     TaskKind,
     load_section,
 )
-from mlrig.tables import TABLE_FILE, TableMeta, write_meta
+from mlrig.experiments.tables import TABLE_FILE, TableMeta, write_meta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +248,7 @@ def main(
 ) -> None:
     """Ingest the source named by `ingest.source`."""
     from mlrig.settings import load_settings
-    from mlrig.tracking import tracked_step
+    from mlrig.tracking.step_run import tracked_step
 
     settings = load_settings()
     section = load_section(params, "ingest", IngestParams)

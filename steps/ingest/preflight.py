@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from mlrig.metrics import primary_metric
-from mlrig.params import Params
-from mlrig.tables import TableMeta
+from mlrig.experiments.metrics import primary_metric
+from mlrig.experiments.params import Params
+from mlrig.experiments.tables import TableMeta
 from steps.ingest.ingest import ingest
 
 

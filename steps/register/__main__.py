@@ -1,3 +1,3 @@
-from mlrig.warm import run_step
+from mlrig.executors.warm import run_step
 
 run_step("steps.register.register")

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
-from mlrig.metrics import is_better, primary_metric
-from mlrig.params import CompareParams, TrainParams, load_section
-from mlrig.recorded import CHAMPION_ALIAS
-from mlrig.results import CHAMPION_FILE, Champion, ExperimentResult, load_results
-from mlrig.tables import TableMeta, read_meta, read_parquet
+from mlrig.experiments.metrics import is_better, primary_metric
+from mlrig.experiments.params import CompareParams, TrainParams, load_section
+from mlrig.experiments.results import CHAMPION_FILE, Champion, ExperimentResult, load_results
+from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
+from mlrig.tracking.recorded import CHAMPION_ALIAS
 from steps.evaluate import model_metrics
 from steps.split import TEST_FILE
 
@@ -245,7 +245,7 @@ def main(
     from mlflow import MlflowClient
 
     from mlrig.settings import load_settings
-    from mlrig.tracking import setup_mlflow, tracked_step
+    from mlrig.tracking.step_run import setup_mlflow, tracked_step
 
     settings = load_settings()
     section = load_section(params, "compare", CompareParams)

@@ -16,11 +16,11 @@ import typer
 from pydantic import BaseModel
 
 from mlrig.errors import exits_cleanly
+from mlrig.experiments.metrics import LOWER_IS_BETTER, task_metrics
+from mlrig.experiments.params import ReportParams, TrainParams, load_section
+from mlrig.experiments.results import Champion, ExperimentResult, load_results, read_champion
+from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from mlrig.lineage import file_md5
-from mlrig.metrics import LOWER_IS_BETTER, task_metrics
-from mlrig.params import ReportParams, TrainParams, load_section
-from mlrig.results import Champion, ExperimentResult, load_results, read_champion
-from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from steps.evaluate import CURVE_FILE
 from steps.split import TEST_FILE, TRAIN_FILE
 
@@ -170,8 +170,8 @@ def clearml_section(settings: Settings, results: list[ExperimentResult]) -> Clea
     the values ClearML holds for them, checked against the metrics MLflow got."""
     import mlflow
 
-    from mlrig.clearml_sessions import recorded_single_values, task_link
-    from mlrig.tracking import TAG_CLEARML_TASK
+    from mlrig.tracking.clearml_sessions import recorded_single_values, task_link
+    from mlrig.tracking.step_run import TAG_CLEARML_TASK
 
     client = mlflow.MlflowClient(settings.tracking_uri)
     tasks = []
@@ -246,7 +246,7 @@ def main(
 ) -> None:
     """Write the report."""
     from mlrig.settings import load_settings
-    from mlrig.tracking import setup_mlflow, tracked_step
+    from mlrig.tracking.step_run import setup_mlflow, tracked_step
 
     settings = load_settings()
     names = list(load_section(params, "train", TrainParams).experiments)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlrig.params import Params
+from mlrig.experiments.params import Params
 from steps.split.split import split_table
 
 

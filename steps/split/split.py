@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.params import SplitParams, load_section
-from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_parquet, write_meta
+from mlrig.experiments.params import SplitParams, load_section
+from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet, write_meta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def main(
 ) -> None:
     """Write the seeded train/test split."""
     from mlrig.settings import load_settings
-    from mlrig.tracking import tracked_step
+    from mlrig.tracking.step_run import tracked_step
 
     section = load_section(params, "split", SplitParams)
     meta = read_meta(table_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlrig.params import (
+from mlrig.experiments.params import (
     BaselineParams,
     GradientBoostingParams,
     KnnParams,

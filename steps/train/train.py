@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlrig.errors import ParamsError, exits_cleanly
-from mlrig.params import TrainParams, load_section
-from mlrig.results import RUN_FILE, TrainRecord
-from mlrig.tables import TableMeta, features_and_target, read_meta, read_parquet
+from mlrig.experiments.params import TrainParams, load_section
+from mlrig.experiments.results import RUN_FILE, TrainRecord
+from mlrig.experiments.tables import TableMeta, features_and_target, read_meta, read_parquet
 from steps.split import TRAIN_FILE
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
-    from mlrig.tracking import StepRun
+    from mlrig.tracking.step_run import StepRun
 
 MODEL_DIR = "model"
 EXAMPLE_ROWS = 5
@@ -120,7 +120,7 @@ def main(
     """Fit the experiment, write its model and log the run."""
     from mlrig.lineage import file_md5
     from mlrig.settings import load_settings
-    from mlrig.tracking import TAG_DATA_MD5, TAG_EXPERIMENT, tracked_step
+    from mlrig.tracking.step_run import TAG_DATA_MD5, TAG_EXPERIMENT, tracked_step
 
     section = load_section(params, "train", TrainParams)
     meta = read_meta(split_dir)

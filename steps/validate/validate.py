@@ -14,8 +14,8 @@ import typer
 from pydantic import BaseModel
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.params import ValidateParams, load_section
-from mlrig.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
+from mlrig.experiments.params import ValidateParams, load_section
+from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,7 +239,7 @@ def main(
 ) -> None:
     """Validate the ingested table; exit non-zero, naming each failed check, on bad data."""
     from mlrig.settings import load_settings
-    from mlrig.tracking import tracked_step
+    from mlrig.tracking.step_run import tracked_step
 
     section = load_section(params, "validate", ValidateParams)
     meta = read_meta(table_dir)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlrig.kube_play import chart_without_dependencies
+from mlrig.stacks.chart import chart_without_dependencies
 from tests.support.project import REPO_ROOT, checkout_lock
 
 CHART = REPO_ROOT / "helm" / "mlrig"

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlrig.images import find_uv
+from mlrig.images.build import find_uv
 from tests.chart.conftest import CHART, VALUES_FILES, KubeTools, pod_specs, values_arguments
 from tests.support.project import REPO_ROOT
 

@@ -17,22 +17,20 @@ import pytest
 import requests
 import yaml
 
-from mlrig.clearml_pipeline import (
-    PipelineDescription,
-    describe_pipeline,
+from mlrig.dvc.dag import stage_graph
+from mlrig.executors.clearml.compile import PipelineDescription, describe_pipeline
+from mlrig.executors.clearml.store import StepStore
+from mlrig.executors.clearml.submit import (
     prepare_submission,
     remote_store,
     step_task_arguments,
     take_results,
     with_records,
 )
-from mlrig.dag import stage_graph
-from mlrig.images import (
-    Engine,
-    ImageBuild,
-    build_server_images,
-)
-from mlrig.kube_play import (
+from mlrig.images.build import ImageBuild, build_server_images
+from mlrig.images.engine import Engine
+from mlrig.settings import Settings
+from mlrig.stacks.chart import (
     CHART,
     LOCAL_VALUES,
     Played,
@@ -43,8 +41,6 @@ from mlrig.kube_play import (
     podman,
     up,
 )
-from mlrig.settings import Settings
-from mlrig.step_store import StepStore
 from tests.chart.conftest import KubeTools
 from tests.support.clearml import glue_pod
 from tests.support.project import (

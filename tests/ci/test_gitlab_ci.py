@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlrig.images import Engine, ImageBuild
-from mlrig.stack.processes import free_port
+from mlrig.images.build import ImageBuild
+from mlrig.images.engine import Engine
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import REPO_ROOT
 from tests.support.stack import Stack, start_stack
 

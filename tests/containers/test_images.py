@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dag import stage_graph, step_of
-from mlrig.images import BASE, LOCAL_OS_IMAGE, SERVER_IMAGES, Engine, ImageBuild, step_names
+from mlrig.dvc.dag import stage_graph, step_of
+from mlrig.images.build import BASE, LOCAL_OS_IMAGE, SERVER_IMAGES, ImageBuild, step_names
+from mlrig.images.engine import Engine
 from tests.support.project import REPO_ROOT
 
 pytestmark = pytest.mark.containers
@@ -70,7 +71,7 @@ def test_dockerfiles_follow_the_house_rules() -> None:
 def test_unchanged_images_are_not_rebuilt(
     step_images: tuple[Engine, list[ImageBuild]], repo_settings
 ) -> None:
-    from mlrig.images import build_images
+    from mlrig.images.build import build_images
 
     engine, _ = step_images
     again = build_images(repo_settings, engine)
@@ -136,7 +137,7 @@ def test_entrypoint_help_answers(step_images: tuple[Engine, list[ImageBuild]]) -
     for image in images[1:]:
         result = engine_run(engine, image.reference, "--help")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "Usage: mlrig stage" in result.stdout, result.stdout
+        assert "Usage: mlrig-stage" in result.stdout, result.stdout
 
 
 def test_a_missing_setting_fails_at_once_naming_it(

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dag import stage_graph
-from mlrig.images import Engine, ImageBuild
+from mlrig.dvc.dag import stage_graph
+from mlrig.images.build import ImageBuild
+from mlrig.images.engine import Engine
 from tests.support.executors import assert_runs_its_plan
 from tests.support.project import FEW_EXPERIMENTS, REPO_ROOT, clean_environment, copy_repository
 from tests.support.stack import Stack, start_stack
@@ -71,9 +72,9 @@ def local_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: the containers executor's plan, as `mlrig run --stack local --executor containers` makes it
 PLAN_SCRIPT = """
 import json, os
-from mlrig.executors import EXECUTORS
+from mlrig.executors.registry import EXECUTORS
 from mlrig.settings import load_settings
-from mlrig.stack.manager import load_stack_environment
+from mlrig.stacks.local.manager import load_stack_environment
 os.environ.update(load_stack_environment(load_settings()))
 plan = EXECUTORS["containers"].load(load_settings()).plan()
 print(json.dumps({stage: sorted(parents) for stage, parents in plan.items()}))

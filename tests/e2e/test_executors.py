@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dag import stage_graph
+from mlrig.dvc.dag import stage_graph
 from mlrig.errors import EXIT_BAD_INPUT
-from mlrig.executors import EXECUTORS
+from mlrig.executors.registry import EXECUTORS
 from mlrig.settings import Settings
 from tests.support.executors import assert_runs_its_plan
 from tests.support.project import FEW_EXPERIMENTS, copy_repository, run_mlrig

@@ -290,7 +290,8 @@ def test_a_changed_model_default_in_mlrig_re_runs_the_stages(project: Project, f
         stage
         for stage, entries in status.items()
         for entry in entries
-        if isinstance(entry, dict) and "src/mlrig/params.py" in entry.get("changed deps", {})
+        if isinstance(entry, dict)
+        and "src/mlrig/experiments/params.py" in entry.get("changed deps", {})
     }
     assert {f"train@{name}" for name in EXPERIMENTS} <= changed
     assert "up to date" in project.dvc("status").stdout

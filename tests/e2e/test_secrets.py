@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dag import stage_graph
+from mlrig.dvc.dag import stage_graph
 from tests.support.project import FEW_EXPERIMENTS, clean_environment, copy_repository, run_mlrig
 
 pytestmark = pytest.mark.e2e

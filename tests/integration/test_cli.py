@@ -162,7 +162,7 @@ def test_a_folder_that_is_no_git_checkout_is_named(tmp_path: Path) -> None:
 
 def test_the_run_summary_counts_in_the_singular_for_one() -> None:
     from mlrig.cli.run import run_summary_lines
-    from mlrig.pipeline import RunSummary
+    from mlrig.run import RunSummary
 
     summary = RunSummary(
         pipeline_run_id="20261203-120000-abcdef",
@@ -211,7 +211,7 @@ def test_a_command_that_runs_dvc_is_refused_while_a_pipeline_runs(
 ) -> None:
     """While `mlrig run` holds the checkout, DVC's own lock error would advise deleting
     .dvc/tmp/rwlock under the running stages: the command is refused before dvc starts."""
-    from mlrig.pipeline import exclusive_run
+    from mlrig.run import exclusive_run
     from mlrig.settings import Settings
 
     with exclusive_run(Settings(project_dir=empty_project)):

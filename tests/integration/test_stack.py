@@ -283,7 +283,7 @@ def test_a_server_that_never_answers_fails_in_bounded_time(stack: Stack, stack_r
 def test_mlflow_server_killed_mid_step_and_restarted(stack: Stack, stack_run: dict) -> None:
     from mlflow import MlflowClient
 
-    from mlrig.stack.processes import stop_process
+    from mlrig.stacks.local.processes import stop_process
 
     # retries (with backoff 2: 0, 4, 8, ... 64 s) that outlast a restart on a loaded CI
     # machine, where `stack up` takes far longer than on a laptop (the default's 4 cover 28 s)
@@ -324,7 +324,7 @@ def test_mlflow_server_killed_mid_step_and_restarted(stack: Stack, stack_run: di
 
 
 def test_s3_down_during_push_fails_clearly_then_recovers(stack: Stack, stack_run: dict) -> None:
-    from mlrig.stack.processes import stop_process
+    from mlrig.stacks.local.processes import stop_process
 
     assert stop_process(stack.root / ".mlrig/stack/s3.pid")
     env = stack.env | stack.client_env()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrig.dag import stage_graph
+from mlrig.dvc.dag import stage_graph
 from tests.support.project import clean_environment, copy_repository
 
 pytestmark = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mlrig.containers import copy_project_files
+from mlrig.executors.containers import copy_project_files
 
 REPO_ROOT = Path(__file__).parents[2]
 TRACKING_VARIABLES = (

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.clearml_pipeline import PipelineDescription
-from mlrig.dag import stage_graph
+from mlrig.dvc.dag import stage_graph
 from mlrig.errors import EXIT_BAD_INPUT
-from mlrig.images import engine_if_any, step_image_references, step_names
+from mlrig.executors.clearml.compile import PipelineDescription
+from mlrig.images.build import step_image_references, step_names
+from mlrig.images.engine import engine_if_any
 from mlrig.settings import Settings
 from tests.support.project import REPO_ROOT, run_mlrig
 

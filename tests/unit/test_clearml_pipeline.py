@@ -1,4 +1,5 @@
-"""dvc.yaml compiled into a ClearML pipeline (mlrig.clearml_pipeline), checked without a server.
+"""dvc.yaml compiled into a ClearML pipeline (mlrig.executors.clearml.compile), checked without a
+server.
 
 Each test builds a throwaway DVC project in tmp_path (or reads the repository's own dvc.yaml),
 and ClearML runs in offline mode with HOME, its cache and TMPDIR in tmp_path: a controller's
@@ -25,20 +26,22 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from mlrig.clearml_pipeline import (
+from mlrig.dvc.dag import stage_graph
+from mlrig.errors import ConfigError
+from mlrig.executors.clearml.compile import (
     DESCRIPTION_CONFIGURATION,
     PIPELINE_ID_PREFIX,
     PipelineDescription,
-    build_controller,
     compile_pipeline,
+)
+from mlrig.executors.clearml.pod import step_of_pod
+from mlrig.executors.clearml.submit import (
+    build_controller,
     step_task_arguments,
     step_task_definition,
 )
-from mlrig.clearml_sessions import recorded_single_values, task_link
-from mlrig.dag import stage_graph
-from mlrig.errors import ConfigError
 from mlrig.settings import Settings
-from mlrig.stage import step_of_pod
+from mlrig.tracking.clearml_sessions import recorded_single_values, task_link
 from tests.support.clearml import glue_pod
 from tests.support.project import REPO_ROOT
 
@@ -154,7 +157,7 @@ def test_compiled_steps_follow_dvc_dag_in_dependency_order(shapes_project: Path)
     assert all(
         order.index(parent) < order.index(name) for name in order for parent in steps[name].parents
     )
-    assert steps["train@alpha"].command == "mlrig stage train@alpha"
+    assert steps["train@alpha"].command == "mlrig-stage train@alpha"
     assert steps["train@beta"].outs == ["out/model-beta.txt"]
     assert steps["report"].outs == ["out/report.txt"]
     assert steps["train@alpha"].params == {"train.seed": 7}
@@ -339,7 +342,7 @@ def test_each_step_task_runs_its_stage_in_its_image_without_building_an_environm
         assert definition["name"] == step.name
         assert script["binary"] == "/bin/bash"
         # clearml-agent runs `bash -c "<the words after -c, joined by spaces>"`, not shlex-parsed
-        assert script["entry_point"] == f"-c mlrig stage {step.name}"
+        assert script["entry_point"] == f"-c mlrig-stage {step.name}"
         assert not script.get("repository") and not script.get("diff")
         assert script["requirements"] == {"pip": ""}  # ClearML's "install nothing"
         assert definition["container"]["image"] == step.image
@@ -375,7 +378,7 @@ def test_no_secret_reaches_any_task_definition(
     written += [json.dumps(step_task_definition(description, s)) for s in description.steps]
     written += offline_session(offline_clearml, controller.id)["files"].values()
     assert all(FAKE_SECRET not in text for text in written)
-    assert any("mlrig stage report" in text for text in written)  # the search sees the tasks
+    assert any("mlrig-stage report" in text for text in written)  # the search sees the tasks
 
 
 def step_cache_keys(
@@ -462,7 +465,7 @@ def test_submitting_child_stores_the_description_on_the_controller_before_enqueu
     description_path.write_text(description.model_dump_json())
 
     child = subprocess.run(
-        [sys.executable, "-m", "mlrig.clearml_pipeline", str(description_path), "services"],
+        [sys.executable, "-m", "mlrig.entrypoints.controller", str(description_path), "services"],
         cwd=shapes_project,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.code_deps import missing_code_deps, require_code_deps, step_code_files
+from mlrig.dvc.code_deps import missing_code_deps, require_code_deps, step_code_files
 from mlrig.errors import ConfigError
 
 REPO_ROOT = Path(__file__).parents[2]
@@ -21,7 +21,8 @@ def test_the_train_step_runs_the_model_defaults_and_the_split_it_imports() -> No
     files = step_code_files(REPO_ROOT, REPO_ROOT / "steps" / "train")
 
     # params.py holds the model defaults (min_samples_leaf); tracking is imported in main()
-    for path in ("src/mlrig/params.py", "src/mlrig/tracking.py", "steps/split/split.py"):
+    expected = ("src/mlrig/experiments/params.py", "src/mlrig/tracking/step_run.py")
+    for path in (*expected, "steps/split/split.py"):
         assert path in files
     assert "steps/train/tests/test_train.py" not in files
     # the CLI does not run inside a stage

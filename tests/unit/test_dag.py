@@ -1,4 +1,5 @@
-"""The scheduler of every executor (mlrig.dag.schedule), with a runner that only records."""
+"""The scheduler of every executor (mlrig.executors.scheduler.schedule), with a runner that only
+records."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import threading
 
 import pytest
 
-from mlrig.dag import schedule, step_of, topological_order
+from mlrig.dvc.dag import step_of, topological_order
 from mlrig.errors import MlrigError
+from mlrig.executors.scheduler import schedule
 
 #: ingest -> split -> train@a, train@b -> report
 GRAPH = {

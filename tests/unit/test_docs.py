@@ -14,8 +14,8 @@ import click
 import pytest
 import typer.main
 
-from mlrig import params
 from mlrig.cli import app
+from mlrig.experiments import params
 from mlrig.settings import Settings
 
 REPO_ROOT = Path(__file__).parents[2]

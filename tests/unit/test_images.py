@@ -1,4 +1,5 @@
-"""Step images from one Dockerfile (mlrig.images): what a step's image is made from and named by.
+"""Step images from one Dockerfile (mlrig.images.build): what a step's image is made from and named
+by.
 
 Engine-free: what the containers tier builds for real (tests/containers/test_images.py) is
 decided here, from the sources.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.images import BuildLayout, no_image_error, step_names, step_summary, step_tag
+from mlrig.images.build import BuildLayout, no_image_error, step_names, step_summary, step_tag
 from mlrig.settings import Settings
 
 

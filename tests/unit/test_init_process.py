@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from mlrig.images import BuildLayout, step_names
+from mlrig.images.build import BuildLayout, step_names
 from tests.support.project import REPO_ROOT
 
 TINI = ["/usr/bin/tini", "-g", "--"]

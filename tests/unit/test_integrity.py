@@ -1,4 +1,4 @@
-"""Outputs hashed again against dvc.lock (mlrig.integrity), in a throwaway DVC project: a bad
+"""Outputs hashed again against dvc.lock (mlrig.dvc.integrity), in a throwaway DVC project: a bad
 cache object is rewritten, pulled from the remote, or its stage made to run again."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrig.integrity import repair, scan
+from mlrig.dvc.integrity import repair, scan
 
 STAGE = {
     "cmd": "python -c \"import pathlib; pathlib.Path('out').mkdir(exist_ok=True); "

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mlrig.errors import EXIT_BAD_INPUT, DataError, ParamsError
-from mlrig.metrics import is_better, primary_metric
-from mlrig.params import (
+from mlrig.experiments.metrics import is_better, primary_metric
+from mlrig.experiments.params import (
     IngestParams,
     KnnParams,
     LinearParams,
@@ -179,7 +179,10 @@ def test_unknown_section_is_an_error() -> None:
     ("source", "expected"),
     [
         ("SECTION = dict\n", "defines no SECTION"),
-        ("from mlrig.params import Section\nclass P(Section):\n    x: int = \n", "SyntaxError"),
+        (
+            "from mlrig.experiments.params import Section\nclass P(Section):\n    x: int = \n",
+            "SyntaxError",
+        ),
         ("import not_a_module_here\n", "ModuleNotFoundError"),
     ],
 )

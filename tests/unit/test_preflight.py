@@ -1,4 +1,5 @@
-"""`mlrig run`'s preflight (mlrig.pipeline.preflight): each step's own check, found by name.
+"""`mlrig run`'s preflight (mlrig.experiments.preflight.preflight): each step's own check, found by
+name.
 
 The repository's steps take part with steps/<name>/preflight.py (ingest, validate, split); the
 library imports none of them (import-linter's contract in pyproject.toml).
@@ -9,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from mlrig.errors import DataError, ParamsError
-from mlrig.params import Params, apply_overrides, read_params_file, validate_params
-from mlrig.pipeline import preflight
+from mlrig.experiments.params import Params, apply_overrides, read_params_file, validate_params
+from mlrig.experiments.preflight import preflight
 from tests.support.project import REPO_ROOT
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlrig.code_deps import missing_code_deps, require_code_deps
+from mlrig.dvc.code_deps import missing_code_deps, require_code_deps
 from mlrig.errors import EXIT_BAD_INPUT, EXIT_FAILED, ConfigError, ParamsError
-from mlrig.params import load_params
+from mlrig.experiments.params import load_params
 
 REPO_ROOT = Path(__file__).parents[2]
 STEP = "copy_sample"
@@ -130,12 +130,19 @@ def test_the_stage_depends_on_the_mlrig_code_the_step_runs(project: Path) -> Non
 
     assert result.returncode == 0, result.stderr
     deps = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][STEP]["deps"]
-    for module in ("params", "errors", "tracking", "warm", "settings"):
+    for module in (
+        "experiments/params",
+        "errors",
+        "tracking/step_run",
+        "executors/warm",
+        "settings",
+    ):
         assert f"src/mlrig/{module}.py" in deps
     assert missing_code_deps(project) == []
     dvc_yaml = (project / "dvc.yaml").read_text()
-    (project / "dvc.yaml").write_text(dvc_yaml.replace("      - src/mlrig/params.py\n", ""))
-    with pytest.raises(ConfigError, match=r"(?s)copy_sample:\n      - src/mlrig/params.py"):
+    params_dep = "src/mlrig/experiments/params.py"
+    (project / "dvc.yaml").write_text(dvc_yaml.replace(f"      - {params_dep}\n", ""))
+    with pytest.raises(ConfigError, match=rf"(?s)copy_sample:\n      - {params_dep}"):
         require_code_deps(project)
 
 

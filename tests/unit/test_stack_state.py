@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from mlrig.settings import Settings
-from mlrig.stack.config import StackPaths, StackSecrets, load_model
-from mlrig.stack.manager import load_or_create_state
+from mlrig.stacks.local.config import StackPaths, StackSecrets, load_model
+from mlrig.stacks.local.manager import load_or_create_state
 
 
 def test_a_stack_of_moto_days_keeps_its_ports_and_gets_seaweedfs_ones(

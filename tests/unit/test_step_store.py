@@ -1,4 +1,5 @@
-"""What a ClearML pipeline's pods share on the DVC remote (mlrig.step_store), on a real S3
+"""What a ClearML pipeline's pods share on the DVC remote (mlrig.executors.clearml.store), on a real
+S3
 endpoint: SeaweedFS on loopback, as the local stack runs it (the session's `s3_server`)."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mlrig.errors import ConfigError, MlrigError
-from mlrig.stage import step_of_pod
-from mlrig.step_store import (
+from mlrig.executors.clearml.pod import step_of_pod
+from mlrig.executors.clearml.store import (
     INPUT_KEY_VARIABLE,
     STAGE_VARIABLE,
     StepStore,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mlrig.pipeline import THREAD_VARIABLES, thread_limits
+from mlrig.run import THREAD_VARIABLES, thread_limits
 
 
 @pytest.fixture

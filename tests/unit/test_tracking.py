@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlrig.settings import Settings
-from mlrig.tracking import (
+from mlrig.tracking.step_run import (
     TAG_CLEARML_TASK,
     TAG_EXPERIMENT,
     TAG_PIPELINE_RUN,

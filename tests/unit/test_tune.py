@@ -19,7 +19,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from mlrig.errors import EXIT_BAD_INPUT, ConfigError, DataError, ParamsError
-from mlrig.params import Params, read_params_file, validate_params
+from mlrig.experiments.params import Params, read_params_file, validate_params
 from mlrig.settings import Settings
 from mlrig.tune import (
     OBJECTIVE_TITLE,
@@ -137,8 +137,8 @@ def test_every_trial_is_an_mlflow_child_run_with_its_params_and_score(
 def test_a_search_has_its_own_mlflow_experiment_that_mlrig_run_does_not_count(
     project: Path, search: TuneSummary, store: Any
 ) -> None:
-    from mlrig.pipeline import count_runs
     from mlrig.settings import Settings
+    from mlrig.tracking.parent_run import count_runs
 
     parent = store.get_run(search.mlflow_parent_run_id)
     assert search.mlflow_experiment == "mlrig-tune"
@@ -359,7 +359,7 @@ def test_bad_params_stop_before_the_split_runs(tmp_path: Path, project: Path) ->
 def test_too_few_rows_of_a_class_for_the_folds_is_a_data_error() -> None:
     import pandas as pd
 
-    from mlrig.tables import TableMeta
+    from mlrig.experiments.tables import TableMeta
 
     table = pd.DataFrame({"x": range(10), "target": ["a"] * 8 + ["b"] * 2})
     meta = TableMeta(

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlrig.warm import SOCKET_VARIABLE, warm_server
+from mlrig.executors.warm import SOCKET_VARIABLE, warm_server
 
 PROBE = """
 import os
@@ -33,7 +33,12 @@ def run_probe(workdir: Path, socket_path: str | None) -> subprocess.CompletedPro
     if socket_path:
         env[SOCKET_VARIABLE] = socket_path
     return subprocess.run(
-        [sys.executable, "-c", "from mlrig.warm import run_step; run_step('probe')", "hello"],
+        [
+            sys.executable,
+            "-c",
+            "from mlrig.executors.warm import run_step; run_step('probe')",
+            "hello",
+        ],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -84,7 +89,7 @@ def test_steps_get_the_servers_clearml_configuration_only_with_its_settings(
         del environment[name]
 
     def probe(socket_path: str, extra: dict[str, str]) -> str:
-        command = "from mlrig.warm import run_step; run_step('clearml_probe')"
+        command = "from mlrig.executors.warm import run_step; run_step('clearml_probe')"
         result = subprocess.run(
             [sys.executable, "-c", command],
             cwd=project,

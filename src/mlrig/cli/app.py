@@ -84,7 +84,7 @@ def use_stack(name: str) -> None:
 
     from mlrig.errors import ConfigError
     from mlrig.settings import load_settings
-    from mlrig.stack.manager import load_stack_environment
+    from mlrig.stacks.local.manager import load_stack_environment
 
     if name != "local":
         raise ConfigError(

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 @exits_cleanly
 def chart_play_command() -> None:
     """Render helm/mlrig with helm/mlrig/local/podman-values.yaml and start its pods."""
-    from mlrig.kube_play import PlayLayout, up
     from mlrig.settings import load_settings
+    from mlrig.stacks.chart import PlayLayout, up
 
     settings = load_settings()
     with console.status("podman kube play of the chart, then waiting for MLflow"):
@@ -41,8 +41,8 @@ def chart_play_command() -> None:
 @exits_cleanly
 def chart_down_command() -> None:
     """Remove the chart's pods, their volumes and Secrets (mlrig chart play undone)."""
-    from mlrig.kube_play import PlayLayout, play_down
     from mlrig.settings import load_settings
+    from mlrig.stacks.chart import PlayLayout, play_down
 
     play_down(PlayLayout(load_settings().root))
     typer.echo("The chart's pods, volumes and secrets are removed.")

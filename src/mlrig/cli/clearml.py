@@ -22,7 +22,7 @@ from mlrig.errors import exits_cleanly
 from mlrig.text import counted
 
 if TYPE_CHECKING:
-    from mlrig.clearml_pipeline import PipelineDescription
+    from mlrig.executors.clearml.compile import PipelineDescription
     from mlrig.settings import Settings
 
 
@@ -35,8 +35,9 @@ def submit_to_clearml(
     --wait writes dvc.lock and the outputs), and submits nothing the params check or a step's
     preflight refuses.
     """
-    from mlrig.clearml_pipeline import require_server
-    from mlrig.pipeline import checked_params, held_checkout
+    from mlrig.executors.clearml.submit import require_server
+    from mlrig.experiments.preflight import checked_params
+    from mlrig.run import held_checkout
 
     require_server(os.environ)  # before the params and images: say what is missing first
     with held_checkout(settings, "mlrig clearml pipeline"):
@@ -49,7 +50,7 @@ def submit_holding_the_checkout(
     settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
 ) -> None:
     """submit_to_clearml's work, once it holds the run lock."""
-    from mlrig.clearml_pipeline import (
+    from mlrig.executors.clearml.submit import (
         follow_pipeline,
         prepare_submission,
         submit_pipeline,
@@ -88,8 +89,8 @@ def compiled_pipeline(
     settings: Settings, queue: str | None, images: list[Path]
 ) -> PipelineDescription:
     """dvc.yaml compiled, the steps pushed by a build job in their images by digest."""
-    from mlrig.clearml_pipeline import describe_pipeline
-    from mlrig.registry import read_digests
+    from mlrig.executors.clearml.compile import describe_pipeline
+    from mlrig.images.registry import read_digests
 
     pushed = read_digests(images)
     with console.status("compiling dvc.yaml into a ClearML pipeline"):
@@ -100,7 +101,8 @@ def compiled_pipeline(
 
 def say_unbuilt_images(settings: Settings, description: PipelineDescription) -> None:
     """Name, on stderr, the steps whose image is neither built here nor pushed by digest."""
-    from mlrig.images import engine_if_any, unbuilt_images
+    from mlrig.images.build import unbuilt_images
+    from mlrig.images.engine import engine_if_any
 
     unbuilt = unbuilt_images(settings, {step.step: step.image for step in description.steps})
     if not unbuilt:
@@ -165,8 +167,8 @@ def clearml_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
 ) -> None:
     """List the offline ClearML sessions recorded in this project."""
-    from mlrig.clearml_sessions import list_sessions
     from mlrig.settings import load_settings
+    from mlrig.tracking.clearml_sessions import list_sessions
 
     sessions = list_sessions(load_settings())
     if as_json:
@@ -191,8 +193,8 @@ def clearml_prune(
     ] = None,
 ) -> None:
     """Delete the oldest offline ClearML sessions (mlrig run does so past the limit)."""
-    from mlrig.clearml_sessions import prune_sessions
     from mlrig.settings import load_settings
+    from mlrig.tracking.clearml_sessions import prune_sessions
 
     pruned = prune_sessions(load_settings(), keep)
     typer.echo(pruned.message() or f"Nothing to drop: {counted(pruned.kept, 'offline session')}.")
@@ -202,8 +204,8 @@ def clearml_prune(
 @exits_cleanly
 def clearml_import() -> None:
     """Upload the offline sessions to the configured ClearML server (CLEARML_API_*)."""
-    from mlrig.clearml_sessions import import_sessions
     from mlrig.settings import load_settings
+    from mlrig.tracking.clearml_sessions import import_sessions
 
     imported = import_sessions(load_settings())
     for session in imported:

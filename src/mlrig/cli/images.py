@@ -25,7 +25,8 @@ def images_build_command(
     ] = None,
 ) -> None:
     """Build the base and step images whose inputs changed (content-hash tags)."""
-    from mlrig.images import build_images, find_engine
+    from mlrig.images.build import build_images
+    from mlrig.images.engine import find_engine
     from mlrig.settings import load_settings
 
     settings = load_settings()
@@ -43,7 +44,8 @@ def images_build_command(
 @exits_cleanly
 def images_servers_command() -> None:
     """Build the Helm chart's server images (images/mlflow-server) whose inputs changed."""
-    from mlrig.images import build_server_images, find_engine
+    from mlrig.images.build import build_server_images
+    from mlrig.images.engine import find_engine
     from mlrig.settings import load_settings
 
     settings = load_settings()
@@ -72,8 +74,9 @@ def images_push_command(
     tls_verify: Annotated[bool, typer.Option(help="verify the registry's TLS")] = True,
 ) -> None:
     """Push step images under their content tags; a tag the registry has is not pushed again."""
-    from mlrig.images import find_engine, step_names
-    from mlrig.registry import push_step_images, write_digests
+    from mlrig.images.build import step_names
+    from mlrig.images.engine import find_engine
+    from mlrig.images.registry import push_step_images, write_digests
     from mlrig.settings import load_settings
 
     settings = load_settings()
@@ -92,7 +95,7 @@ def images_push_command(
 @exits_cleanly
 def images_wheels_command() -> None:
     """Fill the wheelhouse (.mlrig/wheels) that image builds install from, offline."""
-    from mlrig.images import BuildLayout, make_wheelhouse
+    from mlrig.images.build import BuildLayout, make_wheelhouse
     from mlrig.settings import load_settings
 
     with console.status("downloading and building wheels"):
@@ -104,7 +107,8 @@ def images_wheels_command() -> None:
 @exits_cleanly
 def images_base_os_command() -> None:
     """Make a Debian bookworm + Python 3.11 base image with debootstrap (needs root)."""
-    from mlrig.images import find_engine, make_os_image
+    from mlrig.images.build import make_os_image
+    from mlrig.images.engine import find_engine
     from mlrig.settings import load_settings
 
     settings = load_settings()

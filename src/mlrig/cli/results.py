@@ -30,8 +30,8 @@ def report(
     ] = False,
 ) -> None:
     """Bring the report up to date (dvc repro report) and print where it is."""
-    from mlrig.dvc import run_dvc
-    from mlrig.pipeline import REPORT_DIR, exclusive_run
+    from mlrig.dvc.commands import run_dvc
+    from mlrig.run import REPORT_DIR, exclusive_run
     from mlrig.settings import load_settings
 
     settings = load_settings()
@@ -56,9 +56,9 @@ def compare(
     ] = Path("params.yaml"),
 ) -> None:
     """Print the experiment table: params, held-out metrics, fit time, MLflow run."""
-    from mlrig.metrics import LOWER_IS_BETTER
-    from mlrig.params import TrainParams, load_section
-    from mlrig.results import load_results, read_champion
+    from mlrig.experiments.metrics import LOWER_IS_BETTER
+    from mlrig.experiments.params import TrainParams, load_section
+    from mlrig.experiments.results import load_results, read_champion
     from mlrig.settings import load_settings
 
     root = load_settings().root

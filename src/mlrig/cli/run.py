@@ -16,11 +16,11 @@ from mlrig.cli.app import (
 )
 from mlrig.cli.clearml import submit_to_clearml
 from mlrig.errors import exits_cleanly
-from mlrig.executors import EXECUTORS, executor_entry
+from mlrig.executors.registry import EXECUTORS, executor_entry
 from mlrig.text import counted
 
 if TYPE_CHECKING:
-    from mlrig.pipeline import RunSummary
+    from mlrig.run import RunSummary
     from mlrig.settings import Settings
 
 
@@ -63,8 +63,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the pipeline (dvc repro) under one MLflow parent run, then push to the DVC remote."""
-    from mlrig.clearml_sessions import prune_sessions
     from mlrig.settings import load_settings
+    from mlrig.tracking.clearml_sessions import prune_sessions
 
     if stack is not None:
         use_stack(stack)
@@ -119,7 +119,7 @@ def run_with_progress(
     stage started)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from mlrig.pipeline import run_pipeline
+    from mlrig.run import run_pipeline
 
     with Progress(
         SpinnerColumn(),

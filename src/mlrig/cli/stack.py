@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def stack_up_command() -> None:
     """Start PostgreSQL, the S3 endpoint and the MLflow server (data in .mlrig/stack)."""
     from mlrig.settings import load_settings
-    from mlrig.stack.manager import stack_up
+    from mlrig.stacks.local.manager import stack_up
 
     with console.status("starting the stack") as status:
         state = stack_up(load_settings(), on_step=lambda step: status.update(f"starting {step}"))
@@ -42,7 +42,7 @@ def stack_up_command() -> None:
 def stack_down_command() -> None:
     """Stop the stack's services; their data stays in .mlrig/stack."""
     from mlrig.settings import load_settings
-    from mlrig.stack.manager import stack_down
+    from mlrig.stacks.local.manager import stack_down
 
     stopped = stack_down(load_settings())
     typer.echo(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
@@ -55,7 +55,7 @@ def stack_status_command(
 ) -> None:
     """Show each service, where it listens and whether it is healthy (exit 1 if not)."""
     from mlrig.settings import load_settings
-    from mlrig.stack.manager import stack_status
+    from mlrig.stacks.local.manager import stack_status
 
     services = stack_status(load_settings())
     if as_json:
@@ -77,6 +77,6 @@ def stack_status_command(
 def stack_env_command() -> None:
     """Print shell lines pointing MLflow, DVC and boto3 at the stack: eval "$(mlrig stack env)"."""
     from mlrig.settings import load_settings
-    from mlrig.stack.manager import stack_env_lines
+    from mlrig.stacks.local.manager import stack_env_lines
 
     typer.echo(stack_env_lines(load_settings()))

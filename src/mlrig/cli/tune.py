@@ -87,7 +87,7 @@ def tune_with_progress(
     """`mlrig.tune.tune` here, with a bar of the trials (and the stage it brings up to date)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from mlrig.params import TuneParams, load_section
+    from mlrig.experiments.params import TuneParams, load_section
     from mlrig.tune import tune
 
     with Progress(

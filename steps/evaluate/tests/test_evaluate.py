@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-from mlrig.params import IngestParams, LinearParams, SplitParams
-from mlrig.tables import TableMeta
+from mlrig.experiments.params import IngestParams, LinearParams, SplitParams
+from mlrig.experiments.tables import TableMeta
 from steps.evaluate import evaluate
 from steps.evaluate.evaluate import classification_metrics, regression_metrics, roc_curve_points
 from steps.ingest import ingest

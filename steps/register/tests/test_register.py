@@ -16,11 +16,11 @@ import pytest
 from mlflow import MlflowClient
 
 from mlrig.errors import MlrigError
-from mlrig.params import CompareParams, IngestParams, SplitParams, TrainParams
-from mlrig.results import Champion, ExperimentResult, TrainRecord
+from mlrig.experiments.params import CompareParams, IngestParams, SplitParams, TrainParams
+from mlrig.experiments.results import Champion, ExperimentResult, TrainRecord
+from mlrig.experiments.tables import TableMeta
 from mlrig.settings import Settings
-from mlrig.tables import TableMeta
-from mlrig.tracking import setup_mlflow
+from mlrig.tracking.step_run import setup_mlflow
 from steps.evaluate import model_metrics
 from steps.ingest import ingest
 from steps.register import CHAMPION_ALIAS, PREVIOUS_ALIAS, compare_and_register

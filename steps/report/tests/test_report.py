@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from matplotlib import pyplot
 
-from mlrig.results import Champion, ExperimentResult, TrainRecord
-from mlrig.tables import TableMeta
+from mlrig.experiments.results import Champion, ExperimentResult, TrainRecord
+from mlrig.experiments.tables import TableMeta
 from steps.report import ReportInputs, build_figures, render
 from steps.report.report import ClearmlSection, ClearmlTask, png_bytes
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from mlrig.errors import DataError
-from mlrig.params import SplitParams, ValidateParams
-from mlrig.tables import TableMeta
+from mlrig.experiments.params import SplitParams, ValidateParams
+from mlrig.experiments.tables import TableMeta
 from steps.split.split import split_table
 from steps.validate.validate import validate_table
 

@@ -15,10 +15,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from mlrig.errors import ParamsError
-from mlrig.params import IngestParams, TrainParams
+from mlrig.experiments.params import IngestParams, TrainParams
+from mlrig.experiments.tables import TableMeta
 from mlrig.settings import Settings
-from mlrig.tables import TableMeta
-from mlrig.tracking import setup_mlflow
+from mlrig.tracking.step_run import setup_mlflow
 from steps.ingest import ingest
 from steps.train import as_float_frame, fit
 from steps.train.families import SKOPS_TRUSTED_TYPES

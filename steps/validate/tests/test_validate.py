@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from mlrig.errors import DataError
-from mlrig.params import IngestParams, ValidateParams
-from mlrig.tables import TableMeta
+from mlrig.experiments.params import IngestParams, ValidateParams
+from mlrig.experiments.tables import TableMeta
 from steps.ingest.ingest import ingest
 from steps.validate.validate import raise_for_failures, validate_table
 

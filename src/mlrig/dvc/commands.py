@@ -1,0 +1,96 @@
+"""DVC as mlrig runs it: the dvc commands of a run, the remote they use, the push.
+
+The one home of running `dvc` as a process: the executors and the ClearML submission call these, so
+a command, its log and its failure read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mlrig import stopping
+from mlrig.errors import EXIT_FAILED, MlrigError, redact
+from mlrig.settings import Settings
+
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
+LOG_TAIL_LINES = 25
+
+
+def run_dvc(
+    arguments: list[str],
+    root: Path,
+    environment: dict[str, str],
+    log_path: Path,
+    on_stage: Callable[[str], None],
+) -> dict[str, float]:
+    """Run a dvc command, teeing its output to `log_path` and reporting each stage it starts.
+
+    Returns:
+        The stages that ran, each with its wall time in seconds (DVC's own work included).
+
+    Raises:
+        MlrigError: dvc failed; the message names the stage and ends with the log's last lines.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    started_at: list[float] = []
+    with (
+        log_path.open("w") as log,
+        stopping.start(
+            [sys.executable, "-m", "dvc", *arguments],
+            cwd=root,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(redact(line))
+            if match := RUNNING_STAGE.match(line):
+                started.append(match.group(1))
+                started_at.append(time.monotonic())
+                on_stage(match.group(1))
+    stopping.GROUPS.forget(process.pid)
+    if process.returncode != 0:
+        tail = log_path.read_text().splitlines()[-LOG_TAIL_LINES:]
+        where = f"stage {started[-1]!r}" if started else f"dvc {arguments[0]}"
+        raise MlrigError(
+            f"The pipeline failed in {where} (dvc exited with {process.returncode}). "
+            f"Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
+            exit_code=EXIT_FAILED,
+        )
+    ends = [*started_at[1:], time.monotonic()][: len(started_at)]
+    timed = zip(started, started_at, ends, strict=True)
+    return {stage: round(end - start, 2) for stage, start, end in timed}
+
+
+def remote_arguments(settings: Settings) -> list[str]:
+    """`--remote NAME` for dvc push/pull when MLRIG_DVC_REMOTE names one, else nothing."""
+    return ["--remote", settings.dvc_remote] if settings.dvc_remote else []
+
+
+def push_outputs(settings: Settings, log_path: Path) -> None:
+    """`dvc push` outputs and run-cache to the configured remote.
+
+    Raises:
+        MlrigError: the remote failed; the outputs stay in the local cache for a later push.
+    """
+    remote = settings.dvc_remote or "the default remote"
+    arguments = ["push", "--run-cache", *remote_arguments(settings)]
+    try:
+        run_dvc(arguments, settings.root, dict(os.environ), log_path, lambda stage: None)
+    except MlrigError as error:
+        raise MlrigError(
+            f"The pipeline ran, but pushing to DVC remote {remote} failed; the outputs are safe "
+            f"in the local cache. When the remote is back: dvc push --run-cache"
+            f"{' --remote ' + settings.dvc_remote if settings.dvc_remote else ''}\n{error}",
+            exit_code=EXIT_FAILED,
+        ) from None

@@ -1,0 +1,59 @@
+"""dvc.yaml's DAG as DVC reads it: each stage with the stages it depends on, in a stable order.
+
+A stage's step (and image) is its name before `@`: `train@knn` runs the `train` step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlrig.errors import ConfigError
+
+if TYPE_CHECKING:  # DVC loads inside functions
+    from dvc.repo import Repo
+
+
+def stage_graph(root: Path) -> dict[str, set[str]]:
+    """Each stage of dvc.yaml with the stages it depends on (DVC's own DAG)."""
+    from dvc.repo import Repo
+
+    # DVC names stages relative to the working directory: from the root, `train@knn`
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        return graph_of(repo)
+
+
+def graph_of(repo: Repo) -> dict[str, set[str]]:
+    """Each stage of an open DVC repo with the stages it depends on (open it from its root)."""
+    graph = repo.index.graph
+    return {
+        stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
+        for stage in graph.nodes
+    }
+
+
+def step_of(stage: str) -> str:
+    """The step (and image) of a stage: `train@knn` runs in the `train` image."""
+    return stage.split("@", 1)[0]
+
+
+def topological_order(graph: Mapping[str, set[str]]) -> list[str]:
+    """The stages, each after the stages it depends on (ties by name, so the order is stable)."""
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(graph):
+        ready = sorted(name for name in graph if name not in done and graph[name] <= done)
+        if not ready:  # DVC refuses cycles before this; kept so a bad graph cannot loop
+            raise ConfigError(f"dvc.yaml's stages form a cycle: {sorted(set(graph) - done)}")
+        order.extend(ready)
+        done.update(ready)
+    return order
+
+
+def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Each stage with the stages that depend on it directly."""
+    return {
+        stage: {child for child, parents in graph.items() if stage in parents} for stage in graph
+    }

@@ -1,0 +1,22 @@
+"""What a ClearML services agent runs: the pipeline's controller, built from its description.
+
+`mlrig clearml pipeline` starts this module in a process of its own (ClearML's
+`PipelineController.start` ends its process), and the agent that dequeues the controller runs
+it again, reading the description stored on the controller's task.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    """`python -m mlrig.entrypoints.controller DESCRIPTION SERVICES_QUEUE`."""
+    from mlrig.executors.clearml.submit import start_controller
+
+    start_controller(Path(sys.argv[1]), sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

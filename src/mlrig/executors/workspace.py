@@ -1,0 +1,148 @@
+"""One DVC stage in a fresh workspace, the way a step container or a pod runs it (`mlrig-stage`).
+
+The workspace holds the project's files at the commit (dvc.yaml, params.yaml, dvc.lock, the
+code) but no data: the stage's inputs come from the DVC remote and its outputs go back there,
+with the run-cache, so the next stage (in another container) can pull them. Every setting comes
+from the environment; a missing one stops the stage before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.settings import Settings
+
+#: the name the entrypoint gives the remote in the workspace's .dvc/config.local
+REMOTE_NAME = "mlrig"
+
+#: what a stage container must be given, and what each setting is for
+REQUIRED_SETTINGS = {
+    "MLFLOW_TRACKING_URI": "the MLflow server the stage logs to, e.g. http://mlflow:5000",
+    "MLRIG_DVC_REMOTE_URL": "the DVC remote for inputs and outputs, e.g. s3://mlrig-dvc",
+}
+S3_SETTINGS = {
+    "AWS_ACCESS_KEY_ID": "the S3 access key of the DVC remote",
+    "AWS_SECRET_ACCESS_KEY": "the S3 secret key of the DVC remote",
+}
+
+
+def missing_settings(environment: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The required settings absent from `environment`, each with what it is for."""
+    required = dict(REQUIRED_SETTINGS)
+    if environment.get("MLRIG_DVC_REMOTE_URL", "").startswith("s3://"):
+        required |= S3_SETTINGS
+    return {name: why for name, why in required.items() if not environment.get(name)}
+
+
+def require_settings() -> None:
+    """Raises ConfigError naming every required setting that is not set."""
+    missing = missing_settings(os.environ)
+    if missing:
+        lines = "\n".join(f"  {name}: {why}" for name, why in missing.items())
+        raise ConfigError(
+            "A stage container takes its settings from the environment, and these are not set:\n"
+            f"{lines}\nPass them to the container (mlrig run --executor containers does)."
+        )
+
+
+def dvc(*arguments: str) -> int:
+    """Run a dvc command in this process (one import of DVC for the whole stage)."""
+    from dvc.cli import main
+
+    return int(main(list(arguments)))
+
+
+def configure_workspace(settings: Settings) -> None:
+    """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
+    url = settings.dvc_remote_url or ""
+    commands = [["remote", "add", "--local", "--force", "--default", REMOTE_NAME, url]]
+    if settings.s3_endpoint_url:
+        commands.append(
+            ["remote", "modify", "--local", REMOTE_NAME, "endpointurl", settings.s3_endpoint_url]
+        )
+    if not (settings.root / ".git").exists():  # a workspace copy, not a clone
+        commands.insert(0, ["config", "--local", "core.no_scm", "true"])
+    for command in commands:
+        if dvc(*command) != 0:
+            raise ConfigError(f"Could not configure the DVC workspace: dvc {' '.join(command)}")
+
+
+def stage_inputs(root: Path, name: str) -> list[str]:
+    """The stage's deps that DVC tracks (other stages' outputs, .dvc files): what to pull.
+
+    Raises:
+        ConfigError: dvc.yaml has no stage of that name.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = {stage.addressing: stage for stage in repo.index.stages}
+        if name not in stages:
+            raise ConfigError(
+                f"dvc.yaml has no stage {name!r}. Its stages: {', '.join(sorted(stages))}."
+            )
+        deps = [dep.fs_path for dep in stages[name].deps]
+        # a dep may be an output, a folder of outputs (outputs/train), or a file inside one
+        return sorted(
+            os.path.relpath(out.fs_path, root)
+            for out in repo.index.outs
+            if any(overlaps(out.fs_path, dep) for dep in deps)
+        )
+
+
+def overlaps(path: str, other: str) -> bool:
+    """True when one path is the other or lies inside it."""
+    return path == other or path.startswith(other + os.sep) or other.startswith(path + os.sep)
+
+
+def pull_inputs(
+    settings: Settings, name: str, on_phase: Callable[[str], None] = lambda phase: None
+) -> None:
+    """Pull the stage's inputs from the workspace's remote (`configure_workspace` set it).
+
+    Raises:
+        ConfigError: the stage does not exist.
+        MlrigError: pulling failed.
+    """
+    inputs = stage_inputs(settings.root, name)
+    if not inputs:  # `dvc pull` with no target would pull everything
+        return
+    on_phase(f"pulling {', '.join(inputs)}")
+    if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
+        raise MlrigError(
+            f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
+            f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
+            exit_code=EXIT_FAILED,
+        )
+
+
+def run_stage(
+    settings: Settings,
+    name: str,
+    *,
+    force: bool = False,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> None:
+    """Pull the stage's inputs, run it (or restore it from the run-cache), push its outputs.
+
+    Raises:
+        ConfigError: a setting is missing, or the stage does not exist.
+        MlrigError: pulling, running or pushing failed; the message says which.
+    """
+    require_settings()
+    configure_workspace(settings)
+    pull_inputs(settings, name, on_phase)
+    on_phase(f"running {name}")
+    # --pull: a stage in the remote run-cache is restored instead of run
+    repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]
+    if dvc(*repro) != 0:
+        raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
+    on_phase(f"pushing the outputs of {name}")
+    if dvc("push", "--run-cache", "--remote", REMOTE_NAME, name) != 0:
+        raise MlrigError(
+            f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
+            exit_code=EXIT_FAILED,
+        )

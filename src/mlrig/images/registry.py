@@ -1,0 +1,149 @@
+"""`mlrig images push`: the step images to a registry, under their content tags, each once.
+
+A CI build job builds (or finds) a step's image with the same content tag as `mlrig images
+build`, and pushes it only when the registry has no image with that tag yet: a commit that
+changed nothing in a step pushes nothing for it. Later jobs learn each step's image from the
+digest file the job writes (step -> `registry/step@sha256:...`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.images.build import build_images
+from mlrig.images.engine import Engine
+from mlrig.settings import Settings
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    step: str
+    reference: str  # registry/step:content-tag
+    digest: str  # sha256:...
+    pushed: bool  # False: the registry had that tag already
+
+
+def skopeo(*arguments: str, tls_verify: bool) -> subprocess.CompletedProcess[str]:
+    """skopeo reads registries without pulling (podman's credentials: podman login)."""
+    if shutil.which("skopeo") is None:
+        raise ConfigError("skopeo is not installed: apt-get install skopeo")
+    return subprocess.run(
+        ["skopeo", arguments[0], f"--tls-verify={str(tls_verify).lower()}", *arguments[1:]],
+        capture_output=True,
+        text=True,
+    )
+
+
+def registry_failure(what: str, result: subprocess.CompletedProcess[str]) -> MlrigError:
+    detail = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
+    return MlrigError(
+        f"Cannot {what}: {detail}. Check the registry address and log in first (podman "
+        "login; in GitLab CI with CI_REGISTRY_USER and CI_REGISTRY_PASSWORD).",
+        exit_code=EXIT_FAILED,
+    )
+
+
+def registry_tags(repository: str, tls_verify: bool) -> set[str]:
+    """The tags a registry holds for a repository (none when the repository does not exist).
+
+    Raises:
+        MlrigError: the registry cannot be reached or refused the credentials.
+    """
+    result = skopeo("list-tags", f"docker://{repository}", tls_verify=tls_verify)
+    if result.returncode == 0:
+        return set(json.loads(result.stdout)["Tags"] or [])
+    if "404" in result.stderr:  # the registry answered: no such repository yet
+        return set()
+    raise registry_failure(f"list the tags of {repository}", result)
+
+
+def remote_digest(reference: str, tls_verify: bool) -> str:
+    """The digest of an image's manifest in the registry."""
+    result = skopeo(
+        "inspect", "--format", "{{.Digest}}", f"docker://{reference}", tls_verify=tls_verify
+    )
+    if result.returncode != 0:
+        raise registry_failure(f"inspect {reference}", result)
+    return result.stdout.strip()
+
+
+def push_step_images(
+    settings: Settings, engine: Engine, registry: str, steps: list[str], tls_verify: bool
+) -> list[PushedImage]:
+    """Build what is missing, then push each step's image unless the registry has its tag."""
+    if engine.name != "podman":
+        raise ConfigError("mlrig images push needs podman (MLRIG_CONTAINER_ENGINE=podman).")
+    pushed = []
+    for image in build_images(settings, engine, steps):
+        if image.name not in steps:
+            continue  # the base: pushed as the step images' layers
+        tag = image.reference.rsplit(":", 1)[1]
+        remote = f"{registry.rstrip('/')}/{image.name}:{tag}"
+        if tag in registry_tags(remote.rsplit(":", 1)[0], tls_verify):
+            digest = remote_digest(remote, tls_verify)
+            pushed.append(PushedImage(image.name, remote, digest, pushed=False))
+            continue
+        digest = push(engine, image.reference, remote, tls_verify)
+        pushed.append(PushedImage(image.name, remote, digest, pushed=True))
+    return pushed
+
+
+def push(engine: Engine, local: str, remote: str, tls_verify: bool) -> str:
+    """`podman push` of a local image under the remote name; the digest the registry stored."""
+    subprocess.run(engine.command("tag", local, remote), check=True, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="mlrig-push-") as scratch:
+        digest_file = Path(scratch) / "digest"
+        result = subprocess.run(
+            engine.command("push", "--quiet", f"--tls-verify={str(tls_verify).lower()}",
+                           "--digestfile", str(digest_file), remote),
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise MlrigError(
+                f"Pushing {remote} failed: {result.stderr.strip()[-500:]}. Log in first "
+                "(podman login) and check that the registry takes pushes.",
+                exit_code=EXIT_FAILED,
+            )
+        return digest_file.read_text().strip()
+
+
+def write_digests(images: list[PushedImage], path: Path) -> None:
+    """step -> registry/step@sha256:..., for the jobs after the build."""
+    by_step = {
+        image.step: f"{image.reference.rsplit(':', 1)[0]}@{image.digest}" for image in images
+    }
+    path.write_text(json.dumps(by_step, indent=2) + "\n")
+
+
+def read_digests(paths: list[Path]) -> dict[str, str]:
+    """step -> registry/step@sha256:..., merged from the digest files of the build jobs.
+
+    Raises:
+        ConfigError: a file is missing, or is not such a mapping.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    digests: dict[str, str] = {}
+    for path in paths:
+        try:
+            by_step = TypeAdapter(dict[str, str]).validate_json(path.read_bytes())
+        except (OSError, ValidationError) as error:
+            raise ConfigError(
+                f"{path} is not a digest file of `mlrig images push --digests` ({error}). "
+                "Pass the images-<step>.json files the build jobs wrote."
+            ) from None
+        not_digests = sorted(step for step, ref in by_step.items() if "@sha256:" not in ref)
+        if not_digests:
+            raise ConfigError(
+                f"{path}: the image of step(s) {', '.join(not_digests)} is not by digest "
+                "(registry/step@sha256:...); write the file with mlrig images push --digests."
+            )
+        digests |= by_step
+    return digests

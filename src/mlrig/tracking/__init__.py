@@ -1,0 +1,3 @@
+"""MLflow and ClearML: the per-step facade (`step_run.py`), the pipeline's parent run
+(`parent_run.py`), what the configured store holds of the cached results (`recorded.py`), and
+ClearML's offline sessions (`clearml_sessions.py`)."""
