@@ -75,7 +75,7 @@ def test_every_step_image_is_built_and_pushed_by_gitlab_ci() -> None:
     """The build job's matrix names every step's image, and only those (`make step` adds one)."""
     import yaml
 
-    repo = Path(__file__).parents[2]
+    repo = Path(__file__).parents[3]
     ci = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
     groups = tomllib.loads((repo / "pyproject.toml").read_text())["dependency-groups"]
 

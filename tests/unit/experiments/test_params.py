@@ -23,7 +23,7 @@ from mlrig.experiments.params import (
     validate_params,
 )
 
-REPO_PARAMS = Path(__file__).parents[2] / "params.yaml"
+REPO_PARAMS = Path(__file__).parents[3] / "params.yaml"
 FAMILIES = "linear, random_forest, gradient_boosting, knn, baseline"
 
 

@@ -10,7 +10,7 @@ import pytest
 from mlrig.dvc.code_deps import missing_code_deps, require_code_deps, step_code_files
 from mlrig.errors import ConfigError
 
-REPO_ROOT = Path(__file__).parents[2]
+REPO_ROOT = Path(__file__).parents[3]
 
 
 def test_every_stage_of_the_repository_depends_on_the_code_it_runs() -> None:
