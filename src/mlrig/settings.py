@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -38,128 +39,66 @@ def find_project_dir(start: Path | None = None) -> Path:
 class Settings(BaseSettings):
     """Where mlrig tracks and stores things; every field has an environment variable."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # a field's docstring is its description (the settings reference is made from them)
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
 
-    project_dir: Path | None = Field(
-        default=None,
-        alias="MLRIG_PROJECT_DIR",
-        description="the project folder; unset: the nearest folder at or above the working "
-        "directory that holds a dvc.yaml",
-    )
-    mlflow_tracking_uri: str | None = Field(
-        default=None,
-        alias="MLFLOW_TRACKING_URI",
-        description="MLflow store or server; unset: `sqlite:///<project>/.mlrig/mlflow.db`",
-    )
-    mlflow_experiment: str = Field(
-        default="mlrig", alias="MLRIG_EXPERIMENT", description="MLflow experiment name"
-    )
-    clearml_api_host: str | None = Field(
-        default=None,
-        alias="CLEARML_API_HOST",
-        description="ClearML API server; unset: offline sessions",
-    )
-    clearml_web_host: str | None = Field(
-        default=None,
-        alias="CLEARML_WEB_HOST",
-        description="ClearML web UI, for links to tasks in the summary and the report",
-    )
-    clearml_access_key: SecretStr | None = Field(
-        default=None, alias="CLEARML_API_ACCESS_KEY", description="ClearML access key"
-    )
-    clearml_secret_key: SecretStr | None = Field(
-        default=None, alias="CLEARML_API_SECRET_KEY", description="ClearML secret key"
-    )
-    clearml_offline: bool | None = Field(
-        default=None,
-        alias="CLEARML_OFFLINE_MODE",
-        description="force offline sessions; unset: on when no server is set",
-    )
-    clearml_project: str = Field(
-        default="mlrig", alias="MLRIG_CLEARML_PROJECT", description="ClearML project"
-    )
-    clearml_queue: str = Field(
-        default="default",
-        alias="MLRIG_CLEARML_QUEUE",
-        description="the queue ClearML agents take pipeline steps from, unless a step has its own",
-    )
+    project_dir: Annotated[Path | None, Field(alias="MLRIG_PROJECT_DIR")] = None
+    """The project folder; unset: the nearest folder at or above the working directory that holds a
+    dvc.yaml."""
+    mlflow_tracking_uri: Annotated[str | None, Field(alias="MLFLOW_TRACKING_URI")] = None
+    """MLflow store or server; unset: `sqlite:///<project>/.mlrig/mlflow.db`."""
+    mlflow_experiment: Annotated[str, Field(alias="MLRIG_EXPERIMENT")] = "mlrig"
+    """MLflow experiment name."""
+    clearml_api_host: Annotated[str | None, Field(alias="CLEARML_API_HOST")] = None
+    """ClearML API server; unset: offline sessions."""
+    clearml_web_host: Annotated[str | None, Field(alias="CLEARML_WEB_HOST")] = None
+    """ClearML web UI, for links to tasks in the summary and the report."""
+    clearml_access_key: Annotated[SecretStr | None, Field(alias="CLEARML_API_ACCESS_KEY")] = None
+    """ClearML access key."""
+    clearml_secret_key: Annotated[SecretStr | None, Field(alias="CLEARML_API_SECRET_KEY")] = None
+    """ClearML secret key."""
+    clearml_offline: Annotated[bool | None, Field(alias="CLEARML_OFFLINE_MODE")] = None
+    """Force offline sessions; unset: on when no server is set."""
+    clearml_project: Annotated[str, Field(alias="MLRIG_CLEARML_PROJECT")] = "mlrig"
+    """ClearML project."""
+    clearml_queue: Annotated[str, Field(alias="MLRIG_CLEARML_QUEUE")] = "default"
+    """The queue ClearML agents take pipeline steps from, unless a step has its own."""
     clearml_step_queues: dict[str, str] = Field(
-        default_factory=dict,
-        alias="MLRIG_CLEARML_STEP_QUEUES",
-        description='a queue per step or stage, as JSON: `{"train": "gpu", "report@x": "cpu"}`',
+        alias="MLRIG_CLEARML_STEP_QUEUES", default_factory=dict
     )
-    clearml_services_queue: str = Field(
-        default="services",
-        alias="MLRIG_CLEARML_SERVICES_QUEUE",
-        description="the queue the pipeline controller itself runs on (a services agent)",
-    )
+    """A queue per step or stage, as JSON: `{"train": "gpu", "report@x": "cpu"}`."""
+    clearml_services_queue: Annotated[str, Field(alias="MLRIG_CLEARML_SERVICES_QUEUE")] = "services"
+    """The queue the pipeline controller itself runs on (a services agent)."""
     # each stage a run executes records one, and they pile up until `mlrig clearml import`
-    clearml_keep_sessions: int = Field(
-        default=50,
-        ge=0,
-        alias="MLRIG_CLEARML_KEEP_SESSIONS",
-        description="offline ClearML sessions kept in the project (the newest; 0 keeps every one)",
-    )
-    dvc_remote: str | None = Field(
-        default=None,
-        alias="MLRIG_DVC_REMOTE",
-        description="the DVC remote `mlrig run` pushes to; unset: DVC's default remote (`local`)",
-    )
-    dvc_remote_url: str | None = Field(
-        default=None,
-        alias="MLRIG_DVC_REMOTE_URL",
-        description="the DVC remote of a stage container or pod (`mlrig stage`), e.g. "
-        "`s3://mlrig-dvc`",
-    )
-    s3_endpoint_url: str | None = Field(
-        default=None,
-        alias="AWS_ENDPOINT_URL",
-        description="the S3 endpoint of that remote, when not AWS (MinIO, SeaweedFS)",
-    )
-    parent_run_id: str | None = Field(
-        default=None,
-        alias="MLRIG_PARENT_RUN_ID",
-        description="set by `mlrig run` for its stages: the pipeline's MLflow parent run",
-    )
-    pipeline_run_id: str | None = Field(
-        default=None,
-        alias="MLRIG_PIPELINE_RUN_ID",
-        description="set by `mlrig run` for its stages: the pipeline run's id",
-    )
-    git_commit: str | None = Field(
-        default=None,
-        alias="MLRIG_GIT_COMMIT",
-        description="the commit the runs' lineage names; unset: the checkout's HEAD "
-        "(`-dirty` when tracked files other than dvc.lock changed)",
-    )
-    image: str | None = Field(
-        default=None,
-        alias="MLRIG_IMAGE",
-        description="set by the containers executor: the step image a stage ran in "
-        "(the MLflow tag `mlrig.image`)",
-    )
-    container_engine: str | None = Field(
-        default=None,
-        alias="MLRIG_CONTAINER_ENGINE",
-        description="docker or podman; unset: a docker that answers, else podman",
-    )
-    container_runtime: str | None = Field(
-        default=None,
-        alias="MLRIG_CONTAINER_RUNTIME",
-        description="podman's OCI runtime; unset: runc when installed, as crun fails on "
-        "cgroup v1 kernels",
-    )
-    base_image: str | None = Field(
-        default=None,
-        alias="MLRIG_BASE_IMAGE",
-        description="what the base image is built FROM; unset: the image `make base-image` "
-        "made, else the digest-pinned default of images/base/Dockerfile",
-    )
-    image_repository: str = Field(
-        default="localhost/mlrig",
-        alias="MLRIG_IMAGE_REPOSITORY",
-        description="the repository the images are tagged in (`<repository>/<step>:<tag>`)",
-    )
+    clearml_keep_sessions: Annotated[int, Field(alias="MLRIG_CLEARML_KEEP_SESSIONS", ge=0)] = 50
+    """Offline ClearML sessions kept in the project (the newest; 0 keeps every one)."""
+    dvc_remote: Annotated[str | None, Field(alias="MLRIG_DVC_REMOTE")] = None
+    """The DVC remote `mlrig run` pushes to; unset: DVC's default remote (`local`)."""
+    dvc_remote_url: Annotated[str | None, Field(alias="MLRIG_DVC_REMOTE_URL")] = None
+    """The DVC remote of a stage container or pod (`mlrig stage`), e.g. `s3://mlrig-dvc`."""
+    s3_endpoint_url: Annotated[str | None, Field(alias="AWS_ENDPOINT_URL")] = None
+    """The S3 endpoint of that remote, when not AWS (MinIO, SeaweedFS)."""
+    parent_run_id: Annotated[str | None, Field(alias="MLRIG_PARENT_RUN_ID")] = None
+    """Set by `mlrig run` for its stages: the pipeline's MLflow parent run."""
+    pipeline_run_id: Annotated[str | None, Field(alias="MLRIG_PIPELINE_RUN_ID")] = None
+    """Set by `mlrig run` for its stages: the pipeline run's id."""
+    git_commit: Annotated[str | None, Field(alias="MLRIG_GIT_COMMIT")] = None
+    """The commit the runs' lineage names; unset: the checkout's HEAD (`-dirty` when tracked files
+    other than dvc.lock changed)."""
+    image: Annotated[str | None, Field(alias="MLRIG_IMAGE")] = None
+    """Set by the containers executor: the step image a stage ran in (the MLflow tag
+    `mlrig.image`)."""
+    container_engine: Annotated[str | None, Field(alias="MLRIG_CONTAINER_ENGINE")] = None
+    """Docker or podman; unset: a docker that answers, else podman."""
+    container_runtime: Annotated[str | None, Field(alias="MLRIG_CONTAINER_RUNTIME")] = None
+    """Podman's OCI runtime; unset: runc when installed, as crun fails on cgroup v1 kernels."""
+    base_image: Annotated[str | None, Field(alias="MLRIG_BASE_IMAGE")] = None
+    """What the base image is built FROM; unset: the image `make base-image` made, else the
+    digest-pinned default of images/base/Dockerfile."""
+    image_repository: Annotated[str, Field(alias="MLRIG_IMAGE_REPOSITORY")] = "localhost/mlrig"
+    """The repository the images are tagged in (`<repository>/<step>:<tag>`)."""
 
     @property
     def root(self) -> Path:

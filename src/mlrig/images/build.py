@@ -101,35 +101,17 @@ def content_tag(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
 class BuildLayout:
     """Where `make images` keeps what it generates (git-ignored, inside the build context)."""
 
-    root: Path
-
-    @property
-    def build_dir(self) -> Path:
-        return self.root / ".mlrig" / "build"
-
-    @property
-    def requirements_dir(self) -> Path:
-        return self.build_dir / "requirements"
-
-    @property
-    def dist_dir(self) -> Path:
-        return self.build_dir / "dist"
-
-    @property
-    def wheelhouse(self) -> Path:
-        return self.root / ".mlrig" / "wheels"
-
-    @property
-    def rootfs(self) -> Path:
-        return self.build_dir / "rootfs"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / ".mlrig" / "logs"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.build_dir = self.root / ".mlrig" / "build"
+        self.requirements_dir = self.build_dir / "requirements"
+        self.dist_dir = self.build_dir / "dist"
+        self.wheelhouse = self.root / ".mlrig" / "wheels"
+        self.rootfs = self.build_dir / "rootfs"
+        self.logs = self.root / ".mlrig" / "logs"
 
     def dockerfile(self, name: str) -> Path:
         return self.root / IMAGES_DIR / name / "Dockerfile"

@@ -44,35 +44,17 @@ PLAYED_KINDS = {"Deployment", "StatefulSet"}
 SKIPPED_KINDS = {"Service", "Job", "ServiceAccount", "Role", "RoleBinding", "Ingress"}
 
 
-@dataclass(frozen=True)
 class PlayLayout:
     """Where the rendered chart and podman's files are kept (.mlrig/kube-play)."""
 
-    root: Path
-
-    @property
-    def folder(self) -> Path:
-        return self.root / ".mlrig" / "kube-play"
-
-    @property
-    def workloads(self) -> Path:
-        return self.folder / "workloads.yaml"
-
-    @property
-    def containers_conf(self) -> Path:
-        return self.folder / "containers.conf"
-
-    @property
-    def hosts(self) -> Path:
-        return self.folder / "hosts"
-
-    @property
-    def secrets(self) -> Path:
-        return self.folder / "secrets.json"
-
-    @property
-    def client_env(self) -> Path:
-        return self.folder / "client.env"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder = self.root / ".mlrig" / "kube-play"
+        self.workloads = self.folder / "workloads.yaml"
+        self.containers_conf = self.folder / "containers.conf"
+        self.hosts = self.folder / "hosts"
+        self.secrets = self.folder / "secrets.json"
+        self.client_env = self.folder / "client.env"
 
     def configmap(self, name: str) -> Path:
         return self.folder / f"configmap-{name}.yaml"
