@@ -238,12 +238,12 @@ def _check_mlflow(settings: Settings) -> str:
 
 def check_clearml(settings: Settings) -> str:
     from mlrig.errors import ConfigError
-    from mlrig.tracking.clearml_sessions import check_server, require_server
+    from mlrig.tracking.clearml_server import DOCTOR, check_server, require_server
 
     if settings.clearml_is_offline:
         return f"offline mode: sessions go to {settings.clearml_sessions_dir}"
     try:
-        require_server(settings)
+        require_server(settings, DOCTOR)
         check_server(settings)
     except ConfigError as error:
         raise CheckFailed(

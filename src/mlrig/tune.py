@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -691,10 +690,10 @@ def tune_on_clearml(
     Raises:
         ConfigError: no ClearML server is configured.
     """
-    from mlrig.executors.clearml.submit import require_server
+    from mlrig.tracking.clearml_server import TRIALS, require_server
 
     checked = check_input(settings, experiment, trials)
-    require_server(os.environ, instead="run the same search here: mlrig tune without --executor")
+    require_server(settings, TRIALS)
     return _tune_on_server(settings, experiment, checked, queue, apply=apply)  # pragma: no cover
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -35,11 +34,11 @@ def submit_to_clearml(
     --wait writes dvc.lock and the outputs), and submits nothing the params check or a step's
     preflight refuses.
     """
-    from mlrig.executors.clearml.submit import require_server
     from mlrig.experiments.preflight import checked_params
     from mlrig.run import held_checkout
+    from mlrig.tracking.clearml_server import SUBMISSION, require_server
 
-    require_server(os.environ)  # before the params and images: say what is missing first
+    require_server(settings, SUBMISSION)  # before the params and images: say what is missing
     with held_checkout(settings, "mlrig clearml pipeline"):
         with console.status("checking params and data"):
             checked_params(settings.root, [])

@@ -9,8 +9,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mlrig.errors import ConfigError
-from mlrig.settings import Settings, unset_names
+from mlrig.settings import Settings
 from mlrig.text import counted
+from mlrig.tracking.clearml_server import IMPORT, check_server, require_server
 
 IMPORTED_FILE = "imported.json"
 #: the metric ClearML files a task's single values under (Logger.report_single_value)
@@ -89,73 +90,13 @@ def prune_sessions(settings: Settings, keep: int | None = None) -> Pruned:
     return Pruned(dropped=dropped, kept=min(keep, len(sessions)) if keep else len(sessions))
 
 
-def require_server(settings: Settings) -> None:
-    """Raises ConfigError unless a ClearML server and its credentials are configured."""
-    missing = unset_names(
-        {
-            "CLEARML_API_HOST": settings.clearml_api_host,
-            "CLEARML_API_ACCESS_KEY": settings.clearml_access_key,
-            "CLEARML_API_SECRET_KEY": settings.clearml_secret_key,
-        }
-    )
-    if missing:
-        raise ConfigError(
-            f"No ClearML server is configured ({', '.join(missing)} not set). Set them to your "
-            "server's API address and credentials, then run `mlrig clearml import` again; "
-            "the offline sessions stay where they are until then."
-        )
-
-
-def check_server(
-    settings: Settings,
-    timeout: float = 5.0,
-    meanwhile: str = "the offline sessions stay where they are.",
-) -> None:
-    """Fail fast, naming the setting, when the ClearML API is unreachable or refuses the keys.
-
-    ClearML's SDK retries a dead server for minutes; a ping and a login answer in seconds.
-
-    Args:
-        meanwhile: what happened to the user's work, the end of the message.
-    """
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
-    host = (settings.clearml_api_host or "").rstrip("/")
-    session = requests.Session()
-    session.mount("http", HTTPAdapter(max_retries=Retry(total=2, backoff_factor=0.5)))
-    keys = (settings.clearml_access_key, settings.clearml_secret_key)
-    try:
-        session.get(f"{host}/debug.ping", timeout=timeout)
-        login = (
-            session.get(
-                f"{host}/auth.login",
-                auth=(keys[0].get_secret_value(), keys[1].get_secret_value()),
-                timeout=timeout,
-            )
-            if keys[0] and keys[1]
-            else None  # a pod the glue gave a token (CLEARML_AUTH_TOKEN) instead of keys
-        )
-    except requests.RequestException as error:
-        raise ConfigError(
-            f"Cannot reach the ClearML API at {host} (CLEARML_API_HOST): "
-            f"{type(error).__name__}. Check the address and that the server is up; {meanwhile}"
-        ) from None
-    if login is not None and login.status_code in (401, 403):
-        raise ConfigError(
-            f"ClearML at {host} refused the credentials (CLEARML_API_ACCESS_KEY / "
-            "CLEARML_API_SECRET_KEY). Create a key pair in the ClearML web UI and set them."
-        )
-
-
 def import_sessions(settings: Settings) -> list[Session]:
     """Upload every session not yet imported; returns them with their new server task ids.
 
     Raises:
         ConfigError: no server configured, or the server refused the upload.
     """
-    require_server(settings)
+    require_server(settings, IMPORT)
     check_server(settings)
     from clearml import Task
 

@@ -56,12 +56,6 @@ STEP_BINARY = "/bin/bash"
 STEP_TASK_TYPE = "custom"
 #: the params file DVC reads when a stage names params without a file
 DEFAULT_PARAMS_FILE = "params.yaml"
-#: what a ClearML server needs to be reached, and what each setting is for
-SERVER_SETTINGS = {
-    "CLEARML_API_HOST": "the ClearML API server, e.g. https://api.clear.ml or http://clearml:8008",
-    "CLEARML_API_ACCESS_KEY": "the access key of ClearML credentials (Settings > Workspace)",
-    "CLEARML_API_SECRET_KEY": "the secret key of those credentials",
-}
 #: what the submitting subprocess prints before ClearML ends it, so the caller learns the id
 PIPELINE_ID_PREFIX = "mlrig-pipeline-id: "
 #: a controller task's statuses once it will change no more, and a failed step's

@@ -53,7 +53,7 @@ def clearml_status(settings: Settings, task_id: str | None) -> Iterator[None]:
         os.environ.pop("CLEARML_TASK_ID")  # the stage's tasks become offline sessions instead
         yield
         return
-    from mlrig.tracking.clearml_sessions import check_server
+    from mlrig.tracking.clearml_server import check_server
     from mlrig.tracking.step_run import configure_clearml
 
     # the SDK retries a dead server for minutes; this answers in seconds

@@ -18,12 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.executors.clearml.compile import (
     DESCRIPTION_CONFIGURATION,
     PIPELINE_ENDED,
     PIPELINE_ID_PREFIX,
-    SERVER_SETTINGS,
     STEP_BINARY,
     STEP_FAILED,
     STEP_TASK_TYPE,
@@ -33,7 +32,8 @@ from mlrig.executors.clearml.compile import (
     describe_pipeline,
     project_archive,
 )
-from mlrig.settings import Settings, unset_names
+from mlrig.settings import Settings
+from mlrig.tracking.clearml_server import SUBMISSION, require_server
 
 if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
     from clearml import PipelineController, Task
@@ -201,26 +201,6 @@ def build_controller(description: PipelineDescription) -> PipelineController:
     return controller
 
 
-def require_server(
-    environment: Mapping[str, str],
-    instead: str = "look at what would be submitted with: mlrig clearml pipeline --dry-run",
-) -> None:
-    """Raises ConfigError naming every ClearML server setting that is not set.
-
-    Args:
-        instead: what the user can do without a server, the end of the message.
-    """
-    unset = unset_names({name: environment.get(name) for name in SERVER_SETTINGS})
-    missing = {name: SERVER_SETTINGS[name] for name in unset}
-    if missing or environment.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true"):
-        lines = "\n".join(f"  {name}: {why}" for name, why in missing.items())
-        raise ConfigError(
-            "Submitting to a ClearML queue needs a ClearML server, and "
-            + (f"these are not set:\n{lines}\n" if missing else "CLEARML_OFFLINE_MODE is on. ")
-            + f"Set them (and unset CLEARML_OFFLINE_MODE), or {instead}"
-        )
-
-
 def submit_pipeline(
     settings: Settings, description: PipelineDescription, services_queue: str
 ) -> str:
@@ -232,7 +212,7 @@ def submit_pipeline(
         ConfigError: no ClearML server is configured.
         MlrigError: the child failed to enqueue the controller.
     """
-    require_server(os.environ)
+    require_server(settings, SUBMISSION)
     run_dir = settings.state_dir / "clearml" / "submit"
     run_dir.mkdir(parents=True, exist_ok=True)
     description_path = run_dir / "pipeline.json"
