@@ -11,11 +11,9 @@ import os
 import shlex
 import signal
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -37,7 +35,12 @@ from mlrig.experiments.preflight import preflight, prepare_params
 from mlrig.experiments.results import Champion
 from mlrig.settings import Settings
 from mlrig.stopping import StopRequested
-from mlrig.tracking.parent_run import count_runs, finish_parent_run, start_parent_run
+from mlrig.tracking.parent_run import (
+    count_runs,
+    new_pipeline_run_id,
+    parent_run_ending,
+    start_parent_run,
+)
 from mlrig.tracking.recorded import (
     REGISTER_STAGE,
     CheckedStore,
@@ -116,10 +119,6 @@ def stopped_message(stop: StopRequested) -> str:
         f"Stopped by {signal.Signals(stop.signum).name}. Finished: {finished}.{stopped} The next "
         "`mlrig run` resumes from there: DVC keeps what finished and runs the rest."
     )
-
-
-def new_pipeline_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 #: the thread pools a step's libraries size to every CPU: OpenMP (scikit-learn's histogram
@@ -313,16 +312,8 @@ def run_under_parent_run(
     Returns:
         The stages that ran, each with its wall time in seconds.
     """
-    status = "FAILED"
-    try:
-        seconds = executor.run_stages(request, servers)
-        status = "FINISHED"
-        return seconds
-    except StopRequested:
-        status = "KILLED"
-        raise
-    finally:
-        finish_parent_run(settings, parent_run_id, status)
+    with parent_run_ending(settings, parent_run_id):
+        return executor.run_stages(request, servers)
 
 
 def run_summary(

@@ -73,3 +73,29 @@ def test_a_clearml_submission_is_refused_by_the_same_checks_as_a_run(project: Pa
         assert result.returncode == EXIT_BAD_INPUT, result.stdout + result.stderr
         assert "data/missing.csv" in result.stderr and "Traceback" not in result.stderr
     assert results[0].stderr.splitlines()[-1] == results[1].stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("tracking", "named"),
+    [
+        ({}, "MLFLOW_TRACKING_URI is not set (runs go to a store on this machine)"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}, "is sqlite:///mlflow.db, a store on"),
+        (
+            {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+            "MLflow at http://127.0.0.1:9 refused",
+        ),
+    ],
+)
+def test_a_clearml_submission_needs_the_mlflow_server_its_pods_log_to(
+    project: Path, tracking: dict[str, str], named: str
+) -> None:
+    """The submission opens the steps' parent run there: a store on this machine, or a server
+    that does not answer, is refused after the params check, before anything is uploaded."""
+    result = run_mlrig(
+        "run", "--executor", "clearml", cwd=project, CLEARML_API_HOST="http://127.0.0.1:9",
+        CLEARML_API_ACCESS_KEY="k", CLEARML_API_SECRET_KEY="s", **tracking,
+    )  # fmt: skip
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stdout + result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert not (project / ".mlrig" / "clearml" / "submit").exists()

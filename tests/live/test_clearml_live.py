@@ -79,6 +79,21 @@ def test_a_submission_runs_every_stage_on_the_agents_and_the_checkout_gets_the_r
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert "up to date" in status.stdout
     assert (project / "reports" / "report.md").is_file()
+    assert_runs_under_parent_run(summary["parent_run_id"], summary["submitted"])
+
+
+def assert_runs_under_parent_run(parent_run_id: str, submitted: list[str]) -> None:
+    """The submission's parent run ended FINISHED (--wait), and each train step that ran is
+    a child of it, in the MLflow server the pods log to."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(parent_run_id)
+    assert parent.info.status == "FINISHED"
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    children = client.search_runs([parent.info.experiment_id], query)
+    trained = {stage for stage in submitted if stage.startswith("train@")}
+    assert {run.info.run_name for run in children} >= trained
 
 
 def test_a_second_submission_submits_nothing(project: Path) -> None:

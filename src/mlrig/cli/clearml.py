@@ -22,18 +22,21 @@ from mlrig.text import counted
 
 if TYPE_CHECKING:
     from mlrig.executors.clearml.compile import PipelineDescription
+    from mlrig.experiments.params import Params
     from mlrig.settings import Settings
 
 
 def submit_to_clearml(
     settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
 ) -> None:
-    """Compile dvc.yaml and enqueue it as a ClearML pipeline; print its id (and follow it).
+    """Compile dvc.yaml and enqueue it as a ClearML pipeline under an MLflow parent run; print
+    its id (and follow it).
 
     It holds the checkout as `mlrig run` does (it reads the checkout's DVC state, and with
     --wait writes dvc.lock and the outputs), and submits nothing the params check or a step's
-    preflight refuses.
+    preflight refuses, nor without the MLflow server the steps' pods log to.
     """
+    from mlrig.executors.clearml.submit import require_mlflow_server
     from mlrig.experiments.preflight import checked_params
     from mlrig.run import held_checkout
     from mlrig.tracking.clearml_server import SUBMISSION, require_server
@@ -41,16 +44,23 @@ def submit_to_clearml(
     require_server(settings, SUBMISSION)  # before the params and images: say what is missing
     with held_checkout(settings, "mlrig clearml pipeline"):
         with console.status("checking params and data"):
-            checked_params(settings.root, [])
-        submit_holding_the_checkout(settings, queue, images, wait, as_json)
+            params, _ = checked_params(settings.root, [])
+        with console.status("checking the MLflow server"):
+            require_mlflow_server(settings)
+        submit_holding_the_checkout(settings, params, queue, images, wait, as_json)
 
 
 def submit_holding_the_checkout(
-    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+    settings: Settings,
+    params: Params,
+    queue: str | None,
+    images: list[Path],
+    wait: bool,
+    as_json: bool,
 ) -> None:
     """submit_to_clearml's work, once it holds the run lock."""
     from mlrig.executors.clearml.submit import (
-        follow_pipeline,
+        follow_submission,
         prepare_submission,
         submit_pipeline,
         take_results,
@@ -61,24 +71,29 @@ def submit_holding_the_checkout(
         description = prepare_submission(settings, description)
     submitted = [step.name for step in description.submitted()]
     recorded = [step.name for step in description.steps if step.recorded]
+    pipeline_id, submission = None, None
+    message = "Every stage's result for these inputs is on the DVC remote: nothing submitted."
     if submitted:
         with console.status(
             f"submitting to ClearML (controller on {settings.clearml_services_queue})"
         ):
-            pipeline_id = submit_pipeline(settings, description, settings.clearml_services_queue)
+            pipeline_id, submission = submit_pipeline(settings, description, params, wait=wait)
         message = (
             f"ClearML pipeline {pipeline_id} submitted: {counted(len(submitted), 'step')}, "
-            f"{counted(len(recorded), 'stage')} already on the remote."
+            f"{counted(len(recorded), 'stage')} already on the remote; its MLflow parent run "
+            f"is {submission.parent_run_id}."
         )
-    else:
-        pipeline_id = None
-        message = "Every stage's result for these inputs is on the DVC remote: nothing submitted."
-    summary = {"pipeline_id": pipeline_id, "submitted": submitted, "recorded": recorded}
+    summary = {
+        "pipeline_id": pipeline_id,
+        "parent_run_id": submission.parent_run_id if submission else None,
+        "submitted": submitted,
+        "recorded": recorded,
+    }
     typer.echo(json.dumps(summary) if as_json else message)
     if not wait:
         return
-    if pipeline_id:
-        follow_pipeline(pipeline_id)
+    if pipeline_id and submission:
+        follow_submission(settings, pipeline_id, submission)
     with console.status("merging the steps' results into dvc.lock, pulling their outputs"):
         take_results(settings, description.steps)
     console.print("dvc.lock and the outputs are as the cluster left them: commit dvc.lock.")

@@ -1,13 +1,18 @@
 """The pipeline's MLflow parent run: opened before the first stage, ended as the stages ended.
 
 Each experiment's run is a child of it (`MLRIG_PARENT_RUN_ID`). A parent run left RUNNING by a
-killed `mlrig run` of this host is closed as KILLED when the next one opens its own.
+killed `mlrig run` of this host is closed as KILLED when the next one opens its own. A ClearML
+submission that does not wait leaves its parent run to the pipeline's controller, which ends it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from mlrig.errors import EXIT_FAILED, MlrigError
@@ -15,6 +20,7 @@ from mlrig.experiments.params import (
     Params,
 )
 from mlrig.settings import Settings
+from mlrig.stopping import StopRequested
 from mlrig.tracking.step_run import (
     TAG_GIT_COMMIT,
     TAG_HOST,
@@ -40,8 +46,21 @@ def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, in
     return len(client.search_runs([experiment_id], query, max_results=50000)), total
 
 
-def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -> str:
-    """Open the pipeline's parent MLflow run; returns its id (the run stays open)."""
+def new_pipeline_run_id() -> str:
+    """A pipeline run's id: its start time, then six random hex digits."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def start_parent_run(
+    settings: Settings, pipeline_run_id: str, params: Params, *, ended_here: bool = True
+) -> str:
+    """Open the pipeline's parent MLflow run; returns its id (the run stays open).
+
+    Args:
+        ended_here: this process ends the run. False: another one does (the controller of a
+            ClearML pipeline), so the run names no host and pid, and the next run here does
+            not take it for one a killed run left behind.
+    """
     from mlflow import MlflowClient
 
     from mlrig.lineage import git_commit
@@ -49,6 +68,7 @@ def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -
     experiment_id = setup_mlflow(settings)
     client = MlflowClient(settings.tracking_uri)
     close_abandoned_runs(client, experiment_id)
+    owner = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())} if ended_here else {}
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline {pipeline_run_id}",
@@ -56,8 +76,7 @@ def start_parent_run(settings: Settings, pipeline_run_id: str, params: Params) -
             TAG_PIPELINE_RUN: pipeline_run_id,
             TAG_GIT_COMMIT: git_commit(settings.root),
             TAG_STEP: PIPELINE_STEP,
-            TAG_HOST: socket.gethostname(),
-            TAG_PID: str(os.getpid()),
+            **owner,
         },
     )
     flat: dict[str, Any] = {
@@ -114,3 +133,20 @@ def finish_parent_run(settings: Settings, run_id: str, status: str) -> None:
                 "experiment runs are in place; check the server (mlrig doctor).",
                 exit_code=EXIT_FAILED,
             ) from None
+
+
+@contextmanager
+def parent_run_ending(settings: Settings, run_id: str, *, finish: bool = True) -> Iterator[None]:
+    """Within: the parent run's work. The run then ends FAILED on an error, KILLED on a signal
+    (`StopRequested`), and FINISHED when the work succeeded, unless `finish` is False (another
+    process ends it later: a ClearML pipeline's controller)."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except StopRequested:
+        status = "KILLED"
+        raise
+    finally:
+        if finish or status != "FINISHED":
+            finish_parent_run(settings, run_id, status)

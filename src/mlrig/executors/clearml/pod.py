@@ -2,8 +2,10 @@
 
 The pod starts from the step image with an empty workspace and `MLRIG_STAGE` / `MLRIG_INPUT_KEY`
 in its environment. It fetches the project's files and the records of the stages before it,
-runs its stage as a stage container does (`mlrig.executors.workspace`), records its `dvc.lock`
-entry under its input key, and reports its status to its ClearML task.
+reads the MLflow parent run of its submission from its task's parent (the pipeline's controller,
+`mlrig.executors.clearml.submission`), runs its stage as a stage container does
+(`mlrig.executors.workspace`) under that parent run, records its `dvc.lock` entry under its
+input key, and reports its status to its ClearML task.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlrig.dvc.lockfile import lock_entry, merge_lock_entries
-from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, redact
 from mlrig.executors.clearml.store import INPUT_KEY_VARIABLE, STAGE_VARIABLE
 from mlrig.executors.workspace import require_settings, run_stage
 from mlrig.settings import Settings
@@ -98,7 +100,9 @@ def run_step_task(
     store = StepStore.of_remote(
         os.environ["MLRIG_DVC_REMOTE_URL"], os.environ.get("AWS_ENDPOINT_URL")
     )
-    with clearml_status(Settings(project_dir=workspace), os.environ.get("CLEARML_TASK_ID")):
+    settings = Settings(project_dir=workspace)
+    task_id = os.environ.get("CLEARML_TASK_ID")  # the offline status report drops it
+    with clearml_status(settings, task_id):
         step = store.get_step_task(input_key, stage)
         if not (workspace / "dvc.yaml").is_file():
             on_phase(f"fetching workspace {step.workspace[:12]}")
@@ -106,6 +110,54 @@ def run_step_task(
         parents = {parent: store.get_record(key, parent) for parent, key in step.parents.items()}
         merge_lock_entries(workspace / "dvc.lock", parents)
         os.environ.setdefault("MLRIG_GIT_COMMIT", step.git_commit)  # the pod has no checkout
-        run_stage(Settings(project_dir=workspace), stage, on_phase=on_phase)
+        os.environ.update(parent_run_environment(settings, task_id, on_phase))
+        run_stage(settings, stage, on_phase=on_phase)
         store.put_record(input_key, stage, lock_entry(workspace, stage))
         on_phase(f"recorded {stage} under input key {input_key[:12]}")
+
+
+def parent_run_environment(
+    settings: Settings, task_id: str | None, on_phase: Callable[[str], None]
+) -> dict[str, str]:
+    """What makes the stage's MLflow runs children of its submission's parent run: the ids the
+    submission stored on the controller, the parent of this step's task ({} when there is none).
+
+    Raises:
+        MlrigError: the submission cannot be read, or its parent run is not in the MLflow store
+            this pod logs to.
+    """
+    from mlrig.executors.clearml.submission import submission_of_step
+    from mlrig.tracking.step_run import configure_clearml
+
+    if not task_id:
+        return {}
+    configure_clearml(settings)
+    submission = submission_of_step(task_id)
+    if submission is None:
+        on_phase(f"task {task_id} is of no mlrig submission: the stage's runs have no parent run")
+        return {}
+    require_parent_run(settings, submission.parent_run_id, submission.tracking_uri)
+    on_phase(f"under MLflow parent run {submission.parent_run_id}")
+    return submission.stage_environment()
+
+
+def require_parent_run(settings: Settings, run_id: str, submitted_to: str) -> None:
+    """Raises MlrigError unless this pod's MLflow store holds the run (the step's runs would
+    fail to start under it, in the middle of the stage).
+
+    Args:
+        submitted_to: the MLflow server the submitter opened the run on, for the message.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(settings.tracking_uri).get_run(run_id)
+    except MlflowException as error:
+        raise MlrigError(
+            f"The pipeline's MLflow parent run {run_id} is not on MLflow at "
+            f"{redact(settings.tracking_uri)} (this pod's MLFLOW_TRACKING_URI): "
+            f"{str(error).splitlines()[0]}. The submission opened it on {submitted_to}: give "
+            "the submitter and the step pods the same MLflow server, then submit again.",
+            exit_code=EXIT_FAILED,
+        ) from None

@@ -35,6 +35,7 @@ from mlrig.executors.clearml.compile import (
     compile_pipeline,
 )
 from mlrig.executors.clearml.pod import step_of_pod
+from mlrig.executors.clearml.submission import SUBMISSION_CONFIGURATION, Submission
 from mlrig.executors.clearml.submit import (
     build_controller,
     step_task_arguments,
@@ -457,20 +458,26 @@ def test_cache_key_changes_with_data_params_and_image_only(
     }
 
 
-def test_submitting_child_stores_the_description_on_the_controller_before_enqueuing(
+def test_submitting_child_stores_the_description_and_submission_on_the_controller(
     shapes_project: Path, offline_clearml: Path, tmp_path: Path
 ) -> None:
     description = compile_shapes(shapes_project)
     description_path = tmp_path / "pipeline.json"
     description_path.write_text(description.model_dump_json())
+    submission = Submission(
+        pipeline_run_id="20260101-000000-abcdef",
+        parent_run_id="f00dfeed" * 4,
+        tracking_uri="http://mlflow.example:5000",
+        controller_ends_parent_run=True,
+    )
+    submission_path = tmp_path / "submission.json"
+    submission_path.write_text(submission.model_dump_json())
 
     child = subprocess.run(
-        [sys.executable, "-m", "mlrig.entrypoints.controller", str(description_path), "services"],
-        cwd=shapes_project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [sys.executable, "-m", "mlrig.entrypoints.controller", str(description_path), "services",
+         str(submission_path)],
+        cwd=shapes_project, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
 
     # offline, start() gets through checking and storing the pipeline, then finds no queue
     assert child.returncode != 0
@@ -478,10 +485,20 @@ def test_submitting_child_stores_the_description_on_the_controller_before_enqueu
     ids = [line.removeprefix(PIPELINE_ID_PREFIX) for line in child.stdout.splitlines()
            if line.startswith(PIPELINE_ID_PREFIX)]  # fmt: skip
     assert len(ids) == 1
-    configuration = offline_session(offline_clearml, ids[0])["configuration"]
+    task = offline_session(offline_clearml, ids[0])
+    configuration = task["configuration"]
     stored = configuration[DESCRIPTION_CONFIGURATION]["value"]
     assert PipelineDescription.model_validate_json(stored) == description
-    assert set(json.loads(configuration["Pipeline"]["value"])) == set(SHAPES_GRAPH)
+    stored_submission = configuration[SUBMISSION_CONFIGURATION]["value"]
+    assert Submission.model_validate_json(stored_submission) == submission
+    assert task["hyperparams"]["properties"]["mlflow_run_id"]["value"] == submission.parent_run_id
+    steps = json.loads(configuration["Pipeline"]["value"])
+    assert set(steps) == set(SHAPES_GRAPH)
+    # the parent run is the controller's alone: in no step's parameters nor task
+    written = [configuration["Pipeline"]["value"]]
+    written += [json.dumps(step_task_definition(description, s)) for s in description.steps]
+    assert all(submission.parent_run_id not in text for text in written)
+    assert all(submission.pipeline_run_id not in text for text in written)
 
 
 def test_the_single_values_a_task_recorded_are_read_back_for_the_report(
