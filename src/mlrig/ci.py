@@ -8,13 +8,12 @@ the job keeps as an artifact.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlrig.dvc.commands import query_dvc
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.settings import unset_names
 
@@ -35,12 +34,7 @@ class GitLabSettings(BaseSettings):
 
 def dvc_diff(root: Path, kind: str, target: str) -> str:
     """`dvc params|metrics diff <target> --md`: the Markdown table, or a line saying none."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", kind, "diff", target, "--md"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
+    result = query_dvc([kind, "diff", target, "--md"], root)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise MlrigError(

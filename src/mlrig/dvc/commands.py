@@ -1,7 +1,17 @@
 """DVC as mlrig runs it: the dvc commands of a run, the remote they use, the push.
 
-The one home of running `dvc` as a process: the executors and the ClearML submission call these, so
-a command, its log and its failure read the same everywhere.
+The one home of running `dvc`. Every dvc process runs `dvc_command` (this interpreter's DVC,
+whatever PATH holds), and each need has one way, chosen for how it must stop:
+
+- `run_dvc`: a pipeline command (repro, pull, push) as its own process group, so a signal or
+  mlrig's death stops it and all it started (`mlrig.stopping`); its log is teed, its stages
+  reported, and a failure raised with the log's tail.
+- `run_dvc_logged`: one stage of the local executor, the same way (`errors.run_logged`); the
+  caller reads the log to tell a stage that ran from one restored.
+- `query_dvc`: a short command outside a run (a diff, a config edit), captured, in mlrig's own
+  process group, so a Ctrl-C in the terminal reaches it with mlrig.
+- `dvc_in_process`: `dvc.cli.main` in this process, where a container or pod runs one stage:
+  DVC is imported once for its pull, repro and push, and the container's end ends it.
 """
 
 from __future__ import annotations
@@ -15,11 +25,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlrig import stopping
-from mlrig.errors import EXIT_FAILED, MlrigError, redact
+from mlrig.errors import EXIT_FAILED, MlrigError, redact, run_logged
 from mlrig.settings import Settings
 
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
 LOG_TAIL_LINES = 25
+
+
+def dvc_command(arguments: list[str]) -> list[str]:
+    """The command line of a dvc process: this interpreter's DVC, whatever PATH holds."""
+    return [sys.executable, "-m", "dvc", *arguments]
 
 
 def run_dvc(
@@ -43,7 +58,7 @@ def run_dvc(
     with (
         log_path.open("w") as log,
         stopping.start(
-            [sys.executable, "-m", "dvc", *arguments],
+            dvc_command(arguments),
             cwd=root,
             env=environment,
             stdout=subprocess.PIPE,
@@ -70,6 +85,39 @@ def run_dvc(
     ends = [*started_at[1:], time.monotonic()][: len(started_at)]
     timed = zip(started, started_at, ends, strict=True)
     return {stage: round(end - start, 2) for stage, start, end in timed}
+
+
+def run_dvc_logged(
+    arguments: list[str], root: Path, environment: dict[str, str], log_path: Path
+) -> int:
+    """Run a dvc command with its output in `log_path`, as a process group a signal stops.
+
+    Returns:
+        dvc's exit code (the caller reads the log: it tells a stage run from one restored).
+    """
+    return run_logged(dvc_command(arguments), log_path, cwd=root, env=environment)
+
+
+def query_dvc(arguments: list[str], root: Path) -> subprocess.CompletedProcess[str]:
+    """Run a short dvc command (a diff, a config edit) and capture its output.
+
+    It stays in mlrig's own process group: started outside a run, it gets a Ctrl-C with mlrig.
+
+    Returns:
+        The finished process (the caller checks its return code).
+    """
+    return subprocess.run(dvc_command(arguments), cwd=root, capture_output=True, text=True)
+
+
+def dvc_in_process(*arguments: str) -> int:
+    """Run a dvc command in this process: a stage container imports DVC once for the stage.
+
+    Returns:
+        dvc's exit code.
+    """
+    from dvc.cli import main
+
+    return int(main(list(arguments)))
 
 
 def remote_arguments(settings: Settings) -> list[str]:

@@ -10,7 +10,6 @@ changed at the start, or a stage it depends on ran: the rest start no process at
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -18,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from mlrig.dvc.commands import run_dvc_logged
 from mlrig.dvc.dag import downstream, stage_graph
-from mlrig.errors import EXIT_FAILED, MlrigError, run_logged
+from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
 from mlrig.executors.warm import SOCKET_VARIABLE, warm_server
@@ -124,12 +124,7 @@ class LocalRun:
         flags = ["--single-item", *(["--force"] if force else [])]
         arguments = ["--wait-for-lock", "repro", *flags, stage]
         started = time.monotonic()
-        code = run_logged(
-            [sys.executable, "-m", "dvc", *arguments],
-            stage_log,
-            cwd=self.settings.root,
-            env=self.environment,
-        )
+        code = run_dvc_logged(arguments, self.settings.root, self.environment, stage_log)
         seconds = round(time.monotonic() - started, 2)
         output = stage_log.read_text(errors="replace")
         with self.lock, self.log_path.open("a") as pipeline_log:
