@@ -5,11 +5,11 @@ A stage's step (and image) is its name before `@`: `train@knn` runs the `train` 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlrig.dvc.repo import open_repo
 from mlrig.errors import ConfigError
 
 if TYPE_CHECKING:  # DVC loads inside functions
@@ -18,10 +18,7 @@ if TYPE_CHECKING:  # DVC loads inside functions
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
     """Each stage of dvc.yaml with the stages it depends on (DVC's own DAG)."""
-    from dvc.repo import Repo
-
-    # DVC names stages relative to the working directory: from the root, `train@knn`
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         return graph_of(repo)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from mlrig.dvc.repo import open_repo
 from mlrig.settings import Settings
 
 LOCK_FILE = "dvc.lock"
@@ -172,9 +173,7 @@ def hash_check(repo: Repo) -> tuple[list[Corrupted], int]:
 
 def scan(root: Path) -> tuple[list[Corrupted], int]:
     """`hash_check` of the project at `root`, for `mlrig doctor`."""
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         return hash_check(repo)
 
 
@@ -263,9 +262,7 @@ def repair(root: Path, remote: str | None = None) -> list[Repair]:
     Returns:
         What was done, one entry per corrupted file (empty when everything matched).
     """
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         corrupted = find_corrupted(repo)
         if not corrupted:
             return []

@@ -1,4 +1,5 @@
-"""The checkout DVC works in: is it one, what changed, and who holds DVC's locks.
+"""The checkout DVC works in: the one place mlrig opens DVC's repository (`open_repo`), and what
+is asked of it: is it a checkout, what changed, a stage's outputs checked out, who holds its locks.
 
 DVC takes one command at a time on a checkout; an orphan of a killed run can still hold its
 lock, and a new run must say so in one line rather than die in DVC's `LockError`.
@@ -6,12 +7,37 @@ lock, and a new run must say so in one line rather than die in DVC's `LockError`
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+
+if TYPE_CHECKING:  # DVC loads inside functions, so `mlrig --help` stays fast
+    from dvc.repo import Repo
+
+
+@contextlib.contextmanager
+def open_repo(root: Path) -> Iterator[Repo]:
+    """DVC's repository at `root`, opened from `root`: the working directory is `root` meanwhile.
+
+    DVC names stages relative to the working directory, so from the root they are named as
+    dvc.yaml names them (`train@knn`), wherever mlrig was started. The working directory is
+    the process's: threads that open a repository hold one lock.
+
+    Raises:
+        dvc.exceptions.NotDvcRepoError, dvc.scm.SCMError: `root` is no DVC checkout
+            (`require_checkout` says so in one line).
+    """
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        yield repo
 
 
 def dvc_lock_holders(root: Path) -> list[int]:
@@ -72,11 +98,10 @@ def require_checkout(root: Path) -> None:
         ConfigError: naming what is missing and how to get it.
     """
     from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
     from dvc.scm import SCMError
 
     try:
-        with Repo(str(root)):
+        with open_repo(root):
             pass
     except SCMError:
         raise ConfigError(
@@ -97,9 +122,39 @@ def changed_stages(root: Path, target: str | None = None) -> list[str]:
     Args:
         target: a stage: only it and the stages it depends on are checked.
     """
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         if target is None:
             return list(repo.status())
         return list(repo.status(targets=[target], with_deps=True))
+
+
+def is_stage_changed(root: Path, stage: str) -> bool:
+    """Whether DVC finds this one stage changed (its deps, params, command or outputs), the
+    stages before it not looked at."""
+    with open_repo(root) as repo:
+        return bool(repo.status(targets=[stage]))
+
+
+def check_out_from(cache: Path, root: Path, stage: str) -> bool:
+    """Copy the objects of another DVC cache (a stage workspace's) that this project's cache
+    lacks, then check the stage's outputs out.
+
+    Returns:
+        False when that could not be done (no such cache, an object missing): pull instead.
+    """
+    from dvc.exceptions import DvcException
+
+    if not cache.is_dir():
+        return False
+    try:
+        with open_repo(root) as repo:
+            local = Path(repo.cache.local_cache_dir)  # above files/md5 and runs
+            for source in cache.rglob("*"):
+                target = local / source.relative_to(cache)
+                if source.is_file() and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+            repo.checkout(targets=[stage])
+    except (DvcException, OSError):
+        return False
+    return True

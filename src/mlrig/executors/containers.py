@@ -10,7 +10,6 @@ after a local run. A stage DVC finds unchanged is not started at all.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mlrig.dvc.dag import stage_graph, step_of
+from mlrig.dvc.repo import check_out_from, is_stage_changed
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
@@ -82,9 +82,9 @@ def container_remote(settings: Settings) -> Remote:
     Raises:
         ConfigError: no remote, or a folder on this machine (a container sees none of it).
     """
-    from dvc.repo import Repo
+    from mlrig.dvc.repo import open_repo
 
-    with Repo(str(settings.root)) as repo:
+    with open_repo(settings.root) as repo:
         remotes = repo.config["remote"]
         name = settings.dvc_remote or repo.config["core"].get("remote")
     if not name or name not in remotes:
@@ -179,13 +179,10 @@ class ContainerRun:
         return stage in self.forced
 
     def stage_changed(self, stage: str) -> bool:
-        from dvc.repo import Repo
-
         if self.must_force(stage):
             return True
-        root = self.settings.root
-        with self.host_lock, contextlib.chdir(root), Repo(str(root)) as repo:
-            return bool(repo.status(targets=[stage]))
+        with self.host_lock:
+            return is_stage_changed(self.settings.root, stage)
 
     def workspace(self, stage: str) -> Path:
         """A fresh copy of the project's files (no data) for one stage's container."""
@@ -257,28 +254,6 @@ class ContainerRun:
 
 #: where a stage's container keeps DVC's cache: the default, inside the workspace
 WORKSPACE_CACHE = Path(".dvc") / "cache"
-
-
-def check_out_from(cache: Path, root: Path, stage: str) -> bool:
-    """Copy the objects of `cache` that this project's cache lacks, then check the stage's
-    outputs out. False when that could not be done (no such cache, an object missing)."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    if not cache.is_dir():
-        return False
-    try:
-        with contextlib.chdir(root), Repo(str(root)) as repo:
-            local = Path(repo.cache.local_cache_dir)  # above files/md5 and runs
-            for source in cache.rglob("*"):
-                target = local / source.relative_to(cache)
-                if source.is_file() and not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
-            repo.checkout(targets=[stage])
-    except (DvcException, OSError):
-        return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
+from mlrig.dvc.commands import dvc_in_process
+from mlrig.dvc.stages import stage_inputs
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.settings import Settings
 
@@ -48,13 +49,6 @@ def require_settings() -> None:
         )
 
 
-def dvc(*arguments: str) -> int:
-    """Run a dvc command in this process (one import of DVC for the whole stage)."""
-    from dvc.cli import main
-
-    return int(main(list(arguments)))
-
-
 def configure_workspace(settings: Settings) -> None:
     """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
     url = settings.dvc_remote_url or ""
@@ -66,36 +60,8 @@ def configure_workspace(settings: Settings) -> None:
     if not (settings.root / ".git").exists():  # a workspace copy, not a clone
         commands.insert(0, ["config", "--local", "core.no_scm", "true"])
     for command in commands:
-        if dvc(*command) != 0:
+        if dvc_in_process(*command) != 0:
             raise ConfigError(f"Could not configure the DVC workspace: dvc {' '.join(command)}")
-
-
-def stage_inputs(root: Path, name: str) -> list[str]:
-    """The stage's deps that DVC tracks (other stages' outputs, .dvc files): what to pull.
-
-    Raises:
-        ConfigError: dvc.yaml has no stage of that name.
-    """
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        stages = {stage.addressing: stage for stage in repo.index.stages}
-        if name not in stages:
-            raise ConfigError(
-                f"dvc.yaml has no stage {name!r}. Its stages: {', '.join(sorted(stages))}."
-            )
-        deps = [dep.fs_path for dep in stages[name].deps]
-        # a dep may be an output, a folder of outputs (outputs/train), or a file inside one
-        return sorted(
-            os.path.relpath(out.fs_path, root)
-            for out in repo.index.outs
-            if any(overlaps(out.fs_path, dep) for dep in deps)
-        )
-
-
-def overlaps(path: str, other: str) -> bool:
-    """True when one path is the other or lies inside it."""
-    return path == other or path.startswith(other + os.sep) or other.startswith(path + os.sep)
 
 
 def pull_inputs(
@@ -111,7 +77,7 @@ def pull_inputs(
     if not inputs:  # `dvc pull` with no target would pull everything
         return
     on_phase(f"pulling {', '.join(inputs)}")
-    if dvc("pull", "--remote", REMOTE_NAME, *inputs) != 0:
+    if dvc_in_process("pull", "--remote", REMOTE_NAME, *inputs) != 0:
         raise MlrigError(
             f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
             f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
@@ -138,10 +104,10 @@ def run_stage(
     on_phase(f"running {name}")
     # --pull: a stage in the remote run-cache is restored instead of run
     repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]
-    if dvc(*repro) != 0:
+    if dvc_in_process(*repro) != 0:
         raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
     on_phase(f"pushing the outputs of {name}")
-    if dvc("push", "--run-cache", "--remote", REMOTE_NAME, name) != 0:
+    if dvc_in_process("push", "--run-cache", "--remote", REMOTE_NAME, name) != 0:
         raise MlrigError(
             f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
             exit_code=EXIT_FAILED,

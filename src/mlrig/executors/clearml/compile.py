@@ -22,28 +22,23 @@ holds for its input key is not submitted at all.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from mlrig import __version__
 from mlrig.dvc.dag import step_of, topological_order
+from mlrig.dvc.stages import overlaps, read_pipeline
 from mlrig.errors import ConfigError
 from mlrig.executors.clearml.store import StepTask
-from mlrig.executors.workspace import overlaps
 from mlrig.images.build import no_image_error
 from mlrig.lineage import git_commit
 from mlrig.settings import Settings
-
-if TYPE_CHECKING:  # ClearML and DVC load inside functions, so `mlrig --help` stays fast
-    from dvc.stage import Stage
-
 
 #: what a step runs: the step image's own console script (`mlrig.entrypoints.stage`)
 STAGE_ENTRYPOINT = "mlrig-stage"
@@ -54,8 +49,6 @@ DEPS_SECTION = "deps"
 PARAMS_SECTION = "params"
 STEP_BINARY = "/bin/bash"
 STEP_TASK_TYPE = "custom"
-#: the params file DVC reads when a stage names params without a file
-DEFAULT_PARAMS_FILE = "params.yaml"
 #: what the submitting subprocess prints before ClearML ends it, so the caller learns the id
 PIPELINE_ID_PREFIX = "mlrig-pipeline-id: "
 #: a controller task's statuses once it will change no more, and a failed step's
@@ -180,65 +173,9 @@ class PipelineDescription(BaseModel):
         )
 
 
-def dep_hash(dep: Any) -> str | None:
-    """A dep's DVC hash in the workspace, else the one dvc.lock records, else None."""
-    hash_info = dep.get_hash() if dep.exists else dep.hash_info
-    return f"{hash_info.name}:{hash_info.value}" if hash_info else None
-
-
-#: a stage's deps with their DVC hashes, its params with their values, and its outs
-StageFacts = tuple[dict[str, str | None], dict[str, Any], list[str]]
-
-
-def stage_inputs_and_outputs(stage: Stage) -> StageFacts:
-    """A stage's deps with their DVC hashes, its params with their values, and its outs."""
-    from dvc.dependency.param import ParamsDependency
-
-    deps: dict[str, str | None] = {}
-    params: dict[str, Any] = {}
-    for dep in stage.deps:
-        if isinstance(dep, ParamsDependency):
-            prefix = "" if dep.def_path == DEFAULT_PARAMS_FILE else f"{dep.def_path}:"
-            values = dep.read_params()
-            if missing := sorted(set(dep.params or []) - set(values)):  # DVC skips them silently
-                raise ConfigError(
-                    f"Stage {stage.addressing!r} reads param(s) {', '.join(missing)} that "
-                    f"{dep.def_path} does not have: add them, or drop them from dvc.yaml."
-                )
-            params |= {f"{prefix}{key}": value for key, value in values.items()}
-        else:
-            deps[str(dep.def_path)] = dep_hash(dep)
-    return deps, params, [str(out.def_path) for out in stage.outs]
-
-
 def stage_queue(stage: str, default_queue: str, step_queues: Mapping[str, str]) -> str:
     """The queue of a stage: its own entry, else its step's, else the default."""
     return step_queues.get(stage) or step_queues.get(step_of(stage)) or default_queue
-
-
-def read_pipeline(root: Path) -> tuple[dict[str, set[str]], dict[str, StageFacts]]:
-    """dvc.yaml's DAG and each stage's deps, params and outs, through DVC's own API.
-
-    Raises:
-        ConfigError: DVC cannot read dvc.yaml or params.yaml.
-    """
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    from mlrig.dvc.dag import graph_of
-
-    # DVC names stages relative to the working directory: from the root, `train@knn`
-    try:
-        with contextlib.chdir(root), Repo(str(root)) as repo:
-            graph = graph_of(repo)
-            stages = {stage.addressing: stage for stage in repo.index.stages}
-            return graph, {name: stage_inputs_and_outputs(stages[name]) for name in graph}
-    except DvcException as error:
-        detail = f" ({error.__cause__})" if error.__cause__ else ""  # which key, for validation
-        raise ConfigError(
-            f"DVC cannot read the pipeline in {root}: {error}{detail}. Fix dvc.yaml (or "
-            "params.yaml); dvc status shows the same problem."
-        ) from None
 
 
 def compile_pipeline(
