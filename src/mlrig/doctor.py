@@ -9,11 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, field_validator
 
+from mlrig.dvc.remote import DvcRemote, RemoteError, resolve_remote
 from mlrig.errors import redact
 from mlrig.settings import Settings
 
@@ -71,32 +70,17 @@ def git_available() -> str:
 # --- DVC remote ---------------------------------------------------------------------------------
 
 
-def dvc_remote_config(settings: Settings) -> tuple[str, dict[str, Any]]:
-    from dvc.repo import Repo
-
-    with Repo(str(settings.root)) as repo:
-        config = repo.config
-        name = settings.dvc_remote or config["core"].get("remote")
-        if not name:
-            raise CheckFailed(
-                "no DVC remote is configured",
-                "dvc remote add -d <name> <url>, or set MLRIG_DVC_REMOTE",
-            )
-        if name not in config["remote"]:
-            raise CheckFailed(
-                f"DVC remote {name!r} (MLRIG_DVC_REMOTE) is not configured",
-                "run `mlrig stack up`, or `dvc remote add` it, or unset MLRIG_DVC_REMOTE",
-            )
-        return name, dict(config["remote"][name])
-
-
 def check_dvc_remote(settings: Settings) -> str:
     """Reachable, bucket exists, credentials valid, writable: by writing and deleting a probe."""
-    name, remote = dvc_remote_config(settings)
-    url: str = remote["url"]
-    if url.startswith("s3://"):
-        return check_s3_remote(name, url, remote)
-    folder = Path(url) if Path(url).is_absolute() else settings.root / ".dvc" / url
+    try:
+        remote = resolve_remote(settings)
+    except RemoteError as error:
+        raise CheckFailed(error.problem, error.fix) from None
+    if remote.is_s3:
+        return check_s3_remote(remote)
+    if not remote.is_folder:  # DVC reaches it (http, ssh, ...) with its own settings
+        return f"{remote.describe()}: not probed (doctor probes S3 remotes and folders)"
+    folder = remote.folder(settings.root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".mlrig-doctor-{uuid.uuid4().hex}"
@@ -104,24 +88,24 @@ def check_dvc_remote(settings: Settings) -> str:
         probe.unlink()
     except OSError as error:
         raise CheckFailed(
-            f"remote {name!r} folder {folder} is not writable: {error.strerror}",
+            f"remote {remote.name!r} folder {folder} is not writable: {error.strerror}",
             "fix the folder's permissions or point the remote elsewhere",
         ) from None
-    return f"remote {name!r}: folder {folder.resolve()} writable"
+    return f"remote {remote.name!r}: folder {folder.resolve()} writable"
 
 
-def check_s3_remote(name: str, url: str, remote: dict[str, Any]) -> str:
+def check_s3_remote(remote: DvcRemote) -> str:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    endpoint = remote.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL")
-    where = f"remote {name!r} ({url} at {endpoint or 'AWS'})"
+    bucket, _, prefix = remote.url.removeprefix("s3://").partition("/")
+    endpoint = remote.endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    where = f"remote {remote.name!r} ({remote.url} at {endpoint or 'AWS'})"
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name=remote.get("region"),
+        region_name=remote.options.get("region"),
         config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 1}),
     )
     key = f"{prefix.strip('/')}/.mlrig-doctor-{uuid.uuid4().hex}".lstrip("/")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mlrig.dvc.dag import stage_graph, step_of
+from mlrig.dvc.remote import DvcRemote, shared_remote
 from mlrig.dvc.repo import check_out_from, is_stage_changed
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.executors.base import StageRequest
@@ -66,40 +67,6 @@ PASSED_SETTINGS = (
     "CLEARML_API_ACCESS_KEY",
     "CLEARML_API_SECRET_KEY",
 )
-
-
-@dataclass(frozen=True)
-class Remote:
-    """The DVC remote the containers share: its URL and S3 endpoint."""
-
-    url: str
-    endpoint: str | None
-
-
-def container_remote(settings: Settings) -> Remote:
-    """The DVC remote named by MLRIG_DVC_REMOTE (or the default), if containers can reach it.
-
-    Raises:
-        ConfigError: no remote, or a folder on this machine (a container sees none of it).
-    """
-    from mlrig.dvc.repo import open_repo
-
-    with open_repo(settings.root) as repo:
-        remotes = repo.config["remote"]
-        name = settings.dvc_remote or repo.config["core"].get("remote")
-    if not name or name not in remotes:
-        raise ConfigError(
-            "Stages in containers (the containers and ClearML executors) move data through a "
-            "DVC remote, and none is set. Start the stack (mlrig stack up) and run with --stack "
-            "local, or set MLRIG_DVC_REMOTE."
-        )
-    url = remotes[name]["url"]
-    if "://" not in url:
-        raise ConfigError(
-            f"DVC remote {name!r} is the folder {url} on this machine, which containers cannot "
-            "reach. Use an S3 remote: mlrig run --stack local, or set MLRIG_DVC_REMOTE."
-        )
-    return Remote(url=url, endpoint=remotes[name].get("endpointurl"))
 
 
 def require_mlflow_server(settings: Settings) -> None:
@@ -262,7 +229,7 @@ class ContainerPlan:
 
     engine: Engine
     images: dict[str, str]
-    remote: Remote
+    remote: DvcRemote
     graph: dict[str, set[str]]
 
 
@@ -274,7 +241,7 @@ def plan_containers(settings: Settings) -> ContainerPlan:
         MlrigError: an image is missing or older than the code (make images).
     """
     require_mlflow_server(settings)
-    remote = container_remote(settings)
+    remote = shared_remote(settings)
     engine = find_engine(settings)
     graph = stage_graph(settings.root)
     images = current_step_images(settings, engine)
@@ -327,9 +294,8 @@ class ContainersExecutor:
             images=plan.images,
             environment={
                 **request.environment,
-                "MLRIG_DVC_REMOTE_URL": plan.remote.url,
+                **plan.remote.stage_environment(),
                 "MLRIG_GIT_COMMIT": git_commit(self.settings.root),
-                **({"AWS_ENDPOINT_URL": plan.remote.endpoint} if plan.remote.endpoint else {}),
             },
             run_dir=run_dir,
             forced=request.forced,

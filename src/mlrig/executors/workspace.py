@@ -12,12 +12,10 @@ import os
 from collections.abc import Callable
 
 from mlrig.dvc.commands import dvc_in_process
+from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, local_config_commands, stage_remote
 from mlrig.dvc.stages import stage_inputs
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.settings import Settings
-
-#: the name the entrypoint gives the remote in the workspace's .dvc/config.local
-REMOTE_NAME = "mlrig"
 
 #: what a stage container must be given, and what each setting is for
 REQUIRED_SETTINGS = {
@@ -33,7 +31,7 @@ S3_SETTINGS = {
 def missing_settings(environment: dict[str, str] | os._Environ[str]) -> dict[str, str]:
     """The required settings absent from `environment`, each with what it is for."""
     required = dict(REQUIRED_SETTINGS)
-    if environment.get("MLRIG_DVC_REMOTE_URL", "").startswith("s3://"):
+    if is_s3_url(environment.get("MLRIG_DVC_REMOTE_URL")):
         required |= S3_SETTINGS
     return {name: why for name, why in required.items() if not environment.get(name)}
 
@@ -51,12 +49,7 @@ def require_settings() -> None:
 
 def configure_workspace(settings: Settings) -> None:
     """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
-    url = settings.dvc_remote_url or ""
-    commands = [["remote", "add", "--local", "--force", "--default", REMOTE_NAME, url]]
-    if settings.s3_endpoint_url:
-        commands.append(
-            ["remote", "modify", "--local", REMOTE_NAME, "endpointurl", settings.s3_endpoint_url]
-        )
+    commands = local_config_commands(stage_remote(settings), default=True)
     if not (settings.root / ".git").exists():  # a workspace copy, not a clone
         commands.insert(0, ["config", "--local", "core.no_scm", "true"])
     for command in commands:
@@ -77,7 +70,7 @@ def pull_inputs(
     if not inputs:  # `dvc pull` with no target would pull everything
         return
     on_phase(f"pulling {', '.join(inputs)}")
-    if dvc_in_process("pull", "--remote", REMOTE_NAME, *inputs) != 0:
+    if dvc_in_process("pull", "--remote", STAGE_REMOTE_NAME, *inputs) != 0:
         raise MlrigError(
             f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
             f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
@@ -107,7 +100,7 @@ def run_stage(
     if dvc_in_process(*repro) != 0:
         raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
     on_phase(f"pushing the outputs of {name}")
-    if dvc_in_process("push", "--run-cache", "--remote", REMOTE_NAME, name) != 0:
+    if dvc_in_process("push", "--run-cache", "--remote", STAGE_REMOTE_NAME, name) != 0:
         raise MlrigError(
             f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
             exit_code=EXIT_FAILED,

@@ -65,12 +65,12 @@ def remote_store(settings: Settings) -> StepStore:
     """The step store of this project's DVC remote (MLRIG_DVC_REMOTE, else the default).
 
     Raises:
-        ConfigError: no remote, or one that is not on S3.
+        RemoteError: no remote, or one that is not on S3.
     """
+    from mlrig.dvc.remote import shared_remote
     from mlrig.executors.clearml.store import StepStore
-    from mlrig.executors.containers import container_remote
 
-    remote = container_remote(settings)
+    remote = shared_remote(settings)
     return StepStore.of_remote(remote.url, remote.endpoint)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from mlrig.dvc.commands import query_dvc
+from mlrig.dvc.remote import DvcRemote, local_config_commands
 from mlrig.settings import Settings
 from mlrig.stacks.local.config import (
     DVC_BUCKET,
@@ -62,20 +62,14 @@ def load_or_create_state(paths: StackPaths) -> StackState:
 
 def configure_dvc_remote(settings: Settings, state: StackState) -> None:
     """Point the `stack` DVC remote at the bucket (in .dvc/config.local, not committed)."""
-
-    def dvc(*args: str) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "dvc", *args],
-            cwd=settings.root,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-
-    dvc("remote", "add", "--local", "--force", DVC_REMOTE_NAME, f"s3://{DVC_BUCKET}")
-    options = {"endpointurl": state.s3_endpoint, "region": REGION, **DVC_REMOTE_TIMEOUTS}
-    for option, value in options.items():
-        dvc("remote", "modify", "--local", DVC_REMOTE_NAME, option, value)
+    remote = DvcRemote(
+        name=DVC_REMOTE_NAME,
+        url=f"s3://{DVC_BUCKET}",
+        endpoint=state.s3_endpoint,
+        options={"region": REGION, **DVC_REMOTE_TIMEOUTS},
+    )
+    for command in local_config_commands(remote, default=False):
+        query_dvc(command, settings.root).check_returncode()
 
 
 def stack_up(settings: Settings, on_step: Callable[[str], None] = lambda step: None) -> StackState:
