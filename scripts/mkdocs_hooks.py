@@ -3,8 +3,9 @@
 docs/reference/{cli,settings,params}.md hold their prose and a marker, `<!-- generated: NAME -->`,
 which this hook replaces with what the code says today: the CLI by Typer's own generator (`typer
 mlrig.cli utils docs`), the settings from the fields of `mlrig.settings.Settings`, the params from
-the schema in `mlrig.experiments.params`. Nothing generated is committed, so no page can go stale; a
-marker missing from its page fails the build.
+the project's schema (`mlrig.experiments.params.params_schema`: the steps' own sections, from
+`steps/<name>/params.py`, and the library's). Nothing generated is committed, so no page can go
+stale; a marker missing from its page fails the build.
 """
 
 from __future__ import annotations
@@ -158,10 +159,13 @@ def docstring(model: type[BaseModel]) -> str:
     return " ".join(text.split())
 
 
-def fields_table(model: type[BaseModel], prefix: str) -> str:
-    """The keys of one section, each with its type, default, bounds and description."""
+def fields_table(
+    model: type[BaseModel], prefix: str, fields: dict[str, FieldInfo] | None = None
+) -> str:
+    """The keys of one section (or those of `fields`), each with its type, default, bounds and
+    description."""
     rows = ["| key | type | default | bounds | description |", "| --- | --- | --- | --- | --- |"]
-    for name, field in model.model_fields.items():
+    for name, field in (model.model_fields if fields is None else fields).items():
         key = field.alias or name
         rows.append(
             f"| `{prefix}{key}` | {type_name(field.annotation)} | {default_of(field)} "
@@ -181,7 +185,8 @@ def section_text(title: str, model: type[BaseModel], prefix: str, level: int = 2
 
 
 def params_reference() -> str:
-    """Each section of params.yaml from the schema, the model families and the search space."""
+    """Each section of params.yaml from the project's schema (its steps' sections and the
+    library's own), the choices a section holds, the search space, the committed file."""
     from mlrig.experiments import params
 
     parts = []
@@ -191,8 +196,8 @@ def params_reference() -> str:
         if not is_section(model):
             continue
         parts.append(section_text(key, model, f"{key}."))
-        if model is params.TrainParams:
-            parts.append(families_text(params))
+        for choice_key, choice in keyed_choices(model):
+            parts.append(choices_text(f"{key}.{choice_key}", choice))
         if model is params.TuneParams:
             parts.append(dimensions_text(params))
     committed = (ROOT / "params.yaml").read_text()
@@ -200,23 +205,69 @@ def params_reference() -> str:
     return "\n".join(parts)
 
 
-def families_text(params: types.ModuleType) -> str:
-    """`train.experiments.<name>`: a family and its params, one table per family."""
+def keyed_choices(model: type[BaseModel]) -> list[tuple[str, Any]]:
+    """The keys of a section that map names to choices told apart by one key of theirs (a
+    discriminated union of sections, like train's experiments by `family`)."""
+    found = []
+    for name, field in model.model_fields.items():
+        if get_origin(field.annotation) is dict:
+            value = get_args(field.annotation)[1]
+            if discriminator_of(value):
+                found.append((field.alias or name, value))
+    return found
+
+
+def discriminator_of(annotation: Any) -> str | None:
+    """The key that picks the member of a discriminated union of sections, else None."""
+    if get_origin(annotation) is not Annotated:
+        return None
+    members = get_args(get_args(annotation)[0])
+    for meta in get_args(annotation)[1:]:
+        key = getattr(meta, "discriminator", None)
+        if isinstance(key, str) and members and all(is_section(member) for member in members):
+            return key
+    return None
+
+
+def choices_text(key: str, choice: Any) -> str:
+    """`<key>.<name>`: which key picks a choice, then each choice with its own keys."""
+    discriminator = discriminator_of(choice)
+    members = get_args(get_args(choice)[0])
+    tags = [get_args(member.model_fields[discriminator].annotation)[0] for member in members]
+    others = {
+        f"`{field.alias or name}`": None
+        for member in members
+        for name, field in member.model_fields.items()
+        if name != discriminator
+    }
     parts = [
-        "### `train.experiments.<name>`\n",
-        "One experiment: `family` (one of "
-        + ", ".join(f"`{family}`" for family in params.MODEL_FAMILIES)
-        + ") and `params`, the family's own (below; any left out take their default).\n",
+        f"### `{key}.<name>`\n",
+        f"Each entry: `{discriminator}` (one of "
+        + ", ".join(f"`{tag}`" for tag in tags)
+        + f") and {', '.join(others) or 'nothing else'}, that choice's own "
+        "(below; any left out take their default).\n",
     ]
-    for family, model in params.FAMILY_PARAMS.items():
-        parts.append(f"#### `{family}`\n")
-        if about := docstring(model):
-            parts.append(f"{about}\n")
-        if model.model_fields:
-            parts.append(fields_table(model, "params."))
-        else:
-            parts.append("No params.\n")
+    for tag, member in zip(tags, members, strict=True):
+        parts.append(f"#### `{tag}`\n")
+        parts += choice_text(member, discriminator)
     return "\n".join(parts)
+
+
+def choice_text(member: type[BaseModel], discriminator: str) -> list[str]:
+    """One choice: what it is and its keys, those of a section it holds by that section's key."""
+    fields = {name: field for name, field in member.model_fields.items() if name != discriminator}
+    nested = {name: field for name, field in fields.items() if is_section(field.annotation)}
+    about = docstring(member) or " ".join(docstring(field.annotation) for field in nested.values())
+    parts = [f"{about}\n"] if about else []
+    if plain := {name: field for name, field in fields.items() if name not in nested}:
+        parts.append(fields_table(member, "", plain))
+    for name, field in nested.items():
+        nested_key = field.alias or name
+        if field.annotation.model_fields:
+            parts.append(fields_table(field.annotation, f"{nested_key}."))
+        else:
+            parts.append(f"No {nested_key}.\n")
+    return parts
 
 
 def dimensions_text(params: types.ModuleType) -> str:

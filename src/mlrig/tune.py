@@ -27,7 +27,6 @@ from pydantic import BaseModel, ValidationError
 from mlrig.errors import DataError, ParamsError
 from mlrig.experiments.metrics import LOWER_IS_BETTER, primary_metric
 from mlrig.experiments.params import (
-    FAMILY_PARAMS,
     PARAMS_FILE,
     Choice,
     FloatRange,
@@ -35,7 +34,6 @@ from mlrig.experiments.params import (
     Params,
     SearchSpace,
     Section,
-    TrainParams,
     dump_params,
     read_params_file,
     set_value,
@@ -43,6 +41,7 @@ from mlrig.experiments.params import (
 )
 from mlrig.settings import Settings
 from mlrig.text import counted
+from steps.train.params import FAMILY_PARAMS, TrainParams
 
 if TYPE_CHECKING:
     import optuna
@@ -132,6 +131,11 @@ def resolve_space(params: Params, experiment: str) -> tuple[str, SearchSpace]:
         raise ParamsError(
             f"tune.experiments names {', '.join(stray)}, which train.experiments does not have "
             f"({known}). Rename or remove that entry of params.yaml."
+        )
+    if stray := sorted(set(params.tune.families) - set(FAMILY_PARAMS)):
+        raise ParamsError(
+            f"tune.families names {', '.join(stray)}, which is no model family "
+            f"({', '.join(FAMILY_PARAMS)}). Rename or remove that entry of params.yaml."
         )
     family = experiments[experiment].family
     if experiment in params.tune.experiments:
@@ -537,12 +541,12 @@ def check_input(
     from mlrig.dvc.repo import require_checkout
     from mlrig.experiments.params import load_params
 
+    require_checkout(settings.root)  # first: the params' schema is the project's steps'
     params = load_params(settings.root / PARAMS_FILE)
     count = params.tune.trials if trials is None else trials
     if count < 1:
         raise ParamsError(f"--trials is {count}: a search needs at least 1 trial.")
     key, space = resolve_space(params, experiment)
-    require_checkout(settings.root)
     return params, count, key, space
 
 

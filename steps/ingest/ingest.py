@@ -17,14 +17,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.experiments.params import (
-    BUILTIN_DATASETS,
-    GENERATED_TARGET,
-    IngestParams,
-    TaskKind,
-    load_section,
-)
+from mlrig.experiments.params import TaskKind, load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, write_meta
+from steps.ingest.params import BUILTIN_DATASETS, GENERATED_TARGET, IngestParams
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,4 +1,5 @@
-"""Ingest's part of `mlrig run`'s preflight: read the source in memory before any stage runs."""
+"""Ingest's part of `mlrig run`'s preflight: a source DVC watches, read in memory before any
+stage runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mlrig.experiments.metrics import primary_metric
 from mlrig.experiments.params import Params
 from mlrig.experiments.tables import TableMeta
 from steps.ingest.ingest import ingest
+from steps.ingest.params import check_source_tracked
 
 
 def preflight(
@@ -19,9 +21,11 @@ def preflight(
     """The table and what it is (for the checks of the steps after this one).
 
     Raises:
-        DataError: the source cannot be read.
+        DataError: the source is a file outside data/ (which DVC would not watch), or it
+            cannot be read.
         ParamsError: compare.metric does not fit the task the data gives.
     """
+    check_source_tracked(params.ingest.source)
     table, meta = ingest(params.ingest, root)
     primary_metric(params.compare.metric, meta.task)
     return table, meta

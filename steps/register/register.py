@@ -15,12 +15,14 @@ import typer
 
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
 from mlrig.experiments.metrics import is_better, primary_metric
-from mlrig.experiments.params import CompareParams, TrainParams, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.results import CHAMPION_FILE, Champion, ExperimentResult, load_results
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from mlrig.tracking.recorded import CHAMPION_ALIAS
 from steps.evaluate import model_metrics
+from steps.register.params import SECTION_NAME, CompareParams
 from steps.split import TEST_FILE
+from steps.train.params import TrainParams
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +250,7 @@ def main(
     from mlrig.tracking.step_run import setup_mlflow, tracked_step
 
     settings = load_settings()
-    section = load_section(params, "compare", CompareParams)
+    section = load_section(params, SECTION_NAME, CompareParams)
     names = list(load_section(params, "train", TrainParams).experiments)
     meta = read_meta(split_dir)
     results = load_results(train_dir, evaluate_dir, names)

@@ -17,12 +17,14 @@ from pydantic import BaseModel
 
 from mlrig.errors import exits_cleanly
 from mlrig.experiments.metrics import LOWER_IS_BETTER, task_metrics
-from mlrig.experiments.params import ReportParams, TrainParams, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.results import Champion, ExperimentResult, load_results, read_champion
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from mlrig.lineage import file_md5
 from steps.evaluate import CURVE_FILE
+from steps.report.params import ReportParams
 from steps.split import TEST_FILE, TRAIN_FILE
+from steps.train.params import TrainParams
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.experiments.params import SplitParams, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet, write_meta
+from steps.split.params import SplitParams
 
 if TYPE_CHECKING:
     import pandas as pd

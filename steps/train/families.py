@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlrig.experiments.params import (
+from mlrig.experiments.params import Section, TaskKind
+from steps.train.params import (
     BaselineParams,
     GradientBoostingParams,
     KnnParams,
     LinearParams,
     RandomForestParams,
-    Section,
-    TaskKind,
 )
 
 if TYPE_CHECKING:

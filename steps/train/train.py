@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlrig.errors import ParamsError, exits_cleanly
-from mlrig.experiments.params import TrainParams, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.results import RUN_FILE, TrainRecord
 from mlrig.experiments.tables import TableMeta, features_and_target, read_meta, read_parquet
 from steps.split import TRAIN_FILE
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+from steps.train.params import TrainParams
 
 if TYPE_CHECKING:
     import pandas as pd

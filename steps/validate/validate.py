@@ -14,8 +14,9 @@ import typer
 from pydantic import BaseModel
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.experiments.params import ValidateParams, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
+from steps.validate.params import ValidateParams
 
 if TYPE_CHECKING:
     import pandas as pd

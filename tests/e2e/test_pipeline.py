@@ -273,9 +273,10 @@ def test_second_run_reruns_nothing(project: Project, first_run) -> None:
     assert len(project.runs()) == before
 
 
-def test_a_changed_model_default_in_mlrig_re_runs_the_stages(project: Project, first_run) -> None:
-    """mlrig's own code is a dep of the stages that run it: a default in params.py too."""
-    params_py = project.root / "src" / "mlrig" / "params.py"
+def test_a_changed_model_default_re_runs_the_stages(project: Project, first_run) -> None:
+    """A step's code is a dep of every stage that runs it: a model default in train's
+    params.py re-runs train's stages (its folder) and evaluate's (which imports train)."""
+    params_py = project.root / "steps" / "train" / "params.py"
     original = params_py.read_text()
     edited = original.replace(
         "min_samples_leaf: int = Field(1, ge=1)", "min_samples_leaf: int = Field(5, ge=1)"
@@ -287,13 +288,14 @@ def test_a_changed_model_default_in_mlrig_re_runs_the_stages(project: Project, f
     finally:
         params_py.write_text(original)
     changed = {
-        stage
+        (stage, dep)
         for stage, entries in status.items()
         for entry in entries
         if isinstance(entry, dict)
-        and "src/mlrig/experiments/params.py" in entry.get("changed deps", {})
+        for dep in entry.get("changed deps", {})
     }
-    assert {f"train@{name}" for name in EXPERIMENTS} <= changed
+    assert {(f"train@{name}", "steps/train") for name in EXPERIMENTS} <= changed
+    assert {(f"evaluate@{name}", "steps/train/params.py") for name in EXPERIMENTS} <= changed
     assert "up to date" in project.dvc("status").stdout
 
 

@@ -15,8 +15,9 @@ import pytest
 import typer.main
 
 from mlrig.cli import app
-from mlrig.experiments import params
+from mlrig.experiments.params import params_schema
 from mlrig.settings import Settings
+from steps.train.params import FAMILY_PARAMS, MODEL_FAMILIES
 
 REPO_ROOT = Path(__file__).parents[2]
 README_MAX_LINES = 150
@@ -81,17 +82,19 @@ def test_the_settings_reference_has_every_field_with_its_description(site: Path)
 
 
 def test_the_params_reference_has_every_key_of_every_section(site: Path) -> None:
+    """Every section of the project's schema (the steps' own and the library's), and train's
+    model families with their params."""
     text = page_text(site, "reference/params")
+    sections = params_schema(REPO_ROOT).model_fields.items()
     keys = [
         f"{section.alias or name}.{field.alias or key}"
-        for name, section in params.Params.model_fields.items()
+        for name, section in sections
         for key, field in section.annotation.model_fields.items()
     ]
-    keys += [
-        f"params.{key}" for family in params.FAMILY_PARAMS.values() for key in family.model_fields
-    ]
+    keys += [f"params.{key}" for family in FAMILY_PARAMS.values() for key in family.model_fields]
+    assert len(sections) == 7
     assert [key for key in keys if f"<code>{key}</code>" not in text] == []
-    families = [family for family in params.MODEL_FAMILIES if f"<code>{family}</code>" not in text]
+    families = [family for family in MODEL_FAMILIES if f"<code>{family}</code>" not in text]
     assert families == []
 
 

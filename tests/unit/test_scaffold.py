@@ -187,6 +187,10 @@ def test_the_project_files_keep_every_line_and_comment(repository_copy: Path) ->
 
 
 def test_the_steps_section_joins_the_params_schema(repository_copy: Path) -> None:
+    for schema in (REPO_ROOT / "steps").glob("*/params.py"):  # the built-in steps' sections
+        copied = repository_copy / schema.relative_to(REPO_ROOT)
+        copied.parent.mkdir()
+        shutil.copy(schema, copied)
     assert scaffold(STEP, repository_copy).returncode == 0
     params_file = repository_copy / "params.yaml"
 

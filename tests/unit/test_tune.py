@@ -33,7 +33,7 @@ from mlrig.tune import (
     top_trials,
     trial_task_arguments,
 )
-from tests.support.project import copy_repository, run_mlrig
+from tests.support.project import REPO_ROOT, copy_repository, run_mlrig
 
 TRIALS = 4
 SPACE = {"n_estimators": {"int": [10, 60]}, "max_depth": {"int": [2, 8]}}
@@ -281,7 +281,9 @@ def with_tune(tune: dict[str, Any]) -> Params:
                 }
             },
             "tune": tune,
-        }
+        },
+        "params.yaml",
+        REPO_ROOT,
     )
 
 
@@ -326,6 +328,11 @@ def test_an_experiment_space_replaces_its_family_space() -> None:
 def test_a_tune_entry_of_an_unknown_experiment_is_refused() -> None:
     message = space_error({"families": {"random_forest": SPACE}, "experiments": {"frest": {}}})
     assert "tune.experiments names frest" in message
+
+
+def test_a_tune_entry_of_an_unknown_family_is_refused() -> None:
+    message = space_error({"families": {"random_forest": SPACE, "lineer": {}}})
+    assert "tune.families names lineer, which is no model family (linear, random_forest" in message
 
 
 @pytest.mark.parametrize(
@@ -487,7 +494,7 @@ def test_clearml_executor_without_a_server_names_clearml_api_host(project: Path)
 
 def test_the_optimizers_top_trials_come_back_typed_in_its_order() -> None:
     """What `get_top_experiments_details` returns (ClearML 2.1's shape), read into trials."""
-    params = validate_params(read_params_file(Path(__file__).parents[2] / "params.yaml"))
+    params = validate_params(read_params_file(REPO_ROOT / "params.yaml"), "params.yaml", REPO_ROOT)
     _, space = resolve_space(params, "knn")
     top = [
         {

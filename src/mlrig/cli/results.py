@@ -57,12 +57,14 @@ def compare(
 ) -> None:
     """Print the experiment table: params, held-out metrics, fit time, MLflow run."""
     from mlrig.experiments.metrics import LOWER_IS_BETTER
-    from mlrig.experiments.params import TrainParams, load_section
+    from mlrig.experiments.params import load_section, section_schema
     from mlrig.experiments.results import load_results, read_champion
     from mlrig.settings import load_settings
 
     root = load_settings().root
-    names = list(load_section(root / params_file, "train", TrainParams).experiments)
+    # the train step's section, by its schema in steps/train/params.py: one stage per experiment
+    train = load_section(root / params_file, "train", section_schema(root, "train"))
+    names = list(train.experiments)
     results = load_results(root / "outputs/train", root / "outputs/evaluate", names)
     champion = read_champion(root / "outputs/register")
     if as_json:

@@ -1,20 +1,23 @@
 """The schema of params.yaml: one section per step, each step reads only its own.
 
-Loading validates everything up front, so a wrong type or an unknown model family is reported
-with its dotted key before any stage runs. The sections of the built-in steps are here; any
-other step owns its section in `steps/<name>/params.py` (its `SECTION` class), which joins the
-schema of the project it is in, so a new step needs no edit of this module.
+A step owns its section: `steps/<name>/params.py` holds its schema (the `SECTION` class), and
+the project's steps' files joined make the schema of its params.yaml (`params_schema`), so the
+library knows no step's params and a new step needs no edit of this module. Loading validates
+everything up front, so a wrong type or an unknown key is reported with its dotted key (and a
+"did you mean" for a misspelling) before any stage runs. What the library itself owns is here:
+the `tune` section of `mlrig tune`, reading and round-tripping params.yaml, `-S` overrides.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
-import posixpath
+import sys
+import traceback
 from functools import cache
-from pathlib import Path, PurePosixPath
-from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from pathlib import Path
+from types import ModuleType, UnionType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -24,27 +27,25 @@ from pydantic import (
     Tag,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from mlrig.errors import (
-    DataError,
-    ParamsError,
-)
+from mlrig.errors import ParamsError
 
 TaskKind = Literal["classification", "regression"]
-BUILTIN_DATASETS = ("breast_cancer", "wine", "diabetes")
-#: The folder the ingest stage depends on in dvc.yaml: a file source must live under it.
-DATA_DIR = "data"
-#: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
-GENERATED_SOURCES = ("builtin", "synthetic")
-GENERATED_TARGET = "target"
 #: the folder of the steps, beside dvc.yaml; `steps/<name>/params.py` is a step's own schema
 STEPS_DIR = "steps"
 STEP_PARAMS_FILE = "params.py"
+#: the pipeline, whose order of stages the schema's sections follow
+DVC_YAML = "dvc.yaml"
+#: what a step's params.py names: its schema, and its section's key when not the step's name
+SECTION_VARIABLE = "SECTION"
+SECTION_NAME_VARIABLE = "SECTION_NAME"
+#: the module a step's params.py is loaded as when this process's `steps` is another folder
+PRIVATE_MODULE_PREFIX = "mlrig_step_params"
 
 
 class Section(BaseModel):
@@ -52,180 +53,9 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class IngestParams(Section):
-    """Where the table comes from and what its target is."""
-
-    source: str = Field(
-        "builtin:breast_cancer",
-        description="builtin:<name>, synthetic:<rows>, or a CSV/Parquet path",
-    )
-    target: str = Field("target", description="name of the target column in a file source")
-    task: Literal["auto", "classification", "regression"] = "auto"
-    seed: int = Field(42, description="seed of the synthetic generator")
-    encoding: str = Field(
-        "utf-8", description="text encoding of a CSV source, e.g. latin-1 or cp1252"
-    )
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(
-                f"unknown text encoding {value!r}; use a name Python knows, e.g. utf-8, "
-                "latin-1 or cp1252"
-            ) from None
-        return value
-
-    @model_validator(mode="after")
-    def _target_of_a_generated_source(self) -> IngestParams:
-        # a builtin or synthetic table names its target itself: another name would be
-        # saved and recorded though the pipeline never reads it
-        kind = self.source.partition(":")[0]
-        if kind in GENERATED_SOURCES and self.target != GENERATED_TARGET:
-            raise ValueError(
-                f"ingest.source {self.source} has its target in column {GENERATED_TARGET!r}, "
-                f"so ingest.target must be {GENERATED_TARGET!r} (got {self.target!r}); "
-                "ingest.target names the target column of a CSV or Parquet source"
-            )
-        return self
-
-
-def check_source_tracked(source: str) -> None:
-    """Refuse a file source outside `data/`, the folder the ingest stage depends on.
-
-    DVC would not see such a file change (the next run would keep stale results), and a step
-    container or pod could not read it. Paths are judged as written, relative to the project.
-
-    Raises:
-        DataError: naming the source and the commands that bring it under `data/`.
-    """
-    kind, _, _ = source.partition(":")
-    if kind in GENERATED_SOURCES:
-        return
-    path = PurePosixPath(source)
-    parts = PurePosixPath(posixpath.normpath(source)).parts
-    if not path.is_absolute() and len(parts) > 1 and parts[0] == DATA_DIR:
-        return
-    copy = f"{DATA_DIR}/{path.name or 'table.csv'}"
-    raise DataError(
-        f"ingest.source {source} is outside the project's {DATA_DIR}/ folder, the one "
-        f"dependency DVC watches for the ingest stage: a change to the file would go unseen "
-        f"and the next run would keep stale results (and a step container could not read "
-        f"it). Bring it in, then run on the copy: `dvc import-url {source} {copy}` (DVC "
-        f"records where it came from; `dvc update {copy}.dvc` takes a new version) or "
-        f"`cp {source} {DATA_DIR}/`; then mlrig run -S ingest.source={copy}"
-    )
-
-
-class ValidateParams(Section):
-    """Expectations on the table; a table that fails one stops the pipeline."""
-
-    min_rows: int = Field(20, ge=2)
-    min_rows_per_class: int = Field(2, ge=1)
-    max_classes: int = Field(100, ge=2)
-    max_missing_fraction: float = Field(0.2, ge=0.0, le=1.0)
-
-
-class SplitParams(Section):
-    """The held-out test set."""
-
-    test_size: float = Field(0.25, gt=0.0, lt=1.0)
-    seed: int = 42
-
-
-class LinearParams(Section):
-    """Logistic regression (classification) or ridge (regression, alpha = 1/C)."""
-
-    C: float = Field(1.0, gt=0.0, description="inverse regularization strength")
-    max_iter: int = Field(1000, ge=1)
-
-
-class RandomForestParams(Section):
-    n_estimators: int = Field(200, ge=1)
-    max_depth: int | None = Field(None, ge=1)
-    min_samples_leaf: int = Field(1, ge=1)
-
-
-class GradientBoostingParams(Section):
-    """Histogram gradient boosting (handles missing values natively)."""
-
-    learning_rate: float = Field(0.1, gt=0.0)
-    max_iter: int = Field(200, ge=1)
-    max_depth: int | None = Field(None, ge=1)
-
-
-class KnnParams(Section):
-    n_neighbors: int = Field(15, ge=1)
-
-
-class BaselineParams(Section):
-    """Predicts the most frequent class (classification) or the mean (regression)."""
-
-
-class LinearExperiment(Section):
-    family: Literal["linear"]
-    params: LinearParams = LinearParams()
-
-
-class RandomForestExperiment(Section):
-    family: Literal["random_forest"]
-    params: RandomForestParams = RandomForestParams()
-
-
-class GradientBoostingExperiment(Section):
-    family: Literal["gradient_boosting"]
-    params: GradientBoostingParams = GradientBoostingParams()
-
-
-class KnnExperiment(Section):
-    family: Literal["knn"]
-    params: KnnParams = KnnParams()
-
-
-class BaselineExperiment(Section):
-    family: Literal["baseline"]
-    params: BaselineParams = BaselineParams()
-
-
-Experiment = Annotated[
-    LinearExperiment
-    | RandomForestExperiment
-    | GradientBoostingExperiment
-    | KnnExperiment
-    | BaselineExperiment,
-    Field(discriminator="family"),
-]
-MODEL_FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")
-FamilyName = Literal["linear", "random_forest", "gradient_boosting", "knn", "baseline"]
-#: each family's params model: what `tune` may search over for it
-FAMILY_PARAMS: dict[str, type[Section]] = {
-    "linear": LinearParams,
-    "random_forest": RandomForestParams,
-    "gradient_boosting": GradientBoostingParams,
-    "knn": KnnParams,
-    "baseline": BaselineParams,
-}
-
-
-class TrainParams(Section):
-    """One DVC stage per experiment (`train@<name>`), so each is cached on its own."""
-
-    seed: int = 42
-    experiments: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")], Experiment] = Field(
-        min_length=1
-    )
-
-
-class CompareParams(Section):
-    """How the champion is chosen and where it is registered."""
-
-    metric: str = Field("auto", description="auto: f1 for classification, rmse for regression")
-    registered_model: str = Field("auto", description="auto: mlrig-<dataset name>")
+    #: said once under the problems of a params error that names a key of this section
+    #: (e.g. the choices a key has); nothing by default
+    error_hint: ClassVar[str] = ""
 
 
 class IntRange(Section):
@@ -306,33 +136,22 @@ class TuneParams(Section):
     cv_folds: int = Field(
         5, ge=2, description="folds of the cross-validation on the train split scoring a trial"
     )
-    families: dict[FamilyName, SearchSpace] = Field(default_factory=dict)
+    # `mlrig tune` checks the families' names against the train step's
+    families: dict[str, SearchSpace] = Field(
+        default_factory=dict, description="keyed by model family, as train.experiments names it"
+    )
     experiments: dict[str, SearchSpace] = Field(default_factory=dict)
 
 
-class ReportParams(Section):
-    title: str = "mlrig experiment report"
-
-
 class Params(Section):
-    """The whole params.yaml."""
-
-    ingest: IngestParams = IngestParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    split: SplitParams = SplitParams()
-    train: TrainParams
-    compare: CompareParams = CompareParams()
-    tune: TuneParams = TuneParams()
-    report: ReportParams = ReportParams()
+    """The whole params.yaml: the base of the schema `params_schema` assembles, whose fields
+    are the steps' sections and the library's own (`LIBRARY_SECTIONS`), each by its key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @model_validator(mode="after")
-    def _source_tracked(self) -> Params:
-        # here, not on IngestParams: the ingest step reads any path it is given (its tests do)
-        check_source_tracked(self.ingest.source)
-        return self
 
+#: the sections the library owns, not a step: they follow the steps' in the schema
+LIBRARY_SECTIONS: dict[str, type[Section]] = {"tune": TuneParams}
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
@@ -365,18 +184,21 @@ def read_params_file(path: Path) -> Any:
     return document
 
 
-def dotted_key(location: tuple[str | int, ...], prefix: tuple[str, ...] = ()) -> str:
+def dotted_key(
+    location: tuple[str | int, ...], prefix: tuple[str, ...] = (), schema: Any = None
+) -> str:
     """The params key of a pydantic error location, as a user writes it in params.yaml or -S.
 
-    Pydantic puts the discriminator (the family) after the experiment name; no such key exists.
+    Pydantic puts the tag that chose a member of a discriminated union (an experiment's family,
+    a search dimension's kind) in the location; no such key exists, so walking `schema` (the
+    model the location is in) leaves it out.
     """
-    parts = [*prefix, *map(str, location)]
-    for index in range(len(parts) - 2, 1, -1):
-        if parts[index - 2] == "experiments" and parts[index] in MODEL_FAMILIES:
-            del parts[index]
-    # nor the kind of a search dimension (tune.families.<family>.<param>.<kind>.<kind>)
-    if parts[:1] == ["tune"] and len(parts) > 4 and parts[4] in DIMENSION_KINDS:
-        del parts[4]
+    parts, node = list(prefix), schema
+    for part in location:
+        child = _schema_child(node, part)
+        if not (_is_union(node) and child is not None):  # a member's tag is no key
+            parts.append(str(part))
+        node = child
     return ".".join(parts)
 
 
@@ -385,10 +207,19 @@ def dotted_key(location: tuple[str | int, ...], prefix: tuple[str, ...] = ()) ->
 TYPO_CUTOFF = 0.8
 
 
-def _schema_child(node: Any, part: str | int) -> Any:
-    """The type found one step down a pydantic error location from `node`, or None."""
+def _unwrapped(node: Any) -> Any:
     while get_origin(node) is Annotated:
         node = get_args(node)[0]
+    return node
+
+
+def _is_union(node: Any) -> bool:
+    return get_origin(_unwrapped(node)) in (Union, UnionType)
+
+
+def _schema_child(node: Any, part: str | int) -> Any:
+    """The type found one step down a pydantic error location from `node`, or None."""
+    node = _unwrapped(node)
     if isinstance(node, type) and issubclass(node, BaseModel):
         for name, field in node.model_fields.items():
             if part in (name, field.alias):
@@ -399,8 +230,7 @@ def _schema_child(node: Any, part: str | int) -> Any:
     if get_origin(node) in (Union, UnionType):
         for member in get_args(node):
             tags = [meta.tag for meta in get_args(member)[1:] if isinstance(meta, Tag)]
-            while get_origin(member) is Annotated:
-                member = get_args(member)[0]
+            member = _unwrapped(member)
             if part in tags or _literal_field_holds(member, part):
                 return member
     return None
@@ -446,93 +276,212 @@ def _did_you_mean(problem: Any, schema: type[BaseModel], prefix: tuple[str, ...]
     else:
         return ""
     close = get_close_matches(wrong, known, n=1, cutoff=TYPO_CUTOFF) if wrong else []
-    return f"; did you mean {dotted_key((*parent, close[0]), prefix)}?" if close else ""
+    return f"; did you mean {dotted_key((*parent, close[0]), prefix, schema)}?" if close else ""
+
+
+def _section_hints(location: tuple[str | int, ...], schema: type[BaseModel]) -> list[str]:
+    """The `error_hint` of each section on the way to a location, the schema's own first."""
+    hints, node = [], schema
+    for part in (*location, None):
+        model = _unwrapped(node)
+        if isinstance(model, type) and issubclass(model, Section) and model.error_hint:
+            hints.append(model.error_hint)
+        if part is None:
+            break
+        node = _schema_child(node, part)
+    return hints
 
 
 def describe_validation_error(
     error: ValidationError,
     origin: str,
+    schema: type[BaseModel],
     prefix: tuple[str, ...] = (),
-    schema: type[BaseModel] | None = None,
 ) -> str:
     """One line per problem, each naming the dotted params key, what is wrong and the value.
 
     Args:
         error: what pydantic found.
         origin: the file or override the document came from.
+        schema: the model the document was validated against, which a misspelt key is matched
+            against for a "did you mean"; the sections a problem is in may add a hint.
         prefix: the section the document is, when it is one (load_section).
-        schema: the model the document was validated against (default: Params), which a
-            misspelt key is matched against for a "did you mean".
     """
-    lines = []
+    lines, hints = [], ["Fix them in params.yaml or in your -S override."]
     for problem in error.errors():
-        key = dotted_key(problem["loc"], prefix)
+        key = dotted_key(problem["loc"], prefix, schema)
         value = problem.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = problem["msg"].removeprefix("Value error, ")  # a validator's own message
-        hint = _did_you_mean(problem, schema or Params, prefix)
-        lines.append(f"  {key}: {message}{shown}{hint}")
-    families = ", ".join(MODEL_FAMILIES)
-    return (
-        f"{origin} has invalid params:\n" + "\n".join(lines) + "\n"
-        f"Fix them in params.yaml or in your -S override. Model families: {families}."
-    )
+        guess = _did_you_mean(problem, schema, prefix)
+        lines.append(f"  {key}: {message}{shown}{guess}")
+        hints += [hint for hint in _section_hints(problem["loc"], schema) if hint not in hints]
+    return f"{origin} has invalid params:\n" + "\n".join(lines) + "\n" + " ".join(hints)
+
+
+# --- the schema: the steps' sections and the library's own ----------------------------------
 
 
 def step_sections(root: Path) -> dict[str, type[Section]]:
-    """The params sections the project's own steps define: `SECTION` of `steps/<name>/params.py`.
+    """The params sections of the project's steps, by their key in params.yaml, in the order of
+    dvc.yaml's stages: `SECTION` of each `steps/<name>/params.py`, keyed by its `SECTION_NAME`
+    when it has one, else by the step's name.
 
-    Loaded from the file, not imported by name: the project's folder need not be on sys.path
-    (a scratch copy, a container's workspace), and the library imports no step.
+    Found as files, so the project's folder need not be on sys.path (a scratch copy, a
+    container's workspace) and the library imports no step: each is loaded by path, or by name
+    when this process's `steps` package is the project's (see `_load_step_params`).
 
     Raises:
-        ParamsError: a params.py holds no `SECTION` that is a params section.
+        ParamsError: a params.py cannot be loaded, holds no `SECTION` that is a params section,
+            or keys it as another section is keyed.
     """
     steps_dir = root.resolve() / STEPS_DIR
     files = sorted(steps_dir.glob(f"*/{STEP_PARAMS_FILE}")) if steps_dir.is_dir() else []
-    return _step_sections(tuple((path, path.stat().st_mtime_ns) for path in files))
-
-
-@cache  # by file and modification time: loaded once per process unless a file changes
-def _step_sections(files: tuple[tuple[Path, int], ...]) -> dict[str, type[Section]]:
+    order = {stage: index for index, stage in enumerate(_stage_names(root))}
+    files.sort(key=lambda path: order.get(path.parent.name, len(order)))  # stable: then by name
     sections: dict[str, type[Section]] = {}
-    for path, _ in files:
-        name = path.parent.name
-        spec = importlib.util.spec_from_file_location(f"mlrig_step_params.{name}", path)
-        assert spec is not None and spec.loader is not None  # a .py file always has both
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:  # the user's code: whatever it raises, name the file
+    owners: dict[str, Path] = {}
+    for path in files:
+        module = _load_step_params(path, path.stat().st_mtime_ns)
+        key, section = _declared_section(module, path)
+        if key in owners or key in LIBRARY_SECTIONS:
+            owner = owners.get(key, "the library (mlrig)")
             raise ParamsError(
-                f"{path} could not be loaded ({type(error).__name__}: {error}); fix it, then "
-                "run again: it holds the schema of the step's section of params.yaml."
-            ) from error
-        section = getattr(module, "SECTION", None)
-        if not (isinstance(section, type) and issubclass(section, Section)):
-            raise ParamsError(
-                f"{path} defines no SECTION: set `SECTION = <the step's params class>`, a "
-                "subclass of mlrig.experiments.params.Section, so params.yaml's section can be "
-                "checked."
+                f"{path} keys its params section {key!r}, as {owner} does: give it another "
+                f"{SECTION_NAME_VARIABLE}, one key of params.yaml belongs to one step."
             )
-        sections[name] = section
+        sections[key], owners[key] = section, path
     return sections
 
 
-def params_schema(root: Path | None) -> type[Params]:
-    """The schema of the project's params.yaml: the built-in sections and its steps' own."""
-    extra = {
-        name: (section, section())
-        for name, section in (step_sections(root) if root else {}).items()
-        if name not in Params.model_fields and name != "validate"
-    }
-    if not extra:
-        return Params
-    return create_model("Params", __base__=Params, **extra)  # type: ignore[call-overload,no-any-return]
+def _stage_names(root: Path) -> list[str]:
+    """The stages of dvc.yaml as written (a `foreach` group by its name), or none."""
+    # read here, not with mlrig.dvc: every step imports this module, and its stage depends on
+    # all the code the module imports
+    try:
+        document = YAML(typ="safe").load((root / DVC_YAML).read_text())
+        return [str(name) for name in document["stages"]]
+    except (OSError, YAMLError, TypeError, KeyError):
+        return []  # no or a broken dvc.yaml: DVC says so, the sections keep their names' order
 
 
-def validate_params(document: Any, origin: str = "params.yaml", root: Path | None = None) -> Params:
-    """Validate a params document against the schema (with the steps' own sections of `root`).
+def _declared_section(module: ModuleType, path: Path) -> tuple[str, type[Section]]:
+    """What a step's params.py declares: its section's key and schema.
+
+    Raises:
+        ParamsError: it has no `SECTION` that is a params section, or a `SECTION_NAME` that is
+            no plain word.
+    """
+    section = getattr(module, SECTION_VARIABLE, None)
+    if not (isinstance(section, type) and issubclass(section, Section)):
+        raise ParamsError(
+            f"{path} defines no {SECTION_VARIABLE}: set `{SECTION_VARIABLE} = <the step's params "
+            "class>`, a subclass of mlrig.experiments.params.Section, so params.yaml's section "
+            "can be checked."
+        )
+    key = getattr(module, SECTION_NAME_VARIABLE, path.parent.name)
+    if not (isinstance(key, str) and key.isidentifier()):
+        raise ParamsError(
+            f"{path} sets {SECTION_NAME_VARIABLE} to {key!r}: it is the section's key in "
+            "params.yaml, a plain word like the step's name (leave it out to use that)."
+        )
+    return key, section
+
+
+@cache  # by file and modification time: loaded once per process unless the file changes
+def _load_step_params(path: Path, modified: int) -> ModuleType:
+    """A step's params.py as a module.
+
+    When this process's `steps` package is the project's folder, it is imported by name: it is
+    then the very module the step's own code imports, so the schema and the step share their
+    classes (pydantic tells models apart by their class). Otherwise (a scratch copy or a
+    workspace read by another checkout's mlrig) the file is loaded as a module of its own.
+
+    Raises:
+        ParamsError: the file (or what it imports) raises, naming the file and what it raised.
+    """
+    step = path.parent.name
+    try:
+        if _is_importable_steps(path.parent.parent):
+            return importlib.import_module(f"{STEPS_DIR}.{step}.{path.stem}")
+        name = f"{PRIVATE_MODULE_PREFIX}.{step}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None  # a .py file always has both
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # as an import does: pydantic resolves names through it
+        spec.loader.exec_module(module)
+        return module
+    except Exception as error:  # the user's code: whatever it raises, name the file
+        sys.modules.pop(f"{PRIVATE_MODULE_PREFIX}.{step}", None)
+        raise ParamsError(
+            f"{path} could not be loaded ({type(error).__name__}: {error}"
+            f"{_raised_in(error, path)}); fix it, then run again: it holds the schema of the "
+            "step's section of params.yaml."
+        ) from error
+
+
+def _raised_in(error: Exception, path: Path) -> str:
+    """` at <file>:<line>` of the project's code that raised, when not the params.py itself
+    (importing a step's params imports its package, so its modules run too)."""
+    project = path.parent.parent.parent
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename).is_relative_to(project)
+    ]
+    if not frames or Path(frames[-1].filename) == path:
+        return ""
+    return f" at {Path(frames[-1].filename).relative_to(project)}:{frames[-1].lineno}"
+
+
+def _is_importable_steps(steps_dir: Path) -> bool:
+    """Whether `import steps` in this process finds `steps_dir` (without importing it)."""
+    try:
+        spec = importlib.util.find_spec(STEPS_DIR)
+    except (ImportError, ValueError):
+        return False
+    locations = (spec.submodule_search_locations or []) if spec else []
+    return any(Path(location).resolve() == steps_dir for location in locations)
+
+
+def _section_field(key: str, section: type[Section]) -> tuple[str, tuple[Any, FieldInfo]]:
+    """The schema's field of a section: required when the section has a required key."""
+    # a key BaseModel has as an attribute (validate) is the field `<key>_`, read by its key
+    name = f"{key}_" if hasattr(BaseModel, key) else key
+    required = any(field.is_required() for field in section.model_fields.values())
+    default = ... if required else section()
+    return name, (section, Field(default, alias=key if name != key else None))
+
+
+def params_schema(root: Path) -> type[Params]:
+    """The schema of the project's params.yaml: its steps' sections (`step_sections`), then the
+    library's own (`LIBRARY_SECTIONS`).
+
+    Raises:
+        ParamsError: a step's params.py is broken (see `step_sections`).
+    """
+    sections = {**step_sections(root), **LIBRARY_SECTIONS}
+    fields = dict(_section_field(key, section) for key, section in sections.items())
+    return create_model("Params", __base__=Params, **fields)  # type: ignore[call-overload,no-any-return]
+
+
+def section_schema(root: Path, key: str) -> type[Section]:
+    """The schema of one section of the project's params.yaml, by its key.
+
+    Raises:
+        ParamsError: no step of the project (nor the library) has that section.
+    """
+    sections = {**step_sections(root), **LIBRARY_SECTIONS}
+    if key not in sections:
+        raise ParamsError(
+            f"No step of {root} has a {key!r} section in params.yaml (its sections: "
+            f"{', '.join(sections)}); its steps/<name>/params.py defines one."
+        )
+    return sections[key]
+
+
+def validate_params(document: Any, origin: str, root: Path) -> Params:
+    """Validate a params document against the schema of the project in `root`.
 
     Raises:
         ParamsError: listing every wrong key with what is expected.
@@ -543,12 +492,29 @@ def validate_params(document: Any, origin: str = "params.yaml", root: Path | Non
     try:
         return schema.model_validate(document)
     except ValidationError as error:
-        raise ParamsError(describe_validation_error(error, origin, schema=schema)) from None
+        raise ParamsError(describe_validation_error(error, origin, schema)) from None
 
 
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml."""
     return validate_params(read_params_file(path), origin=str(path), root=path.parent)
+
+
+def step_values(params: Params) -> dict[str, Any]:
+    """Every value of the steps' sections by its dotted key, e.g. `split.seed` (what a run's
+    parent MLflow run logs): a mapping is flattened, any other value (a list, null) is one."""
+    flat: dict[str, Any] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for name, item in value.items():
+                add(f"{key}.{name}", item)
+        else:
+            flat[key] = value
+
+    for key, value in params.model_dump(by_alias=True, exclude=set(LIBRARY_SECTIONS)).items():
+        add(key, value)
+    return flat
 
 
 def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
@@ -559,7 +525,7 @@ def load_section(path: Path, name: str, schema: type[SectionT]) -> SectionT:
         return schema.model_validate(document.get(name) or {})
     except ValidationError as error:
         raise ParamsError(
-            describe_validation_error(error, str(path), prefix=(name,), schema=schema)
+            describe_validation_error(error, str(path), schema, prefix=(name,))
         ) from None
 
 

@@ -16,14 +16,16 @@ from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-from mlrig.experiments.params import IngestParams, LinearParams, SplitParams
 from mlrig.experiments.tables import TableMeta
 from steps.evaluate import evaluate
 from steps.evaluate.evaluate import classification_metrics, regression_metrics, roc_curve_points
 from steps.ingest import ingest
+from steps.ingest.params import IngestParams
 from steps.split import split_table
+from steps.split.params import SplitParams
 from steps.train import as_float_frame
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+from steps.train.params import LinearParams
 
 CLASSIFICATION_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
 REGRESSION_METRICS = {"rmse", "mae", "r2"}

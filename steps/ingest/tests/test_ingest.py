@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from mlrig.errors import EXIT_BAD_INPUT, DataError
-from mlrig.experiments.params import IngestParams
 from mlrig.experiments.tables import META_FILE, TABLE_FILE, read_meta
 from mlrig.settings import Settings
 from steps.ingest.ingest import MAX_CLASS_LEVELS, infer_task, ingest, write_table
+from steps.ingest.params import IngestParams
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 

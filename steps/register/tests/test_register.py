@@ -16,18 +16,21 @@ import pytest
 from mlflow import MlflowClient
 
 from mlrig.errors import MlrigError
-from mlrig.experiments.params import CompareParams, IngestParams, SplitParams, TrainParams
 from mlrig.experiments.results import Champion, ExperimentResult, TrainRecord
 from mlrig.experiments.tables import TableMeta
 from mlrig.settings import Settings
 from mlrig.tracking.step_run import setup_mlflow
 from steps.evaluate import model_metrics
 from steps.ingest import ingest
+from steps.ingest.params import IngestParams
 from steps.register import CHAMPION_ALIAS, PREVIOUS_ALIAS, compare_and_register
+from steps.register.params import CompareParams
 from steps.register.register import best_result, registered_model_name
 from steps.split import split_table
+from steps.split.params import SplitParams
 from steps.train import fit
 from steps.train.families import SKOPS_TRUSTED_TYPES
+from steps.train.params import TrainParams
 
 AUTO = CompareParams()
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from mlrig.errors import DataError
-from mlrig.experiments.params import SplitParams, ValidateParams
 from mlrig.experiments.tables import TableMeta
+from steps.split.params import SplitParams
 from steps.split.split import split_table
+from steps.validate.params import ValidateParams
 from steps.validate.validate import validate_table
 
 

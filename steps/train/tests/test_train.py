@@ -15,13 +15,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from mlrig.errors import ParamsError
-from mlrig.experiments.params import IngestParams, TrainParams
 from mlrig.experiments.tables import TableMeta
 from mlrig.settings import Settings
 from mlrig.tracking.step_run import setup_mlflow
 from steps.ingest import ingest
+from steps.ingest.params import IngestParams
 from steps.train import as_float_frame, fit
 from steps.train.families import SKOPS_TRUSTED_TYPES
+from steps.train.params import TrainParams
 from steps.train.train import save_and_log_model
 
 FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from mlrig.errors import DataError
-from mlrig.experiments.params import IngestParams, ValidateParams
 from mlrig.experiments.tables import TableMeta
 from steps.ingest.ingest import ingest
+from steps.ingest.params import IngestParams
+from steps.validate.params import ValidateParams
 from steps.validate.validate import raise_for_failures, validate_table
 
 DEFAULTS = ValidateParams()  # min_rows 20, min_rows_per_class 2, max_classes 100, missing 20%

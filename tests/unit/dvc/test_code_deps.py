@@ -20,9 +20,9 @@ def test_every_stage_of_the_repository_depends_on_the_code_it_runs() -> None:
 def test_the_train_step_runs_the_model_defaults_and_the_split_it_imports() -> None:
     files = step_code_files(REPO_ROOT, REPO_ROOT / "steps" / "train")
 
-    # params.py holds the model defaults (min_samples_leaf); tracking is imported in main()
+    # load_section's module, and tracking, imported in main(); split's schema with its code
     expected = ("src/mlrig/experiments/params.py", "src/mlrig/tracking/step_run.py")
-    for path in (*expected, "steps/split/split.py"):
+    for path in (*expected, "steps/split/split.py", "steps/split/params.py"):
         assert path in files
     assert "steps/train/tests/test_train.py" not in files
     # the CLI does not run inside a stage

@@ -1,30 +1,43 @@
-"""params.yaml: the schema, error texts naming the dotted key, `-S` overrides, metric choice."""
+"""params.yaml: the schema assembled from the steps' own, error texts naming the dotted key,
+`-S` overrides, metric choice.
+
+The schema is the repository's: its steps' sections (steps/<name>/params.py, each step's own
+tests check its section's rules) and the library's own `tune`.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlrig.errors import EXIT_BAD_INPUT, DataError, ParamsError
+from mlrig.errors import EXIT_BAD_INPUT, ParamsError
 from mlrig.experiments.metrics import is_better, primary_metric
 from mlrig.experiments.params import (
-    IngestParams,
-    KnnParams,
-    LinearParams,
-    ValidateParams,
+    PRIVATE_MODULE_PREFIX,
+    TuneParams,
     apply_overrides,
     dump_params,
     load_params,
     load_section,
+    params_schema,
     parse_override,
     read_params_file,
+    section_schema,
+    step_values,
     validate_params,
 )
+from steps.ingest.params import IngestParams
+from steps.register.params import CompareParams
+from steps.split.params import SplitParams
+from steps.train.params import KnnParams, LinearParams, TrainParams
+from steps.validate.params import ValidateParams
+from tests.support.project import REPO_ROOT
 
-REPO_PARAMS = Path(__file__).parents[3] / "params.yaml"
-FAMILIES = "linear, random_forest, gradient_boosting, knn, baseline"
+REPO_PARAMS = REPO_ROOT / "params.yaml"
 
 
 def minimal(**sections: Any) -> dict[str, Any]:
@@ -32,11 +45,33 @@ def minimal(**sections: Any) -> dict[str, Any]:
     return {"train": {"experiments": {"base": {"family": "baseline"}}}, **sections}
 
 
-def params_error(document: Any, origin: str = "params.yaml") -> str:
+def params_error(document: Any, origin: str = "params.yaml", root: Path = REPO_ROOT) -> str:
     with pytest.raises(ParamsError) as caught:
-        validate_params(document, origin=origin)
+        validate_params(document, origin, root)
     assert caught.value.exit_code == EXIT_BAD_INPUT
     return str(caught.value)
+
+
+def write_step_params(root: Path, step: str, source: str) -> Path:
+    """`steps/<step>/params.py` of a scratch project, holding `source`."""
+    path = root / "steps" / step / "params.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return path
+
+
+SECTION_SOURCE = """
+from pydantic import Field
+
+from mlrig.experiments.params import Section
+
+
+class FeaturizeParams(Section):
+    columns: int = Field(3, ge=1)
+
+
+SECTION = FeaturizeParams
+"""
 
 
 # --- the schema ------------------------------------------------------------------------------
@@ -61,7 +96,7 @@ def test_repository_params_yaml_is_valid() -> None:
 
 
 def test_missing_sections_take_their_defaults() -> None:
-    params = validate_params(minimal())
+    params = validate_params(minimal(), "params.yaml", REPO_ROOT)
 
     assert params.ingest == IngestParams()
     assert params.ingest.task == "auto"
@@ -72,7 +107,9 @@ def test_missing_sections_take_their_defaults() -> None:
 
 
 def test_validate_section_is_read_by_its_yaml_name() -> None:
-    params = validate_params(minimal(validate={"min_rows": 50, "max_missing_fraction": 0.5}))
+    params = validate_params(
+        minimal(validate={"min_rows": 50, "max_missing_fraction": 0.5}), "params.yaml", REPO_ROOT
+    )
 
     assert params.validate_.min_rows == 50
     assert params.validate_.max_missing_fraction == 0.5
@@ -151,24 +188,6 @@ def test_a_misspelt_key_of_one_section_gets_a_did_you_mean(tmp_path: Path) -> No
         load_section(path, "ingest", IngestParams)
 
 
-@pytest.mark.parametrize("source", ["builtin:breast_cancer", "synthetic:100"])
-def test_a_target_other_than_a_generated_sources_own_is_refused(source: str) -> None:
-    document = apply_overrides(
-        read_params_file(REPO_PARAMS), [f"ingest.source={source}", "ingest.target=nope"]
-    )
-
-    message = params_error(document, origin="params.yaml with -S overrides")
-
-    assert f"ingest.source {source} has its target in column 'target'" in message
-    assert "so ingest.target must be 'target' (got 'nope')" in message
-
-
-def test_a_file_source_takes_any_target() -> None:
-    document = minimal(ingest={"source": "data/flowers.csv", "target": "species"})
-
-    assert validate_params(document).ingest.target == "species"
-
-
 def test_unknown_section_is_an_error() -> None:
     message = params_error(minimal(evaluate={"threshold": 0.5}))
 
@@ -192,10 +211,42 @@ def test_a_broken_step_params_file_is_named(tmp_path: Path, source: str, expecte
     params_file.write_text(source)
 
     with pytest.raises(ParamsError) as raised:
-        validate_params(minimal(), root=tmp_path)
+        validate_params(minimal(), "params.yaml", tmp_path)
 
     assert str(params_file) in str(raised.value)
     assert expected in str(raised.value)
+
+
+@pytest.fixture
+def scratch_steps_importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`import steps` finds tmp_path's steps, as in a process started in that project."""
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "__init__.py").write_text("")
+    for name in [name for name in sys.modules if name.split(".")[0] == "steps"]:
+        monkeypatch.delitem(sys.modules, name)  # put back afterwards
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in [name for name in sys.modules if name.startswith("steps.featurize")]:
+        del sys.modules[name]
+
+
+@pytest.mark.usefixtures("scratch_steps_importable")
+def test_a_step_of_this_processs_steps_is_imported_with_its_package(tmp_path: Path) -> None:
+    """When `steps` is the project's, a step's params module is the one its code imports, so
+    the step's package runs too: code of it that raises is named with the params.py."""
+    params_file = write_step_params(tmp_path, "featurize", SECTION_SOURCE)
+    (params_file.parent / "__init__.py").write_text("from steps.featurize.featurize import x\n")
+    (params_file.parent / "featurize.py").write_text("x = 1\ny = undefined_name\n")
+
+    with pytest.raises(ParamsError) as raised:
+        validate_params({}, "params.yaml", tmp_path)
+
+    message = str(raised.value)
+    assert message.startswith(f"{params_file} could not be loaded (NameError: ")
+    assert "at steps/featurize/featurize.py:2)" in message
+    (params_file.parent / "featurize.py").write_text("x = 1\n")
+    params = validate_params({"featurize": {"columns": 4}}, "params.yaml", tmp_path)
+    assert type(params.featurize) is sys.modules["steps.featurize.params"].FeaturizeParams
 
 
 def test_every_problem_is_listed() -> None:
@@ -211,58 +262,119 @@ def test_every_problem_is_listed() -> None:
     )
 
 
-def test_unknown_model_family_names_the_experiment_and_the_families() -> None:
-    message = params_error({"train": {"experiments": {"boosted": {"family": "xgboost"}}}})
-
-    assert "  train.experiments.boosted: Input tag 'xgboost'" in message
-    assert message.endswith(f"Model families: {FAMILIES}.")
-
-
-def test_experiment_without_family() -> None:
-    message = params_error({"train": {"experiments": {"forest": {"params": {}}}}})
-
-    expected = "  train.experiments.forest: Unable to extract tag using discriminator 'family'"
-    assert expected in message
-
-
-def test_train_section_is_required_with_at_least_one_experiment() -> None:
+def test_a_section_with_a_required_key_is_required() -> None:
+    """train has no default experiments: its section must be there."""
     assert "  train: Field required" in params_error({})
-    assert "  train.experiments: Dictionary should have at least 1 item" in params_error(
-        {"train": {"experiments": {}}}
+
+
+def test_an_error_in_one_section_gets_that_sections_hint_alone() -> None:
+    """train's hint (the model families) is said under train's problems, not split's."""
+    assert "Model families: linear, random_forest" in params_error(
+        {"train": {"experiments": {"boosted": {"family": "xgboost"}}}}
     )
+    assert "Model families" not in params_error(minimal(split={"seed": "x"}))
 
 
-def test_experiment_name_must_be_a_plain_word() -> None:
-    message = params_error({"train": {"experiments": {"my model": {"family": "knn"}}}})
-
-    assert "train.experiments.my model" in message
-    assert "(got 'my model')" in message
+# --- the schema is assembled from the steps' own ---------------------------------------------
 
 
-def test_wrong_parameter_of_a_family() -> None:
-    message = params_error(
-        {"train": {"experiments": {"rf": {"family": "random_forest", "params": {"C": 1.0}}}}}
-    )
+def test_each_step_owns_its_section_in_the_pipelines_order_then_the_librarys() -> None:
+    schema = params_schema(REPO_ROOT)
 
-    assert "params.C: Extra inputs are not permitted (got 1.0)" in message
-
-
-def test_model_param_error_names_the_key_as_written_in_params_yaml() -> None:
-    document = {
-        "train": {
-            "experiments": {"rf": {"family": "random_forest", "params": {"n_estimators": "many"}}}
-        }
+    sections = {
+        field.alias or name: field.annotation for name, field in schema.model_fields.items()
     }
 
-    message = params_error(document)
+    assert list(sections) == ["ingest", "validate", "split", "train", "compare", "report", "tune"]
+    # the very classes the steps import: pydantic tells models apart by class
+    assert sections["ingest"] is IngestParams
+    assert sections["train"] is TrainParams
+    assert sections["compare"] is CompareParams  # register's, keyed by its SECTION_NAME
+    assert sections["tune"] is TuneParams
+    assert section_schema(REPO_ROOT, "split") is SplitParams
 
-    assert "  train.experiments.rf.params.n_estimators: " in message
+
+def test_a_validated_section_is_the_steps_own_class() -> None:
+    params = load_params(REPO_PARAMS)
+
+    assert type(params.train.experiments["knn"].params) is KnnParams
+    assert params.validate_ == ValidateParams()
 
 
-def test_experiment_name_containing_validate_is_kept() -> None:
-    message = params_error({"train": {"experiments": {"cross_validate_rf": {"family": "xgb"}}}})
+def test_an_unknown_section_has_no_schema() -> None:
+    with pytest.raises(ParamsError, match="'evaluate' section") as caught:
+        section_schema(REPO_ROOT, "evaluate")
 
-    assert "train.experiments.cross_validate_rf" in message
+    assert "ingest, validate, split, train, compare, report, tune" in str(caught.value)
+
+
+def test_a_step_of_another_folder_is_loaded_from_its_file(tmp_path: Path) -> None:
+    """A project whose `steps` is not this process's (a scratch copy) keeps its own schema."""
+    write_step_params(tmp_path, "featurize", SECTION_SOURCE)
+
+    params = validate_params({"featurize": {"columns": 5}}, "params.yaml", tmp_path)
+
+    assert params.featurize.columns == 5
+    assert type(params.featurize).__module__ == f"{PRIVATE_MODULE_PREFIX}.featurize"
+    assert f"{PRIVATE_MODULE_PREFIX}.featurize" in sys.modules
+    assert "  featurize.columns: Input should be greater than or equal to 1 (got 0)" in (
+        params_error({"featurize": {"columns": 0}}, root=tmp_path)
+    )
+
+
+def test_a_section_name_keys_a_steps_section(tmp_path: Path) -> None:
+    write_step_params(tmp_path, "featurize", SECTION_SOURCE + 'SECTION_NAME = "features"\n')
+
+    params = validate_params({"features": {"columns": 2}}, "params.yaml", tmp_path)
+
+    assert params.features.columns == 2
+    assert "  featurize: Extra inputs are not permitted" in params_error(
+        {"featurize": {}}, root=tmp_path
+    )
+
+
+@pytest.mark.parametrize(
+    ("section_name", "expected"),
+    [
+        ('"tune"', "keys its params section 'tune', as the library (mlrig) does"),
+        ('"featurize"', "keys its params section 'featurize', as {first} does"),
+        ('"two words"', "sets SECTION_NAME to 'two words': it is the section's key"),
+        ("3", "sets SECTION_NAME to 3"),
+    ],
+)
+def test_a_section_keyed_as_another_or_not_by_a_word_is_refused(
+    tmp_path: Path, section_name: str, expected: str
+) -> None:
+    first = write_step_params(tmp_path, "featurize", SECTION_SOURCE)
+    second = write_step_params(
+        tmp_path, "select", SECTION_SOURCE + f"SECTION_NAME = {section_name}\n"
+    )
+
+    with pytest.raises(ParamsError) as raised:
+        validate_params({}, "params.yaml", tmp_path)
+
+    assert str(second) in str(raised.value)
+    assert expected.format(first=first) in str(raised.value)
+
+
+def test_a_steps_section_with_a_required_key_is_required(tmp_path: Path) -> None:
+    write_step_params(
+        tmp_path, "featurize", SECTION_SOURCE.replace("Field(3, ge=1)", "Field(ge=1)")
+    )
+
+    assert "  featurize: Field required" in params_error({}, root=tmp_path)
+
+
+def test_the_steps_values_are_flat_by_dotted_key_without_the_librarys() -> None:
+    values = step_values(load_params(REPO_PARAMS))
+
+    assert values["ingest.source"] == "builtin:breast_cancer"
+    assert values["validate.min_rows"] == 20
+    assert values["split.test_size"] == 0.25
+    assert values["train.experiments.random_forest.params.max_depth"] == 8
+    assert values["train.experiments.gradient_boosting.params.max_depth"] is None
+    assert values["compare.metric"] == "auto"
+    assert not any(key.startswith("tune.") for key in values)
 
 
 # --- reading params.yaml and one section of it -----------------------------------------------
@@ -395,7 +507,7 @@ def test_apply_overrides_sets_values_and_creates_sections() -> None:
             "train.experiments.knn5.params.n_neighbors=5",
         ],
     )
-    params = validate_params(document)
+    params = validate_params(document, "params.yaml", REPO_ROOT)
 
     assert params.split.seed == 7
     assert params.ingest.source == "builtin:wine"
@@ -446,7 +558,8 @@ def test_dump_after_override_changes_only_that_line(tmp_path: Path) -> None:
     assert len(comments) > 10
     assert all(comment in dumped.splitlines() for comment in comments)
     (tmp_path / "params.yaml").write_text(dumped)
-    assert load_params(tmp_path / "params.yaml").split.seed == 7
+    written = read_params_file(tmp_path / "params.yaml")
+    assert validate_params(written, "params.yaml", REPO_ROOT).split.seed == 7
 
 
 # --- which metric decides, and which way is better --------------------------------------------
@@ -504,35 +617,3 @@ def test_primary_metric_rejects_a_metric_of_the_other_task(
 )
 def test_is_better(candidate: float, incumbent: float, metric: str, better: bool) -> None:
     assert is_better(candidate, incumbent, metric) is better
-
-
-# --- the data source must be something DVC watches -------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("source", "copy"),
-    [
-        ("/srv/exports/table.csv", "data/table.csv"),
-        ("exports/table.parquet", "data/table.parquet"),
-        ("table.csv", "data/table.csv"),
-        ("data/../table.csv", "data/table.csv"),
-    ],
-)
-def test_a_file_source_outside_data_is_refused_with_the_commands_that_bring_it_in(
-    source: str, copy: str
-) -> None:
-    with pytest.raises(DataError) as caught:
-        validate_params(minimal(ingest={"source": source}))
-
-    message = str(caught.value)
-    assert caught.value.exit_code == EXIT_BAD_INPUT
-    assert f"dvc import-url {source} {copy}" in message
-    assert f"cp {source} data/" in message
-    assert f"-S ingest.source={copy}" in message
-
-
-@pytest.mark.parametrize(
-    "source", ["data/flowers.csv", "./data/sub/flowers.parquet", "builtin:wine", "synthetic:50"]
-)
-def test_sources_under_data_and_generated_ones_are_accepted(source: str) -> None:
-    assert validate_params(minimal(ingest={"source": source})).ingest.source == source

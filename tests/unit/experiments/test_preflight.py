@@ -17,11 +17,17 @@ from tests.support.project import REPO_ROOT
 
 def repository_params(*overrides: str) -> Params:
     document = apply_overrides(read_params_file(REPO_ROOT / "params.yaml"), list(overrides))
-    return validate_params(document)
+    return validate_params(document, "params.yaml", REPO_ROOT)
 
 
 def test_the_repositorys_params_and_data_pass() -> None:
     preflight(repository_params(), REPO_ROOT)
+
+
+def test_ingests_check_refuses_a_file_source_dvc_does_not_watch() -> None:
+    """A file outside data/ is refused before it is read: it need not even exist."""
+    with pytest.raises(DataError, match=r"dvc import-url /srv/exports/table.csv data/table.csv"):
+        preflight(repository_params("ingest.source=/srv/exports/table.csv"), REPO_ROOT)
 
 
 def test_validates_check_refuses_a_table_too_small() -> None:
