@@ -27,10 +27,7 @@ from mlrig.dvc.repo import changed_stages, require_checkout, require_dvc_unlocke
 from mlrig.errors import EXIT_FAILED, MlrigError, Stopped, redact
 from mlrig.executors.base import StageExecutor, StageRequest
 from mlrig.executors.registry import stage_executor
-from mlrig.experiments.params import (
-    PARAMS_FILE,
-    Params,
-)
+from mlrig.experiments.params import PARAMS_FILE
 from mlrig.experiments.preflight import preflight, prepare_params
 from mlrig.experiments.results import Champion
 from mlrig.settings import Settings
@@ -156,9 +153,10 @@ def stage_environment(
     return environment
 
 
-def unrecorded_stages(settings: Settings, params: Params) -> list[str]:
-    """Stages to run again because the configured MLflow store lacks their runs or champion."""
-    train_stages = unrecorded_train_stages(settings, list(params.train.experiments))
+def unrecorded_stages(settings: Settings, graph: dict[str, set[str]]) -> list[str]:
+    """Stages of the planned graph to run again because the configured MLflow store lacks
+    their runs or champion."""
+    train_stages = unrecorded_train_stages(settings, list(graph))
     if not train_stages and champion_missing(settings):
         return [REGISTER_STAGE]
     return train_stages
@@ -273,7 +271,7 @@ def run_unlocked(
         options.on_phase("checking what changed")
         graph = executor.plan()
         changed = set(changed_stages(root) if known is None else known)
-        unrecorded = [] if checked else unrecorded_stages(settings, params)
+        unrecorded = [] if checked else unrecorded_stages(settings, graph)
         forced = set(graph) if options.force else set(unrecorded)
         pipeline_run_id, stage_seconds = None, {}
         if changed or forced:

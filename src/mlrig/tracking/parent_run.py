@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlrig.errors import EXIT_FAILED, MlrigError
-from mlrig.experiments.params import (
-    Params,
-)
+from mlrig.experiments.params import Params, step_values
 from mlrig.settings import Settings
 from mlrig.stopping import StopRequested
 from mlrig.tracking.step_run import (
@@ -27,10 +25,13 @@ from mlrig.tracking.step_run import (
     TAG_PID,
     TAG_PIPELINE_RUN,
     TAG_STEP,
+    param_text,
     setup_mlflow,
 )
 
 PIPELINE_STEP = "pipeline"  # the TAG_STEP of a pipeline's parent run
+#: the most params one MLflow log_batch call takes
+MLFLOW_BATCH_PARAMS = 100
 
 
 def count_runs(settings: Settings, pipeline_run_id: str | None) -> tuple[int, int]:
@@ -79,15 +80,17 @@ def start_parent_run(
             **owner,
         },
     )
-    flat: dict[str, Any] = {
-        f"ingest.{key}": value for key, value in params.ingest.model_dump().items()
-    } | {
-        "split.test_size": params.split.test_size,
-        "experiments": ",".join(params.train.experiments),
-    }
-    for key, value in flat.items():
-        client.log_param(run.info.run_id, key, str(value))
+    log_step_params(client, run.info.run_id, params)
     return run.info.run_id
+
+
+def log_step_params(client: Any, run_id: str, params: Params) -> None:
+    """Log every value of the steps' sections as a param of the run, by its dotted key."""
+    from mlflow.entities import Param
+
+    logged = [Param(key, param_text(value)) for key, value in step_values(params).items()]
+    for start in range(0, len(logged), MLFLOW_BATCH_PARAMS):
+        client.log_batch(run_id, params=logged[start : start + MLFLOW_BATCH_PARAMS])
 
 
 def close_abandoned_runs(client: Any, experiment_id: str) -> list[str]:

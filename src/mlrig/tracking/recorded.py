@@ -61,10 +61,11 @@ def train_stage_recorded(settings: Settings, stage: str) -> bool:
     return require_mlflow_run(settings, record.mlflow_run_id)
 
 
-def unrecorded_train_stages(settings: Settings, experiments: list[str]) -> list[str]:
-    """Train stages whose outputs name an MLflow run the configured store does not have."""
-    stages = [f"{TRAIN_STAGE}@{name}" for name in experiments]
-    return [stage for stage in stages if not train_stage_recorded(settings, stage)]
+def unrecorded_train_stages(settings: Settings, stages: list[str]) -> list[str]:
+    """The train stages (`train@<experiment>`, one per entry of dvc.yaml's foreach) among
+    `stages` whose outputs name an MLflow run the configured store does not have."""
+    train_stages = [stage for stage in stages if stage.startswith(f"{TRAIN_STAGE}@")]
+    return [stage for stage in train_stages if not train_stage_recorded(settings, stage)]
 
 
 def champion_missing(settings: Settings) -> bool:

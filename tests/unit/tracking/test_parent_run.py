@@ -1,4 +1,5 @@
-"""The pipeline's MLflow parent run: how it ends, and whose it is (a real SQLite store)."""
+"""The pipeline's MLflow parent run: how it ends, whose it is, and the params it logs (a real
+SQLite store)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import signal
 import pytest
 from mlflow import MlflowClient
 
-from mlrig.experiments.params import Params, load_params
+from mlrig.experiments.params import (
+    Params,
+    apply_overrides,
+    load_params,
+    read_params_file,
+    validate_params,
+)
 from mlrig.settings import Settings
 from mlrig.stopping import StopRequested
 from mlrig.tracking.parent_run import (
@@ -60,3 +67,22 @@ def test_a_run_another_process_ends_is_not_closed_as_abandoned(
     assert status(project_settings, controllers) == "RUNNING"
     tags = client.get_run(controllers).data.tags
     assert TAG_HOST not in tags
+
+
+def test_the_parent_run_logs_the_steps_params_read_from_the_schema(
+    project_settings: Settings,
+) -> None:
+    document = apply_overrides(read_params_file(REPO_ROOT / "params.yaml"), ["split.seed=7"])
+    params = validate_params(document, "params.yaml", REPO_ROOT)
+
+    run_id = start_parent_run(project_settings, "pipeline-1", params)
+
+    logged = MlflowClient(project_settings.tracking_uri).get_run(run_id).data.params
+    assert logged["split.seed"] == "7"
+    assert logged["ingest.source"] == "builtin:breast_cancer"
+    assert logged["validate.min_rows"] == "20"
+    assert logged["train.experiments.knn.params.n_neighbors"] == "15"
+    assert logged["train.experiments.gradient_boosting.params.max_depth"] == "None"
+    assert logged["compare.metric"] == "auto"
+    assert logged["report.title"] == "mlrig experiment report"
+    assert not [key for key in logged if key.startswith("tune.")]  # `mlrig tune`'s, not a run's
