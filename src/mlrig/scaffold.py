@@ -28,7 +28,7 @@ from ruamel.yaml.representer import RoundTripRepresenter
 
 from mlrig.dvc.code_deps import step_code_files
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly, run_logged
-from mlrig.experiments.params import PARAMS_FILE, STEPS_DIR, round_trip_yaml
+from mlrig.experiments.params import LIBRARY_SECTIONS, PARAMS_FILE, STEPS_DIR, round_trip_yaml
 from mlrig.images.build import find_uv
 from mlrig.settings import find_project_dir
 
@@ -118,7 +118,8 @@ def check_step_name(name: str) -> None:
 
     Raises:
         MlrigError: the name is not a snake_case Python identifier, is a keyword, is too
-            long, starts with `test` or clashes with a name the generated code uses.
+            long, starts with `test`, is a params section the library owns (`tune`) or
+            clashes with a name the generated code uses.
     """
     if not SNAKE_CASE.fullmatch(name):
         raise MlrigError(
@@ -138,6 +139,11 @@ def check_step_name(name: str) -> None:
         raise MlrigError(
             f"Step name {name!r} starts with 'test', so pytest would collect the step's "
             "function as a test. Choose another name."
+        )
+    if name in LIBRARY_SECTIONS:
+        raise MlrigError(
+            f"Step name {name!r} is the params section mlrig keeps for `mlrig {name}`, so the "
+            f"step's own section could not have that key. Choose another name, e.g. {name}_step."
         )
     if name in names_used_by_templates():
         raise MlrigError(

@@ -348,6 +348,7 @@ def test_generated_code_passes_the_linters(project: Path, name: str) -> None:
         ("test_data", "pytest would collect"),
         ("main", "already a name in the generated code"),
         ("shutil", "already a name in the generated code"),
+        ("tune", "the params section mlrig keeps for `mlrig tune`"),
     ],
 )
 def test_a_bad_name_is_refused(project: Path, name: str, reason: str) -> None:
