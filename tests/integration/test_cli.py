@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import clean_environment, copy_repository, run_mlrig
+from tests.support.project import REPO_ROOT, clean_environment, copy_repository, run_mlrig
 
 
 @pytest.fixture
@@ -39,6 +39,10 @@ def test_outside_a_project_names_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_compare_before_any_run_says_to_run_first(empty_project: Path) -> None:
+    schema = empty_project / "steps" / "train" / "params.py"  # the train step's section
+    schema.parent.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "steps" / "train" / "params.py", schema)
+
     result = run_mlrig("compare", cwd=empty_project)
     assert result.returncode == 2
     assert "mlrig run" in result.stderr and "'base'" in result.stderr
@@ -244,9 +248,7 @@ def offline_sessions(project: Path, count: int) -> Path:
 def test_a_run_keeps_the_newest_offline_sessions_and_says_how_to_import(tmp_path: Path) -> None:
     """A project whose pipeline has no stage: the run is quick, the sessions are as many."""
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (tmp_path / "params.yaml").write_text(
-        "train:\n  experiments:\n    base:\n      family: baseline\n"
-    )
+    (tmp_path / "params.yaml").write_text("{}  # no step, no section\n")
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"]):
         subprocess.run(command, cwd=tmp_path, check=True, env=clean_environment(tmp_path))
     folder = offline_sessions(tmp_path, 5)
