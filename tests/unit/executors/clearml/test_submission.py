@@ -209,7 +209,7 @@ def test_a_steps_pod_runs_its_stage_under_its_submissions_parent_run(
     # the controller ends it (no --wait): open, and no run of this host may close it as its own
     parent = MlflowClient(settings.tracking_uri).get_run(submission.parent_run_id)
     assert parent.info.status == "RUNNING" and TAG_HOST not in parent.data.tags
-    assert parent.data.params["experiments"] == ",".join(params.train.experiments)
+    assert parent.data.params["split.seed"] == str(params.split.seed)  # the steps' sections
 
 
 def test_the_same_stages_submitted_twice_go_under_each_submissions_parent_run(
