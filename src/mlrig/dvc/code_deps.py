@@ -3,7 +3,7 @@
 A stage runs `python -m steps.<name>`, and that step imports mlrig's library (params and their
 defaults, tables, tracking) and other steps' modules. DVC re-runs a stage only when a dep
 changed, so every one of those files must be a dep, or an edit to, say, a model default in
-src/mlrig/experiments/params.py leaves stale results reported as up to date. The files are found by
+steps/train/params.py leaves stale results reported as up to date. The files are found by
 following the `import` statements (those inside functions too) from the step's folder through
 every module of the project (under `src/` or the root); installed packages are not the project's.
 """
