@@ -15,15 +15,9 @@ import typer
 
 from mlrig.errors import exits_cleanly
 from mlrig.experiments.results import METRICS_FILE, RUN_FILE, TrainRecord
-from mlrig.experiments.tables import (
-    TableMeta,
-    features_and_target,
-    read_meta,
-    read_output,
-    read_parquet,
-)
+from mlrig.experiments.tables import TableMeta, read_meta, read_output, read_parquet
 from steps.split import TEST_FILE
-from steps.train import MODEL_DIR, as_float_frame
+from steps.train import MODEL_DIR, raw_features
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,8 +108,7 @@ def model_metrics(model: object, test_table: pd.DataFrame, meta: TableMeta) -> d
 def _score(
     model: object, test_table: pd.DataFrame, meta: TableMeta
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
-    features, target = features_and_target(test_table, meta)
-    features = as_float_frame(features)
+    features, target = raw_features(test_table, meta), test_table[meta.target]
     predicted = model.predict(features)  # type: ignore[attr-defined]
     if meta.task == "regression":
         return regression_metrics(target, predicted), predicted, None

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.errors import DataError, exits_cleanly
-from mlrig.experiments.params import TaskKind, load_section
+from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, write_meta
+from steps.ingest.columns import describe_columns, describe_target, infer_task
 from steps.ingest.params import BUILTIN_DATASETS, GENERATED_TARGET, IngestParams
 
 if TYPE_CHECKING:
@@ -26,13 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_TASKS: dict[str, TaskKind] = {
-    "breast_cancer": "classification",
-    "wine": "classification",
-    "diabetes": "regression",
-}
 SYNTHETIC_FEATURES = 20
-MAX_CLASS_LEVELS = 20  # an integer target with more distinct values than this is regression
 
 
 def load_builtin(name: str) -> pd.DataFrame:
@@ -154,19 +149,6 @@ def read_file(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     raise DataError(f"{where} has suffix {suffix!r}; mlrig reads .csv and .parquet files.")
 
 
-def infer_task(target: pd.Series) -> TaskKind:
-    """Classification for labels (text, booleans, few integer levels), regression otherwise."""
-    from pandas.api import types
-
-    if not types.is_numeric_dtype(target) or types.is_bool_dtype(target):
-        return "classification"
-    values = target.dropna()
-    is_integral = bool((values == values.round()).all())
-    return (
-        "classification" if is_integral and values.nunique() <= MAX_CLASS_LEVELS else "regression"
-    )
-
-
 def load_source(params: IngestParams, root: Path) -> tuple[pd.DataFrame, str, str]:
     """Return the raw table, its target column and a dataset name for the configured source."""
     kind, _, rest = params.source.partition(":")
@@ -187,10 +169,12 @@ def ingest(params: IngestParams, root: Path) -> tuple[pd.DataFrame, TableMeta]:
         root: the project folder; relative source paths are resolved against it.
 
     Returns:
-        The table (column names as text) and its `TableMeta`.
+        The table (column names as text, each column in its role's type, dropped ones left
+        out) and its `TableMeta`: each column's role and facts, the task and why.
 
     Raises:
         DataError: the source is unknown, missing, unreadable, empty or lacks the target column.
+        ParamsError: `ingest.columns` names a column the source lacks, or its target.
     """
     table, target, dataset = load_source(params, root)
     table.columns = [str(column) for column in table.columns]
@@ -204,21 +188,26 @@ def ingest(params: IngestParams, root: Path) -> tuple[pd.DataFrame, TableMeta]:
             f"Target column {target!r} (ingest.target) is not in {params.source}. "
             f"Its columns are: {shown}. Set -S ingest.target=<column>."
         )
-    task = infer_task(table[target]) if params.task == "auto" else params.task
-    if task == "classification":
-        table[target] = (
-            table[target].astype(str) if table[target].dtype == object else table[target]
-        )
+    task, reason = (
+        infer_task(table[target], params.max_class_levels)
+        if params.task == "auto"
+        else (params.task, f"ingest.task = {params.task}")
+    )
+    if task == "classification" and table[target].dtype == object:
+        table[target] = table[target].astype(str)
+    table, columns = describe_columns(table, target, params)
     meta = TableMeta(
         dataset=dataset,
         source=params.source,
         target=target,
         task=task,
-        features=[column for column in table.columns if column != target],
+        task_reason=reason,
+        features=[info.name for info in columns if info.role not in ("text", "dropped")],
         rows=len(table),
         classes=sorted(map(str, table[target].dropna().unique()))
         if task == "classification"
         else [],
+        columns=[describe_target(table[target], task, reason), *columns],
     )
     return table, meta
 
@@ -253,5 +242,6 @@ def main(
         run.log_params(section.model_dump())
         run.log_metrics({"rows": float(meta.rows), "features": float(len(meta.features))})
     typer.echo(
-        f"ingest: {meta.rows} rows, {len(meta.features)} features, {meta.task} ({meta.dataset})"
+        f"ingest: {meta.rows} rows, {len(meta.features)} features, {meta.task} ({meta.dataset}): "
+        f"{meta.task_reason}"
     )

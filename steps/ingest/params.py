@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from mlrig.errors import DataError
 from mlrig.experiments.params import Section
@@ -21,6 +21,22 @@ DATA_DIR = "data"
 #: sources whose table mlrig makes (builtin:<name>, synthetic:<rows>), and their target column
 GENERATED_SOURCES = ("builtin", "synthetic")
 GENERATED_TARGET = "target"
+#: what `ingest.columns` may make of a column: drop it, or give it a role
+COLUMN_OVERRIDES = ("drop", "numeric", "boolean", "categorical", "datetime")
+
+
+def _known_override(value: str) -> str:
+    from difflib import get_close_matches
+
+    if value in COLUMN_OVERRIDES:
+        return value
+    close = get_close_matches(str(value), COLUMN_OVERRIDES, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    roles = ", ".join(COLUMN_OVERRIDES)
+    raise ValueError(f"{value!r} is no column role; {guess}use one of {roles}")
+
+
+ColumnOverride = Annotated[str, AfterValidator(_known_override)]
 
 
 class IngestParams(Section):
@@ -31,7 +47,24 @@ class IngestParams(Section):
         description="builtin:<name>, synthetic:<rows>, or a CSV/Parquet path",
     )
     target: str = Field("target", description="name of the target column in a file source")
-    task: Literal["auto", "classification", "regression"] = "auto"
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto infers it from the target column (see max_class_levels)"
+    )
+    max_class_levels: int = Field(
+        10,
+        ge=2,
+        description="task auto: an integer target with more distinct values is a regression",
+    )
+    max_integer_levels: int = Field(
+        10,
+        ge=0,
+        description="an integer feature with at most this many distinct values is categorical",
+    )
+    columns: dict[str, ColumnOverride] = Field(
+        default_factory=dict,
+        description="a column's role instead of the inferred one: drop, numeric, boolean, "
+        "categorical or datetime",
+    )
     seed: int = Field(42, description="seed of the synthetic generator")
     encoding: str = Field(
         "utf-8", description="text encoding of a CSV source, e.g. latin-1 or cp1252"

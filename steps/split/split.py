@@ -63,6 +63,21 @@ def split_table(
     return train_table.reset_index(drop=True), test_table.reset_index(drop=True)
 
 
+def class_balance(
+    train_table: pd.DataFrame, test_table: pd.DataFrame, meta: TableMeta
+) -> dict[str, dict[str, int]]:
+    """Rows per class in each set (classification; empty for regression), in class order."""
+    if meta.task != "classification":
+        return {}
+    return {
+        name: {
+            label: int(count)
+            for label, count in sorted(part[meta.target].astype(str).value_counts().items())
+        }
+        for name, part in (("train", train_table), ("test", test_table))
+    }
+
+
 app = typer.Typer(add_completion=False, help="Split the table into train and test sets.")
 
 
@@ -86,7 +101,8 @@ def main(
         out_dir.mkdir(parents=True, exist_ok=True)
         train_table.to_parquet(out_dir / TRAIN_FILE, index=False)
         test_table.to_parquet(out_dir / TEST_FILE, index=False)
-        write_meta(meta, out_dir)
+        balance = class_balance(train_table, test_table, meta)
+        write_meta(meta.model_copy(update={"class_balance": balance}), out_dir)
         run.log_params(section.model_dump())
         run.log_metrics(
             {"train_rows": float(len(train_table)), "test_rows": float(len(test_table))}

@@ -1,7 +1,8 @@
 """Model families: params.yaml names a family, this builds its scikit-learn pipeline.
 
-Every pipeline imputes missing values, and the families that need it scale their inputs, so the
-logged model takes the raw feature columns (and MLflow serves it as is).
+Every pipeline starts with the features' encoding (steps/train/features.py: imputation per
+column type, categories, date parts, scaling for the families that need it), so the logged
+model takes the raw feature columns (and MLflow serves it as is).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlrig.experiments.params import Section, TaskKind
+from mlrig.experiments.tables import TableMeta
+from steps.train.features import build_preprocessor
 from steps.train.params import (
     BaselineParams,
     GradientBoostingParams,
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 SCALED_FAMILIES = frozenset({"linear", "knn"})
+#: the tree families: categories as ordinal codes rather than one-hot columns
+NATIVE_CATEGORICAL_FAMILIES = frozenset({"random_forest", "gradient_boosting"})
 # MLflow stores models with skops, which loads only reviewed types: these are the ones the
 # families' pipelines hold (each listed by skops.io.get_untrusted_types on a fitted pipeline).
 SKOPS_TRUSTED_TYPES = [
@@ -31,6 +36,10 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._ball_tree.BallTree",
+    "steps.train.dates.DateParts",
+    # histogram gradient boosting with categorical features checks its input with these
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
 ]
 
 
@@ -62,16 +71,15 @@ def build_estimator(params: Section, task: TaskKind, seed: int) -> BaseEstimator
     raise TypeError(f"no estimator for {type(params).__name__}")  # the params schema prevents this
 
 
-def build_pipeline(family: str, params: Section, task: TaskKind, seed: int) -> Pipeline:
-    """Imputer, scaler where the family needs one, then the estimator."""
-    from sklearn.impute import SimpleImputer
+def build_pipeline(family: str, params: Section, meta: TableMeta, seed: int) -> Pipeline:
+    """The features' encoding (`build_preprocessor`), then the family's estimator."""
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    stages: list[tuple[str, object]] = [
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
-    ]
-    if family in SCALED_FAMILIES:
-        stages.append(("scale", StandardScaler()))
-    stages.append(("model", build_estimator(params, task, seed)))
-    return Pipeline(stages)
+    native = family in NATIVE_CATEGORICAL_FAMILIES
+    features = build_preprocessor(meta, native_categorical=native, scale=family in SCALED_FAMILIES)
+    model = build_estimator(params, meta.task, seed)
+    categories = len(meta.features_with_role("categorical"))
+    if native and categories and "categorical_features" in model.get_params():
+        # histogram gradient boosting splits the ordinal codes (the first columns) as categories
+        model.set_params(categorical_features=list(range(categories)))
+    return Pipeline([("features", features), ("model", model)])

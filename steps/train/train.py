@@ -17,9 +17,10 @@ import typer
 from mlrig.errors import ParamsError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.results import RUN_FILE, TrainRecord
-from mlrig.experiments.tables import TableMeta, features_and_target, read_meta, read_parquet
+from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from steps.split import TRAIN_FILE
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+from steps.train.features import raw_features
 from steps.train.params import TrainParams
 
 if TYPE_CHECKING:
@@ -30,15 +31,6 @@ if TYPE_CHECKING:
 
 MODEL_DIR = "model"
 EXAMPLE_ROWS = 5
-
-
-def as_float_frame(features: pd.DataFrame) -> pd.DataFrame:
-    """Features as float64: one column type whatever the file held, missing values included.
-
-    The logged signature then says `double` for every column; MLflow's scoring server converts
-    JSON integers to it (a Python caller of pyfunc `predict` passes floats).
-    """
-    return features.astype("float64")
 
 
 def fit(
@@ -56,10 +48,10 @@ def fit(
         known = ", ".join(params.experiments)
         raise ParamsError(f"Experiment {name!r} is not in train.experiments ({known}).")
     experiment = params.experiments[name]
-    pipeline = build_pipeline(experiment.family, experiment.params, meta.task, params.seed)
-    features, target = features_and_target(train_table, meta)
+    pipeline = build_pipeline(experiment.family, experiment.params, meta, params.seed)
+    features, target = raw_features(train_table, meta), train_table[meta.target]
     started = time.perf_counter()
-    pipeline.fit(as_float_frame(features), target)
+    pipeline.fit(features, target)
     return pipeline, time.perf_counter() - started
 
 
@@ -76,7 +68,7 @@ def save_and_log_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    example = as_float_frame(features_and_target(train_table, meta)[0].head(EXAMPLE_ROWS))
+    example = raw_features(train_table.head(EXAMPLE_ROWS), meta)
     signature = infer_signature(example, pipeline.predict(example))
     model_format = {
         "signature": signature,

@@ -18,6 +18,9 @@ class ValidateParams(Section):
     min_rows_per_class: int = Field(2, ge=1)
     max_classes: int = Field(100, ge=2)
     max_missing_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    max_categories: int = Field(
+        100, ge=2, description="most distinct values a categorical feature column may have"
+    )
 
 
 SECTION = ValidateParams

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from mlrig.errors import DataError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
+from mlrig.text import counted
 from steps.validate.params import ValidateParams
 
 if TYPE_CHECKING:
@@ -55,32 +56,115 @@ def check_rows(table: pd.DataFrame, params: ValidateParams) -> Check:
     )
 
 
-def check_features(table: pd.DataFrame, meta: TableMeta) -> Check:
+def check_features(meta: TableMeta) -> Check:
+    return Check(
+        name="features",
+        passed=bool(meta.features),
+        detail=f"{len(meta.features)} feature columns"
+        if meta.features
+        else "the table has no feature columns",
+    )
+
+
+def check_text(meta: TableMeta) -> Check:
+    """Text that is an ID or free text cannot be a feature: refused unless it is dropped."""
+    text = [column for column in meta.columns if column.role == "text"]
+    if not text:
+        return Check(name="text columns", passed=True, detail="no ID or free-text column")
+    named = [f"{column.name} ({column.distinct} distinct values)" for column in text]
+    dropped = ", ".join(f"{column.name}: drop" for column in text)
+    return Check(
+        name="text columns",
+        passed=False,
+        detail=(
+            f"{_listed(named)}: nearly every value distinct, an ID or free text, which cannot "
+            f"be a feature; drop it in params.yaml with ingest.columns: {{{dropped}}} "
+            f"(or -S ingest.columns.{text[0].name}=drop)"
+        ),
+    )
+
+
+def type_fits(values: pd.Series, role: str) -> bool:
+    """Whether a column's type in the table is one its role takes."""
     from pandas.api import types
 
-    if not meta.features:
-        return Check(
-            name="numeric features", passed=False, detail="the table has no feature columns"
-        )
-    text_columns = [
-        name
+    boolean = types.is_bool_dtype(values)
+    if role == "numeric":
+        return types.is_numeric_dtype(values) and not boolean
+    if role == "boolean":
+        return boolean
+    if role == "datetime":
+        return types.is_datetime64_any_dtype(values)
+    return not types.is_datetime64_any_dtype(values)  # categorical: text, numbers, booleans
+
+
+def check_types(table: pd.DataFrame, meta: TableMeta) -> Check:
+    """Each feature is in the table, in a type its role takes (a step that changed the table
+    must describe it again: steps.ingest.columns.describe_columns)."""
+    absent = [name for name in meta.features if name not in table.columns]
+    wrong = [
+        f"{name} ({table[name].dtype}, described as {meta.role_of(name)})"
         for name in meta.features
-        if not types.is_numeric_dtype(table[name]) or types.is_bool_dtype(table[name])
+        if name in table.columns and not type_fits(table[name], meta.role_of(name))
+    ]
+    problems = [f"missing from the table: {_listed(absent)}"] if absent else []
+    if wrong:
+        problems.append(
+            f"not of their role's type: {_listed(wrong)} (describe the table again in the step "
+            "that changed it, with steps.ingest.columns.describe_columns)"
+        )
+    return Check(
+        name="feature types",
+        passed=not problems,
+        detail="; ".join(problems) or "every feature is of its role's type",
+    )
+
+
+def check_parsed(meta: TableMeta) -> Check:
+    """Values present in the source that did not parse as their column's role (a date that is
+    no date, a declared number or boolean that is none)."""
+    unparsed = [
+        f"{column.name} ({column.role}): {counted(column.unparsed, 'value')}, e.g. "
+        + ", ".join(repr(value) for value in column.unparsed_examples)
+        for column in meta.columns
+        if column.unparsed and column.name in meta.features
     ]
     return Check(
-        name="numeric features",
-        passed=not text_columns,
+        name="parsed values",
+        passed=not unparsed,
         detail=(
-            f"non-numeric feature columns: {_listed(text_columns)}; "
-            "encode them as numbers or drop them"
-            if text_columns
-            else f"all {len(meta.features)} features are numeric"
+            f"values that do not parse as their column's type: {_listed(unparsed)}; fix them "
+            "or empty those cells, or give the column another role with ingest.columns"
+            if unparsed
+            else "every value parses as its column's type"
+        ),
+    )
+
+
+def check_categories(meta: TableMeta, params: ValidateParams) -> Check:
+    too_many = [
+        f"{column.name} ({column.distinct} values)"
+        for column in meta.columns
+        if column.role == "categorical"
+        and column.name in meta.features
+        and column.distinct > params.max_categories
+    ]
+    return Check(
+        name="categories",
+        passed=not too_many,
+        detail=(
+            f"categorical columns with more values than validate.max_categories = "
+            f"{params.max_categories}: {_listed(too_many)}; drop them (ingest.columns: "
+            "{<column>: drop}) or raise validate.max_categories"
+            if too_many
+            else f"no categorical column has over {params.max_categories} values"
         ),
     )
 
 
 def check_missing(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -> Check:
-    fractions = table[meta.features].isna().mean()
+    present = [name for name in meta.features if name in table.columns]
+    fractions = table[present].isna().mean()
     too_sparse = [
         f"{name} ({fraction:.0%})"
         for name, fraction in fractions.items()
@@ -107,6 +191,7 @@ def check_finite(table: pd.DataFrame, meta: TableMeta) -> Check:
     numeric = [
         name
         for name in columns
+        if name in table.columns
         if types.is_numeric_dtype(table[name]) and not types.is_bool_dtype(table[name])
     ]
     counts = {name: int(np.isinf(table[name].to_numpy(dtype=float)).sum()) for name in numeric}
@@ -156,7 +241,7 @@ def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -
     if meta.task == "classification":
         counts = target.value_counts()
         rare = [
-            f"{label!r} ({count})"
+            f"{label!r} ({counted(int(count), 'row')})"
             for label, count in counts.items()
             if count < params.min_rows_per_class
         ]
@@ -172,8 +257,8 @@ def check_target(table: pd.DataFrame, meta: TableMeta, params: ValidateParams) -
                 name="rows per class",
                 passed=not rare,
                 detail=(
-                    f"classes below validate.min_rows_per_class = {params.min_rows_per_class}: "
-                    f"{_listed(rare)}"
+                    f"classes below validate.min_rows_per_class = {params.min_rows_per_class}, "
+                    f"too rare to split into train and test: {_listed(rare)}"
                     if rare
                     else f"every class has at least {params.min_rows_per_class} rows"
                 ),
@@ -197,7 +282,11 @@ def validate_table(
     """
     checks = [
         check_rows(table, params),
-        check_features(table, meta),
+        check_features(meta),
+        check_text(meta),
+        check_types(table, meta),
+        check_parsed(meta),
+        check_categories(meta, params),
         check_missing(table, meta, params),
         check_finite(table, meta),
         *check_target(table, meta, params),

@@ -1,9 +1,15 @@
-"""Tables between steps: a Parquet file plus a `meta.json` saying what its columns are."""
+"""Tables between steps: a Parquet file plus a `meta.json` saying what its columns are.
+
+Each column has a role (`ColumnInfo.role`), inferred at ingest and overridable with
+`ingest.columns`: numeric, boolean, categorical, datetime, text (an ID or free text, which
+cannot be a feature) or dropped. The features are every column but the target whose role is
+neither text nor dropped; the model pipeline encodes each by its role.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -16,9 +22,44 @@ if TYPE_CHECKING:
 TABLE_FILE = "table.parquet"
 META_FILE = "meta.json"
 
+Role = Literal["numeric", "boolean", "categorical", "datetime", "text", "dropped"]
+#: the roles a model can take as input; `text` (an ID or free text) and `dropped` it cannot
+FEATURE_ROLES: tuple[Role, ...] = ("numeric", "boolean", "categorical", "datetime")
+
+
+class ValueCount(BaseModel):
+    """One value of a column and how many rows hold it."""
+
+    value: str
+    count: int
+
+
+class ColumnInfo(BaseModel):
+    """What one column is: its role, its type in table.parquet and the facts a reader checks."""
+
+    name: str
+    role: Role
+    #: the pandas dtype of the column in table.parquet (what the model's signature is made from)
+    dtype: str
+    #: share of rows with no value in the source (values that did not parse are counted apart)
+    missing_share: float
+    distinct: int
+    #: why the column has its role: what was inferred, or the `ingest.columns` override
+    reason: str
+    #: categorical columns: the most frequent values with their counts, most frequent first
+    top_values: list[ValueCount] = []
+    #: values present in the source that do not parse as the role's type (validate refuses them)
+    unparsed: int = 0
+    unparsed_examples: list[str] = []
+
 
 class TableMeta(BaseModel):
-    """What a table is: where it came from, its target and task, its features."""
+    """What a table is: where it came from, its target and task, its columns and features.
+
+    `features` are the columns a model takes, in order: every column but the target whose role
+    is not `text` or `dropped`. A meta.json written before columns had roles has no `columns`:
+    its features are all numeric (`role_of`).
+    """
 
     dataset: str
     source: str
@@ -27,6 +68,32 @@ class TableMeta(BaseModel):
     features: list[str]
     rows: int
     classes: list[str] = []
+    #: why the task is what it is (inferred from the target, or `ingest.task`)
+    task_reason: str = ""
+    #: every column of the source, the target and dropped ones included, in the source's order
+    columns: list[ColumnInfo] = []
+    #: classification, written by split: rows per class in `train` and `test`
+    class_balance: dict[str, dict[str, int]] = {}
+
+    def column(self, name: str) -> ColumnInfo | None:
+        """The description of a column, if the meta has one."""
+        return next((column for column in self.columns if column.name == name), None)
+
+    def role_of(self, name: str) -> Role:
+        """A column's role; a column the meta does not describe is numeric (as before roles)."""
+        described = self.column(name)
+        return described.role if described else "numeric"
+
+    def features_with_role(self, *roles: Role) -> list[str]:
+        """The features of the given roles, in feature order."""
+        return [name for name in self.features if self.role_of(name) in roles]
+
+
+class CheckedTable(NamedTuple):
+    """A table and its meta as a step's preflight returns them for the steps after it."""
+
+    table: pd.DataFrame
+    meta: TableMeta
 
 
 def write_meta(meta: BaseModel, folder: Path) -> None:

@@ -23,7 +23,7 @@ from steps.ingest import ingest
 from steps.ingest.params import IngestParams
 from steps.split import split_table
 from steps.split.params import SplitParams
-from steps.train import as_float_frame
+from steps.train import raw_features
 from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
 from steps.train.params import LinearParams
 
@@ -137,8 +137,8 @@ def load_split(name: str) -> tuple[pd.DataFrame, pd.DataFrame, TableMeta]:
 
 def saved_linear_model(train_table: pd.DataFrame, meta: TableMeta, folder: Path):
     """Fit the linear family and save it as the train step does; returns the fitted pipeline."""
-    pipeline = build_pipeline("linear", LinearParams(), meta.task, seed=0)
-    pipeline.fit(as_float_frame(train_table[meta.features]), train_table[meta.target])
+    pipeline = build_pipeline("linear", LinearParams(), meta, seed=0)
+    pipeline.fit(raw_features(train_table, meta), train_table[meta.target])
     mlflow.sklearn.save_model(
         pipeline,
         folder,
@@ -163,7 +163,7 @@ def test_saved_classifier_gets_every_metric_and_both_plots(dataset: str, tmp_pat
 
     assert set(metrics) == CLASSIFICATION_METRICS
     target = test_table[meta.target]
-    test_features = as_float_frame(test_table[meta.features])
+    test_features = raw_features(test_table, meta)
     predicted = pipeline.predict(test_features)
     # scored on the test table with the model that was saved
     assert metrics["accuracy"] == pytest.approx(accuracy_score(target, predicted))
@@ -191,7 +191,7 @@ def test_saved_regressor_gets_regression_metrics_and_a_residual_plot(tmp_path: P
     metrics, figures, curve = evaluate(str(tmp_path / "model"), test_table, meta, "linear")
 
     assert set(metrics) == REGRESSION_METRICS
-    predicted = pipeline.predict(as_float_frame(test_table[meta.features]))
+    predicted = pipeline.predict(raw_features(test_table, meta))
     assert metrics["r2"] == pytest.approx(r2_score(test_table[meta.target], predicted))
     assert metrics["r2"] > 0.3
     assert 0 < metrics["mae"] <= metrics["rmse"]

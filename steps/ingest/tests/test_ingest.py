@@ -16,8 +16,11 @@ import pytest
 from mlrig.errors import EXIT_BAD_INPUT, DataError
 from mlrig.experiments.tables import META_FILE, TABLE_FILE, read_meta
 from mlrig.settings import Settings
-from steps.ingest.ingest import MAX_CLASS_LEVELS, infer_task, ingest, write_table
+from steps.ingest.columns import infer_task
+from steps.ingest.ingest import ingest, write_table
 from steps.ingest.params import IngestParams
+
+MAX_CLASS_LEVELS = IngestParams().max_class_levels
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 
@@ -214,7 +217,7 @@ def test_explicit_classification_of_a_float_target(tmp_path: Path) -> None:
     ],
 )
 def test_infer_task(values: list, task: str) -> None:
-    assert infer_task(pd.Series(values)) == task
+    assert infer_task(pd.Series(values, name="y"), MAX_CLASS_LEVELS)[0] == task
 
 
 def test_written_table_reads_back(tmp_path: Path) -> None:

@@ -18,7 +18,11 @@ from steps.validate.validate import raise_for_failures, validate_table
 DEFAULTS = ValidateParams()  # min_rows 20, min_rows_per_class 2, max_classes 100, missing 20%
 CLASSIFICATION_CHECKS = [
     "enough rows",
-    "numeric features",
+    "features",
+    "text columns",
+    "feature types",
+    "parsed values",
+    "categories",
     "missing values",
     "finite values",
     "target complete",
@@ -81,7 +85,7 @@ def test_good_regression_table_passes_without_class_checks() -> None:
     report = validate_table(table, meta, DEFAULTS)
 
     assert report.passed
-    assert [check.name for check in report.checks] == [*CLASSIFICATION_CHECKS[:6], "numeric target"]
+    assert [check.name for check in report.checks] == [*CLASSIFICATION_CHECKS[:-2], "numeric target"]
 
 
 def test_ingested_builtin_table_passes(tmp_path: Path) -> None:
@@ -105,15 +109,20 @@ def test_min_rows_is_inclusive() -> None:
     assert failed(table, meta) == {}
 
 
-def test_non_numeric_feature_is_named() -> None:
+def test_an_undescribed_text_feature_is_named() -> None:
+    """A meta.json without column roles (a step's own, or one from before roles) holds numbers:
+    text there is refused, naming the column and how to describe the table."""
     table, meta = classified(
         ["a", "b"] * 15, size=list(range(30)), colour=["red", "green", "blue"] * 10
     )
 
     failures = failed(table, meta)
 
-    assert list(failures) == ["numeric features"]
-    assert failures["numeric features"].startswith("non-numeric feature columns: colour;")
+    assert list(failures) == ["feature types"]
+    assert failures["feature types"].startswith(
+        "not of their role's type: colour (str, described as numeric)"
+    )
+    assert "describe_columns" in failures["feature types"]
 
 
 def test_table_without_features_fails() -> None:
@@ -128,7 +137,7 @@ def test_table_without_features_fails() -> None:
         classes=["a", "b"],
     )
 
-    assert failed(table, meta)["numeric features"] == "the table has no feature columns"
+    assert failed(table, meta)["features"] == "the table has no feature columns"
 
 
 def test_too_many_missing_values_names_the_column_and_param() -> None:
@@ -216,7 +225,8 @@ def test_class_below_min_rows_per_class() -> None:
     table, meta = classified(["common"] * 20 + ["rare"])
 
     assert failed(table, meta) == {
-        "rows per class": "classes below validate.min_rows_per_class = 2: 'rare' (1)"
+        "rows per class": "classes below validate.min_rows_per_class = 2, too rare to split "
+        "into train and test: 'rare' (1 row)"
     }
 
 
@@ -225,7 +235,8 @@ def test_min_rows_per_class_follows_the_param() -> None:
 
     assert failed(table, meta) == {}
     assert failed(table, meta, ValidateParams(min_rows_per_class=4)) == {
-        "rows per class": "classes below validate.min_rows_per_class = 4: 'b' (3)"
+        "rows per class": "classes below validate.min_rows_per_class = 4, too rare to split "
+        "into train and test: 'b' (3 rows)"
     }
 
 
@@ -253,8 +264,8 @@ def test_raise_for_failures_lists_every_failed_check() -> None:
     message = str(caught.value)
     assert message.startswith("The data from data/crafted.csv failed validation:\n")
     assert "  enough rows: 10 rows (validate.min_rows = 20)\n" in message
-    assert "  numeric features: non-numeric feature columns: colour;" in message
-    assert "  rows per class: classes below validate.min_rows_per_class = 2: 'b' (1)\n" in message
+    assert "  feature types: not of their role's type: colour (str, described as numeric)" in message
+    assert "  rows per class: classes below validate.min_rows_per_class = 2, too rare" in message
     assert "missing values" not in message
     assert "target complete" not in message
     assert message.count("\n  ") == 3
