@@ -49,6 +49,8 @@ from mlrig.tracking.recorded import (
 )
 
 REPORT_DIR = "reports"
+#: the meta.json of the table the models are trained on: its task, and why
+TRAINED_TABLE_DIR = Path("outputs/split")
 
 
 class RunSummary(BaseModel):
@@ -65,6 +67,11 @@ class RunSummary(BaseModel):
     mlflow_ui: str
     log: str | None
     repaired: list[str] = []  # outputs whose content did not match dvc.lock, and what was done
+    #: the task the models were trained for, and why (inferred from the target, or ingest.task)
+    task: str | None = None
+    task_reason: str | None = None
+    #: checks the preflight left to their stages (a team's step had not made their table yet)
+    deferred_checks: list[str] = []
 
 
 @contextmanager
@@ -255,8 +262,9 @@ def run_unlocked(
         repaired = repair_outputs(settings)  # before DVC is asked what changed
         # what DVC finds changed is known now unless the params are about to change
         known = None if new_params_text is not None or options.force else changed_stages(root)
+        deferred: list[str] = []
         if known != []:  # params and data as in dvc.lock passed these checks before
-            preflight(params, root)
+            deferred = preflight(params, root)
         run_id = new_pipeline_run_id()
         log_path = settings.state_dir / "logs" / f"{run_id}.log"
         checked = unchanged_store(settings) if known == [] else None
@@ -294,7 +302,8 @@ def run_unlocked(
             options.on_phase("pushing to the DVC remote")
             push_outputs(settings, settings.state_dir / "logs" / "push.log")
         options.on_phase("counting runs")
-        return run_summary(settings, pipeline_run_id, stage_seconds, checked, repaired, log_path)
+        summary = run_summary(settings, pipeline_run_id, stage_seconds, checked, repaired, log_path)
+        return summary.model_copy(update={"deferred_checks": deferred})
 
 
 def run_under_parent_run(
@@ -329,6 +338,7 @@ def run_summary(
         recorded, total = count_runs(settings, pipeline_run_id)
         champion = stored_champion(settings)
         remember_store(settings, total, champion)
+    task, task_reason = trained_task(settings.root)
     return RunSummary(
         pipeline_run_id=pipeline_run_id,
         stages_run=list(stage_seconds),
@@ -341,4 +351,21 @@ def run_summary(
         mlflow_ui=mlflow_ui_command(settings),
         log=str(log_path) if pipeline_run_id else None,
         repaired=repaired,
+        task=task,
+        task_reason=task_reason,
     )
+
+
+def trained_task(root: Path) -> tuple[str | None, str | None]:
+    """The task of the table the models were trained on, and why, from its meta.json."""
+    from pydantic import ValidationError
+
+    from mlrig.experiments.tables import META_FILE, read_meta
+
+    if not (root / TRAINED_TABLE_DIR / META_FILE).is_file():
+        return None, None
+    try:
+        meta = read_meta(root / TRAINED_TABLE_DIR)
+    except ValidationError:  # a team's own meta.json of another shape: no task line
+        return None, None
+    return meta.task, meta.task_reason or None

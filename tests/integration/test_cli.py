@@ -188,6 +188,38 @@ def test_the_run_summary_counts_in_the_singular_for_one() -> None:
     assert "2 stages ran." in text and "0 experiment runs recorded" in text
 
 
+def test_the_run_summary_says_the_task_and_why_and_the_checks_left_to_stages() -> None:
+    from mlrig.cli.run import run_summary_lines
+    from mlrig.run import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["ingest"],
+        stage_seconds={"ingest": 1.0},
+        up_to_date=False,
+        runs_recorded=0,
+        runs_in_experiment=0,
+        champion=None,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+        task="regression",
+        task_reason="target 'visits' holds 13 distinct whole numbers, more than "
+        "ingest.max_class_levels = 10 (ingest.task: classification makes them classes)",
+        deferred_checks=["validate reads outputs/featurize, made by stage featurize, ..."],
+    )
+
+    lines = run_summary_lines(summary)
+
+    assert lines[2] == (
+        "Task:      regression: target 'visits' holds 13 distinct whole numbers, more than "
+        "ingest.max_class_levels = 10 (ingest.task: classification makes them classes)"
+    )
+    assert lines[3] == (
+        "Checked:   validate reads outputs/featurize, made by stage featurize, ..."
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -162,6 +162,10 @@ def run_summary_lines(summary: RunSummary) -> list[str]:
             f"{stage} {seconds:.1f}s" for stage, seconds in summary.stage_seconds.items()
         )
         lines.append(f"Stages:    {times}")
+    if summary.task:
+        why = f": {summary.task_reason}" if summary.task_reason else ""
+        lines.append(f"Task:      {summary.task}{why}")
+    lines += [f"Checked:   {note}" for note in summary.deferred_checks]
     lines.append(f"Report:    {summary.report}")
     lines.append(
         f"MLflow:    {counted(summary.runs_recorded, 'experiment run')} recorded by this "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlrig.dvc.repo import open_repo
 from mlrig.errors import ConfigError
@@ -29,6 +29,45 @@ def graph_of(repo: Repo) -> dict[str, set[str]]:
         stage.addressing: {upstream.addressing for upstream in graph.successors(stage)}
         for stage in graph.nodes
     }
+
+
+class StageView(NamedTuple):
+    """What a stage runs and writes, as dvc.yaml says (foreach stages expanded)."""
+
+    commands: list[str]
+    #: its outputs, relative to the project as dvc.yaml names them
+    outs: list[str]
+
+
+class PipelineView(NamedTuple):
+    """dvc.yaml's stages: the DAG and what each stage runs and writes."""
+
+    graph: dict[str, set[str]]
+    stages: dict[str, StageView]
+
+    def producer_of(self, path: str) -> str | None:
+        """The stage whose output is `path` or holds it (none for a file DVC tracks apart)."""
+        import posixpath
+
+        wanted = posixpath.normpath(path)
+        for name, stage in self.stages.items():
+            for out in stage.outs:
+                if wanted == out or wanted.startswith(out.rstrip("/") + "/"):
+                    return name
+        return None
+
+
+def pipeline_view(root: Path) -> PipelineView:
+    """dvc.yaml's DAG with each stage's commands and outputs, read with DVC in one go."""
+    with open_repo(root) as repo:
+        stages = {
+            stage.addressing: StageView(
+                commands=[stage.cmd] if isinstance(stage.cmd, str) else list(stage.cmd or []),
+                outs=[str(out.def_path) for out in stage.outs],
+            )
+            for stage in repo.index.stages
+        }
+        return PipelineView(graph_of(repo), stages)
 
 
 def step_of(stage: str) -> str:

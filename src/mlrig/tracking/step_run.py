@@ -34,6 +34,9 @@ TAG_IMAGE = "mlrig.image"
 #: is closed by the next run
 TAG_HOST = "mlrig.host"
 TAG_PID = "mlrig.pid"
+#: MLflow 3's UI opens an experiment of this kind on its runs and models, not its GenAI views
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 # MLflow's client retries a server that never answers for about 20 minutes (7 retries, 120 s
 # timeout, backoff factor 2); these bound it to about 3 minutes per request, retries included
 MLFLOW_HTTP_BOUNDS = {
@@ -68,7 +71,8 @@ CLEARML_AUTO_CONNECT: dict[str, bool] = {
 
 
 def setup_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
-    """Point MLflow at the configured store and return the experiment id (created if new).
+    """Point MLflow at the configured store and return the experiment id (created if new),
+    marked as model training (`mlflow.experimentKind`).
 
     Args:
         experiment_name: another experiment than the pipeline's (MLRIG_EXPERIMENT), e.g.
@@ -88,10 +92,16 @@ def setup_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
     try:
         name = experiment_name or settings.mlflow_experiment
         experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = settings.artifact_root.as_uri() if settings.uses_local_mlflow else None
-        return mlflow.create_experiment(name, artifact_location=location)
+        if experiment is None:
+            location = settings.artifact_root.as_uri() if settings.uses_local_mlflow else None
+            return mlflow.create_experiment(
+                name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING_KIND}
+            )
+        if TAG_EXPERIMENT_KIND not in experiment.tags:  # one made before mlrig marked them
+            mlflow.MlflowClient().set_experiment_tag(
+                experiment.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING_KIND
+            )
+        return experiment.experiment_id
     except MlflowException as error:
         first_line = error.message.splitlines()[0]
         raise ConfigError(

@@ -18,6 +18,7 @@ from mlrig.settings import Settings
 from mlrig.tracking.step_run import (
     TAG_CLEARML_TASK,
     TAG_EXPERIMENT,
+    TAG_EXPERIMENT_KIND,
     TAG_PIPELINE_RUN,
     TAG_STEP,
     setup_mlflow,
@@ -35,6 +36,27 @@ def session_task(settings: Settings, task_id: str) -> dict[str, Any]:
 
 def user_property(task: dict[str, Any], name: str) -> str | None:
     return task.get("hyperparams", {}).get("properties", {}).get(name, {}).get("value")
+
+
+def test_the_experiment_is_marked_as_model_training(project_settings: Settings) -> None:
+    """MLflow 3's UI opens an experiment on runs and models, not GenAI traces, by this tag: on
+    the pipeline's experiment, `mlrig tune`'s, and one made before mlrig set it."""
+    client = MlflowClient(project_settings.tracking_uri)
+    setup_mlflow(project_settings)  # points MLflow at the project's store
+    older = client.create_experiment("made-by-hand")
+    chosen = client.create_experiment(
+        "a-genai-one", tags={TAG_EXPERIMENT_KIND: "genai_development"}
+    )
+
+    pipeline = setup_mlflow(project_settings)
+    searches = setup_mlflow(project_settings, f"{project_settings.mlflow_experiment}-tune")
+    setup_mlflow(project_settings, "made-by-hand")
+    setup_mlflow(project_settings, "a-genai-one")
+
+    for experiment_id in (pipeline, searches, older):
+        kind = client.get_experiment(experiment_id).tags[TAG_EXPERIMENT_KIND]
+        assert kind == "custom_model_development"
+    assert client.get_experiment(chosen).tags[TAG_EXPERIMENT_KIND] == "genai_development"
 
 
 def test_new_run_and_clearml_task_name_each_other(project_settings: Settings) -> None:
