@@ -74,6 +74,21 @@ def is_integral(values: pd.Series) -> bool:
     return types.is_integer_dtype(values) or bool((present == present.round()).all())
 
 
+def words_of(values: pd.Series) -> pd.Series:
+    """The values as trimmed lower-case text (missing ones stay missing), column at a time."""
+    return values.astype("str").str.strip().str.lower().where(values.notna())
+
+
+def holds_date_objects(values: pd.Series) -> bool:
+    """Python dates in an object column (what a Parquet date column reads as)."""
+    present = values.dropna()
+    return (
+        values.dtype == object
+        and not present.empty
+        and bool(present.map(lambda value: isinstance(value, dt.date)).all())
+    )
+
+
 def guess_date_format(values: pd.Series) -> str | None:
     """The date format pandas guesses most often for the first values, if it names a month."""
     from pandas.tseries.api import guess_datetime_format
@@ -95,7 +110,7 @@ def parse_dates(values: pd.Series) -> pd.Series:
 
     if types.is_datetime64_any_dtype(values):
         parsed = values
-    elif values.dropna().map(lambda value: isinstance(value, dt.date)).all():
+    elif holds_date_objects(values):
         parsed = pd.to_datetime(values, errors="coerce", utc=True)
     else:
         fmt = guess_date_format(values)
@@ -125,9 +140,9 @@ def infer_role(values: pd.Series, max_integer_levels: int) -> tuple[Role, str]:
         return "numeric", "numbers"
     if present.empty:
         return "categorical", "no values"
-    if present.map(lambda value: str(value).strip().lower() in BOOLEAN_TEXT).all():
+    if words_of(present).isin(list(BOOLEAN_TEXT)).all():
         return "boolean", "true/false text"
-    if (fmt := guess_date_format(present)) is not None or isinstance(present.iloc[0], dt.date):
+    if (fmt := guess_date_format(present)) is not None or holds_date_objects(present):
         parsed = int(parse_dates(present).notna().sum())
         if parsed >= DATE_PARSED_SHARE * len(present):
             return "datetime", f"dates ({fmt})" if fmt else "dates"
@@ -156,8 +171,7 @@ def convert(values: pd.Series, role: Role) -> pd.Series:
             return values.astype("boolean")
         if numbers:
             return values.map({1: True, 0: False}).astype("boolean")
-        words = values.map(lambda value: str(value).strip().lower(), na_action="ignore")
-        return words.map(DECLARED_BOOLEAN_TEXT).astype("boolean")
+        return words_of(values).map(DECLARED_BOOLEAN_TEXT).astype("boolean")
     if role == "datetime":
         return parse_dates(values)
     if role in ("categorical", "text") and not numbers:

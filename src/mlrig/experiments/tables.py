@@ -131,8 +131,3 @@ def read_parquet(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(require_output(path))
-
-
-def features_and_target(table: pd.DataFrame, meta: TableMeta) -> tuple[pd.DataFrame, pd.Series]:
-    """Split a table into its feature frame (in meta order) and its target series."""
-    return table[meta.features], table[meta.target]
