@@ -215,9 +215,7 @@ def test_the_run_summary_says_the_task_and_why_and_the_checks_left_to_stages() -
         "Task:      regression: target 'visits' holds 13 distinct whole numbers, more than "
         "ingest.max_class_levels = 10 (ingest.task: classification makes them classes)"
     )
-    assert lines[3] == (
-        "Checked:   validate reads outputs/featurize, made by stage featurize, ..."
-    )
+    assert lines[3] == ("Checked:   validate reads outputs/featurize, made by stage featurize, ...")
 
 
 @pytest.mark.parametrize(
