@@ -266,3 +266,21 @@ def test_the_checks_follow_a_teams_step_before_validate(project: Path, first_run
     assert roles["customer_id"] == "dropped"
     validated = json.loads((project / "outputs/validate/report.json").read_text())
     assert validated["passed"]
+
+
+def test_a_teams_table_that_is_made_is_checked_before_the_run(project: Path) -> None:
+    """Once featurize has made its table, DVC finds it up to date: a stricter expectation in
+    params.yaml is checked on that table up front, and refused before any stage runs."""
+    params_path = project / "params.yaml"
+    params = params_path.read_text()
+    report = project / "outputs/validate/report.json"
+    validated = report.read_bytes()
+    params_path.write_text(params.replace("min_rows: 20", "min_rows: 100000"))
+    try:
+        result = run_mlrig("run", "--no-push", cwd=project)
+    finally:
+        params_path.write_text(params)
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stdout + result.stderr
+    assert "enough rows: 300 rows (validate.min_rows = 100000)" in result.stderr
+    assert report.read_bytes() == validated  # the validate stage did not run

@@ -118,7 +118,8 @@ def made_before(producer: str, params: Params, root: Path) -> bool:
     these params (no override pending) and DVC finds it and the stages before it unchanged."""
     from mlrig.dvc.repo import changed_stages
 
-    return load_params(root / PARAMS_FILE) == params and not changed_stages(root, producer)
+    saved = load_params(root / PARAMS_FILE).model_dump()
+    return saved == params.model_dump() and not changed_stages(root, producer)
 
 
 def table_read_by(
