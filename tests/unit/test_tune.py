@@ -512,3 +512,27 @@ def test_the_optimizers_top_trials_come_back_typed_in_its_order() -> None:
         (1, "task-3", 0.91),
     ]
     assert trials[0].params["n_neighbors"] == 7 and trials[1].params["n_neighbors"] == 3
+
+
+def test_a_trial_is_cross_validated_on_the_raw_columns_of_a_mixed_table(tmp_path: Path) -> None:
+    """A trial fits and scores the model train builds, on the raw columns: text categories,
+    booleans and dates are encoded inside it, as in the pipeline."""
+    from mlrig.tune import cv_score
+    from steps.ingest.ingest import ingest
+    from steps.ingest.params import IngestParams
+    from steps.train.params import TrainParams
+    from tests.support.tables import mixed_table
+
+    (tmp_path / "data").mkdir()
+    mixed_table(rows=150).to_csv(tmp_path / "data" / "customers.csv", index=False)
+    params = IngestParams(
+        source="data/customers.csv", target="outcome", columns={"customer_id": "drop"}
+    )
+    table, meta = ingest(params, tmp_path)
+    train = TrainParams.model_validate(
+        {"experiments": {"boosting": {"family": "gradient_boosting", "params": {"max_iter": 30}}}}
+    )
+
+    mean, _ = cv_score(table, meta, train, "boosting", "f1", cv_folds(table, meta, 3, seed=0))
+
+    assert mean > 0.7
