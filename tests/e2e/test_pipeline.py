@@ -327,11 +327,12 @@ BAD_INPUTS = {
     "missing file": ("-S", "ingest.source=data/nope.csv", None, "does not exist"),
     "empty file": ("-S", "ingest.source=data/empty.csv", "", "is empty"),
     "missing target": ("-S", "ingest.source=data/no_target.csv", "a,b\n1,2\n3,4\n", "'target'"),
-    "non-numeric feature": (
+    # text with every value distinct is an ID: no feature, refused until ingest.columns drops it
+    "an ID column": (
         "-S",
-        "ingest.source=data/text.csv",
-        "colour,size,target\n" + "".join(f"red,{i},{i % 2}\n" for i in range(40)),
-        "colour",
+        "ingest.source=data/ids.csv",
+        "customer,size,target\n" + "".join(f"C{i:04d},{i},{i % 2}\n" for i in range(40)),
+        "text columns: customer (40 distinct values)",
     ),
     "one class": (
         "-S",
