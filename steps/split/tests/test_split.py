@@ -9,7 +9,7 @@ import pytest
 from mlrig.errors import DataError
 from mlrig.experiments.tables import TableMeta
 from steps.split.params import SplitParams
-from steps.split.split import split_table
+from steps.split.split import class_balance, split_table
 from steps.validate.params import ValidateParams
 from steps.validate.validate import validate_table
 
@@ -130,3 +130,13 @@ def test_a_class_left_out_of_the_test_set_is_a_data_error() -> None:
         assert set(test_table["label"]) == set(train_table["label"]) == {"rare", "common"}
         outcomes.append("split")
     assert "refused" in outcomes  # seed 0 leaves no rare row for the test set
+
+
+def test_the_class_balance_counts_each_set_for_the_report() -> None:
+    table, meta = classified(["a"] * 30 + ["b"] * 10)
+    train_table, test_table = split_table(table, meta, SplitParams(test_size=0.25, seed=0))
+
+    balance = class_balance(train_table, test_table, meta)
+
+    assert balance == {"train": {"a": 22, "b": 8}, "test": {"a": 8, "b": 2}}
+    assert class_balance(*split_table(*regressed(40), SplitParams()), regressed(40)[1]) == {}
