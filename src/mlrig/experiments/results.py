@@ -41,6 +41,23 @@ class ExperimentResult(BaseModel):
         return self.record.experiment
 
 
+class Margin(BaseModel):
+    """A model's metric against another model's on the same test rows, with a seeded bootstrap
+    interval of the difference (this model minus the other)."""
+
+    versus: str  # the other model: `champion version 3`, or an experiment of this run
+    metric: str
+    value: float  # this model's value on the test set
+    versus_value: float  # the other model's, on the same rows
+    difference: float  # value - versus_value
+    low: float  # the interval of the difference (NaN when no resample could be scored)
+    high: float
+    confidence: float  # e.g. 0.95
+    resamples: int  # bootstrap resamples of the test rows the interval comes from
+    rows: int  # test rows
+    seed: int
+
+
 class Champion(BaseModel):
     """The register step's decision about the best experiment of this run."""
 
@@ -54,6 +71,11 @@ class Champion(BaseModel):
     version: str | None
     previous_version: str | None
     reason: str
+    min_improvement: float = 0.0  # compare.min_improvement the decision was made with
+    #: this run's best against the champion it challenged (None: there was none to re-score)
+    versus_champion: Margin | None = None
+    #: this run's best against this run's second best (None: a single experiment)
+    versus_runner_up: Margin | None = None
 
 
 def load_results(train_dir: Path, evaluate_dir: Path, names: list[str]) -> list[ExperimentResult]:
