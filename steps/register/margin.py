@@ -83,14 +83,6 @@ def interval_favours(margin: Margin) -> bool:
     return margin.low > 0
 
 
-def interval_text(margin: Margin) -> str:
-    """`difference +0.0064, 95% interval +0.0010 to +0.0120`."""
-    return (
-        f"difference {margin.difference:+.4f}, {margin.confidence:.0%} interval "
-        f"{margin.low:+.4f} to {margin.high:+.4f}"
-    )
-
-
 def comparison(margin: Margin, verb: str) -> str:
     """`f1 0.9776 beats champion version 3 (0.9774 on the same 143 test rows)`."""
     direction = " (lower is better)" if margin.metric in LOWER_IS_BETTER else ""
@@ -107,7 +99,7 @@ def judge(margin: Margin, min_improvement: float) -> tuple[bool, str]:
     whole interval of the difference is on its side of zero.
     """
     gain = improvement(margin.difference, margin.metric)
-    kept, interval = comparison(margin, "does not beat"), interval_text(margin)
+    kept, interval = comparison(margin, "does not beat"), margin.difference_text()
     if gain <= 0:
         return False, f"{kept}: {interval}"
     if gain <= min_improvement:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mlrig.experiments.results import Champion, Margin
 from tests.support.project import REPO_ROOT, clean_environment, copy_repository, run_mlrig
 
 
@@ -186,6 +187,96 @@ def test_the_run_summary_counts_in_the_singular_for_one() -> None:
     many = summary.model_copy(update={"stages_run": ["a", "b"], "runs_recorded": 0})
     text = "\n".join(run_summary_lines(many))
     assert "2 stages ran." in text and "0 experiment runs recorded" in text
+
+
+def summary_with(champion: Champion) -> str:
+    from mlrig.cli.run import run_summary_lines
+    from mlrig.run import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["register"],
+        stage_seconds={"register": 3.0},
+        up_to_date=False,
+        runs_recorded=0,
+        runs_in_experiment=6,
+        champion=champion,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+    )
+    return "\n".join(run_summary_lines(summary))
+
+
+def margin(versus: str, value: float, versus_value: float, low: float, high: float) -> Margin:
+    return Margin(
+        versus=versus,
+        metric="f1",
+        value=value,
+        versus_value=versus_value,
+        difference=value - versus_value,
+        low=low,
+        high=high,
+        confidence=0.95,
+        resamples=1000,
+        rows=143,
+        seed=42,
+    )
+
+
+KEPT = Champion(
+    experiment="linear_c0_1",
+    metric="f1",
+    value=0.9776,
+    mlflow_run_id="r" * 32,
+    registered_model="mlrig-breast_cancer",
+    registered=False,
+    is_champion=False,
+    version="3",
+    previous_version=None,
+    reason="f1 0.9776 does not beat champion version 3 (0.9774 on the same 143 test rows) beyond "
+    "noise: difference +0.0002, 95% interval -0.0105 to +0.0110 includes zero, so the "
+    "difference may be chance",
+    versus_champion=margin("champion version 3", 0.9776, 0.9774, -0.0105, 0.0110),
+    versus_runner_up=margin("gradient_boosting", 0.9776, 0.9772, -0.0121, 0.0135),
+)
+
+
+def test_the_run_summary_says_why_the_champion_stayed_and_by_how_much() -> None:
+    text = summary_with(KEPT)
+
+    assert (
+        "Champion:  mlrig-breast_cancer v3 stays @champion; this run's best, linear_c0_1 "
+        f"(f1=0.9776): {KEPT.reason}"
+    ) in text
+    assert (
+        "Runner-up: gradient_boosting (f1=0.9772); linear_c0_1 minus it: difference +0.0004, "
+        "95% interval -0.0121 to +0.0135"
+    ) in text
+
+
+def test_the_run_summary_names_a_new_champion_and_its_margin() -> None:
+    reason = (
+        "f1 0.9900 beats champion version 3 (0.9774 on the same 143 test rows): difference "
+        "+0.0126, 95% interval +0.0040 to +0.0200, clear of zero and beyond "
+        "compare.min_improvement = 0"
+    )
+    promoted = KEPT.model_copy(
+        update={
+            "value": 0.99,
+            "registered": True,
+            "is_champion": True,
+            "version": "4",
+            "previous_version": "3",
+            "reason": reason,
+            "versus_runner_up": None,
+        }
+    )
+
+    text = summary_with(promoted)
+
+    assert f"Champion:  linear_c0_1 (f1=0.9900), mlrig-breast_cancer v4 @champion; {reason}" in text
+    assert "Runner-up" not in text  # a single experiment has none
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,13 @@ class Margin(BaseModel):
     rows: int  # test rows
     seed: int
 
+    def difference_text(self) -> str:
+        """`difference +0.0064, 95% interval +0.0010 to +0.0120`."""
+        return (
+            f"difference {self.difference:+.4f}, {self.confidence:.0%} interval "
+            f"{self.low:+.4f} to {self.high:+.4f}"
+        )
+
 
 class Champion(BaseModel):
     """The register step's decision about the best experiment of this run."""
