@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
-from mlrig.experiments.results import Champion, Margin
+from mlrig.experiments.results import Champion, Margin, TrainRecord
 from tests.support.project import REPO_ROOT, clean_environment, copy_repository, run_mlrig
 
 
@@ -47,6 +49,68 @@ def test_compare_before_any_run_says_to_run_first(empty_project: Path) -> None:
     result = run_mlrig("compare", cwd=empty_project)
     assert result.returncode == 2
     assert "mlrig run" in result.stderr and "'base'" in result.stderr
+
+
+LONG_NAMES = [
+    "linear_with_strong_regularisation",
+    "gradient_boosting_with_deep_trees_and_a_slow_learning_rate_of_0_01_x",  # wider than 60
+    "knn",
+]
+
+
+def write_results(project: Path, names: list[str]) -> None:
+    """The outputs a pipeline run leaves for `mlrig compare`: run.json and metrics.json each."""
+    schema = project / "steps" / "train" / "params.py"
+    schema.parent.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "steps" / "train" / "params.py", schema)
+    experiments = "".join(f"    {name}:\n      family: knn\n" for name in names)
+    (project / "params.yaml").write_text(f"train:\n  experiments:\n{experiments}")
+    for number, name in enumerate(names):
+        record = TrainRecord(
+            experiment=name,
+            family="knn",
+            params={"n_neighbors": 15, "weights": "distance"},
+            task="classification",
+            dataset="d",
+            train_md5="0" * 32,
+            fit_seconds=0.05,
+            mlflow_run_id=f"{number}" * 32,
+            mlflow_model_uri=f"models:/m-{number}",
+            clearml_task_id=f"offline-{number}",
+        )
+        (project / "outputs/train" / name).mkdir(parents=True)
+        (project / "outputs/train" / name / "run.json").write_text(record.model_dump_json())
+        metrics = {"accuracy": 0.9 + number / 100, "f1": 0.8 + number / 100, "log_loss": 0.25}
+        (project / "outputs/evaluate" / name).mkdir(parents=True)
+        (project / "outputs/evaluate" / name / "metrics.json").write_text(json.dumps(metrics))
+    champion = KEPT.model_copy(
+        update={"experiment": names[1], "is_champion": True, "registered": True}
+    )
+    (project / "outputs/register").mkdir(parents=True)
+    (project / "outputs/register/champion.json").write_text(champion.model_dump_json())
+
+
+def test_compare_shows_whole_names_on_a_narrow_terminal(empty_project: Path) -> None:
+    write_results(empty_project, LONG_NAMES)
+
+    result = run_mlrig("compare", cwd=empty_project, COLUMNS="60")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= 60
+    assert "…" not in result.stdout
+    # each table leads with the experiment column; a name wider than the terminal is folded
+    # onto more lines, never cut
+    first_cells = "".join(
+        line.split("│")[1].replace(" ", "") for line in lines if line.startswith("│")
+    )
+    names = [LONG_NAMES[0], f"{LONG_NAMES[1]} 🏆", LONG_NAMES[2]]
+    tables = result.stdout.count("┃ experiment")
+    assert tables > 1
+    assert first_cells == "".join(name.replace(" ", "") for name in names) * tables
+    assert LONG_NAMES[0] in result.stdout  # a name that fits stays on one line
+    for value in ("0.9000", "0.8100", "0.9200", "0.2500", "n_neighbors=15"):
+        assert value in result.stdout
 
 
 def test_clearml_import_without_a_server_names_the_settings(empty_project: Path) -> None:

@@ -77,32 +77,87 @@ def compare(
                 "fit_seconds": result.record.fit_seconds,
                 "mlflow_run_id": result.record.mlflow_run_id,
                 "clearml_task_id": result.record.clearml_task_id,
-                "champion": bool(champion and champion.experiment == result.name),
+                "champion": bool(
+                    champion and champion.is_champion and champion.experiment == result.name
+                ),
             }
             for result in results
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
     metric_names = list(results[0].metrics)
-    table = Table(title="experiments (held-out test set)")
-    for column in ("experiment", "family", "params"):
-        table.add_column(column)
-    for metric in metric_names:
-        table.add_column(f"{metric} {'↓' if metric in LOWER_IS_BETTER else '↑'}", justify="right")
-    table.add_column("fit (s)", justify="right")
-    table.add_column("MLflow run")
+    header = [
+        "experiment",
+        "family",
+        "params",
+        *(f"{metric} {'↓' if metric in LOWER_IS_BETTER else '↑'}" for metric in metric_names),
+        "fit (s)",
+        "MLflow run",
+    ]
+    rows = []
     for result in results:
-        crown = " 🏆" if champion and champion.experiment == result.name else ""
+        crown = (
+            " 🏆"
+            if champion and champion.is_champion and champion.experiment == result.name
+            else ""
+        )
         params_text = ", ".join(
             f"{k}={v}" for k, v in result.record.params.items() if v is not None
         )
-        table.add_row(
-            result.name + crown,
-            result.record.family,
-            params_text or "defaults",
-            *(f"{result.metrics[m]:.4f}" for m in metric_names),
-            f"{result.record.fit_seconds:.3f}",
-            result.record.mlflow_run_id[:12],
+        rows.append(
+            [
+                result.name + crown,
+                result.record.family,
+                params_text or "defaults",
+                *(f"{result.metrics[m]:.4f}" for m in metric_names),
+                f"{result.record.fit_seconds:.3f}",
+                result.record.mlflow_run_id[:12],
+            ]
         )
-    # a pipe gets the whole table rather than columns cut to 80 characters
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    # a pipe gets the whole table rather than columns cut to 80 characters, unless COLUMNS says
+    # how wide its reader is
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
+    out = Console(width=None if wide else 240)
+    for table in fitting_tables("experiments (held-out test set)", header, rows, out.width):
+        out.print(table)
+
+
+#: a column's width beyond its text: a space either side and its left border
+COLUMN_EDGES = 3
+#: text columns; the others (numbers) are right-aligned
+TEXT_COLUMNS = frozenset({"experiment", "family", "params", "MLflow run"})
+
+
+def fitting_tables(title: str, header: list[str], rows: list[list[str]], width: int) -> list[Table]:
+    """The table as one or more tables no wider than `width`, each led by the first column
+    (the experiment), like a wide frame printed in parts: no name or value is cut short.
+
+    A column wider than `width` on its own gets a table of its own, folded onto more lines; so
+    does a name wider than half of it, beside the others.
+    """
+    from rich.cells import cell_len
+
+    widths = [
+        max(cell_len(text) for text in [name, *(row[index] for row in rows)]) + COLUMN_EDGES
+        for index, name in enumerate(header)
+    ]
+    lead = min(widths[0], width // 2) + 1  # the first column, and the table's right border
+    groups: list[list[int]] = [[]]
+    used = lead
+    for index in range(1, len(header)):
+        if groups[-1] and used + widths[index] > width:
+            groups.append([])
+            used = lead
+        groups[-1].append(index)
+        used += widths[index]
+    tables = []
+    for number, group in enumerate(groups):
+        table = Table(title=title if number == 0 else f"{title}, continued")
+        for index in [0, *group]:
+            # fold inside a word if need be: a name is never cut to "linea…"
+            justify = "left" if header[index] in TEXT_COLUMNS else "right"
+            table.add_column(header[index], justify=justify, overflow="fold")
+        for row in rows:
+            table.add_row(*(row[index] for index in [0, *group]))
+        tables.append(table)
+    return tables
