@@ -13,7 +13,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING
 
-from mlrig.experiments.metrics import LOWER_IS_BETTER, improvement
+from mlrig.experiments.metrics import LOWER_IS_BETTER
 from mlrig.experiments.results import Margin
 from steps.register.params import CompareParams
 
@@ -76,13 +76,6 @@ def bootstrap_margin(
     )
 
 
-def interval_favours(margin: Margin) -> bool:
-    """True when the whole interval of the difference is on the better side of zero."""
-    if margin.metric in LOWER_IS_BETTER:
-        return margin.high < 0
-    return margin.low > 0
-
-
 def comparison(margin: Margin, verb: str) -> str:
     """`f1 0.9776 beats champion version 3 (0.9774 on the same 143 test rows)`."""
     direction = " (lower is better)" if margin.metric in LOWER_IS_BETTER else ""
@@ -98,7 +91,7 @@ def judge(margin: Margin, min_improvement: float) -> tuple[bool, str]:
     It should when it is better by more than `min_improvement` (in the metric's units) and the
     whole interval of the difference is on its side of zero.
     """
-    gain = improvement(margin.difference, margin.metric)
+    gain = margin.gain
     kept, interval = comparison(margin, "does not beat"), margin.difference_text()
     if gain <= 0:
         return False, f"{kept}: {interval}"
@@ -109,7 +102,7 @@ def judge(margin: Margin, min_improvement: float) -> tuple[bool, str]:
             f"{kept} beyond noise: {interval}; no resample of the test rows could be scored "
             f"with {margin.metric}"
         )
-    if not interval_favours(margin):
+    if margin.verdict != "better beyond noise":
         return False, (
             f"{kept} beyond noise: {interval} includes zero, so the difference may be chance"
         )

@@ -332,6 +332,7 @@ def compare_and_register(
         previous_version=str(incumbent.version) if decision.promote and incumbent else None,
         reason=decision.reason,
         min_improvement=params.min_improvement,
+        incumbent_experiment=incumbent.tags.get("mlrig.experiment") if incumbent else None,
         versus_champion=decision.margin,
         versus_runner_up=runner_up_margin(results, best, best_predictions, test, params),
     )

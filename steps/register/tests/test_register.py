@@ -202,6 +202,7 @@ def test_challenger_better_by_noise_keeps_the_champion(
     champion = decide(client, breast_cancer, [linear])
 
     assert (champion.registered, champion.is_champion, champion.version) == (False, False, "1")
+    assert champion.incumbent_experiment == "boosting"
     margin = champion.versus_champion
     assert margin is not None
     assert margin.difference == pytest.approx(linear.metrics["f1"] - boosting.metrics["f1"])

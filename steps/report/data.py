@@ -1,0 +1,136 @@
+"""The report's data section: what each column is (as ingest recorded it in meta.json) and how
+the target is spread over the train and test splits.
+
+meta.json's column facts are ingest's: `columns`, one entry per column (a list of objects with
+`name`, or an object keyed by name) with `role`, `dtype`, `missing_share`, `distinct` and, for
+a categorical column, `top_values` (`[[value, count], ...]` or `{value: count}`), and the task
+inference's `task_reason`. Whatever of these a meta.json lacks is shown as unknown; with no
+`columns` at all, the section lists the features and the target by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, field_validator
+
+from mlrig.experiments.tables import META_FILE, TableMeta, read_output
+from mlrig.text import natural_order
+from steps.split import TEST_FILE, TRAIN_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: how many of a categorical column's most frequent values the report lists
+TOP_VALUES_SHOWN = 5
+
+
+class ColumnFacts(BaseModel):
+    """One column of the table, as ingest found it."""
+
+    name: str
+    role: str | None = None  # numeric, boolean, categorical, datetime, text, dropped; target
+    dtype: str | None = None
+    missing_share: float | None = None  # 0.0 to 1.0
+    distinct: int | None = None
+    top_values: list[tuple[str, int]] = []  # the most frequent values with their counts
+
+    @field_validator("top_values", mode="before")
+    @classmethod
+    def value_count_pairs(cls, value: Any) -> Any:
+        """`{value: count}`, `[[value, count]]` or `[{"value": v, "count": c}]` as pairs."""
+        if isinstance(value, dict):
+            return [(str(key), count) for key, count in value.items()]
+        if isinstance(value, list):
+            return [
+                (str(item["value"]), item["count"]) if isinstance(item, dict) else tuple(item)
+                for item in value
+            ]
+        return value
+
+
+class ClassCount(BaseModel):
+    """How many rows of a class each split holds."""
+
+    label: str
+    train: int
+    test: int
+
+
+class TargetSummary(BaseModel):
+    """A regression target's spread in one split."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class DataSection(BaseModel):
+    columns: list[ColumnFacts]
+    task_reason: str | None
+    train_rows: int
+    test_rows: int
+    classes: list[ClassCount]  # classification
+    targets: dict[str, TargetSummary]  # regression: by split
+
+    @property
+    def has_facts(self) -> bool:
+        """True when meta.json says more of its columns than their names."""
+        return any(column.role or column.dtype for column in self.columns)
+
+
+def column_facts(raw_meta: dict[str, Any], meta: TableMeta) -> list[ColumnFacts]:
+    """Each column's facts from meta.json's `columns`; the target first, then the features."""
+    recorded = raw_meta.get("columns")
+    if isinstance(recorded, dict):
+        recorded = [{"name": name, **facts} for name, facts in recorded.items()]
+    if not recorded:
+        recorded = [{"name": meta.target, "role": None}] + [
+            {"name": name} for name in meta.features
+        ]
+    columns = [ColumnFacts.model_validate(entry) for entry in recorded]
+    for column in columns:
+        column.top_values = column.top_values[:TOP_VALUES_SHOWN]
+    return sorted(columns, key=lambda column: column.name != meta.target)
+
+
+def class_counts(train_target: pd.Series, test_target: pd.Series) -> list[ClassCount]:
+    """Rows per class in each split, the classes in natural order (`2` before `10`)."""
+    train, test = train_target.astype(str).value_counts(), test_target.astype(str).value_counts()
+    labels = natural_order(set(train.index) | set(test.index))
+    return [
+        ClassCount(label=label, train=int(train.get(label, 0)), test=int(test.get(label, 0)))
+        for label in labels
+    ]
+
+
+def target_summary(target: pd.Series) -> TargetSummary:
+    return TargetSummary(
+        mean=float(target.mean()),
+        std=float(target.std()),
+        min=float(target.min()),
+        max=float(target.max()),
+    )
+
+
+def data_section(split_dir: Path, meta: TableMeta) -> DataSection:
+    """The data section from the split step's outputs: meta.json and the two splits' targets."""
+    import pandas as pd
+
+    raw_meta = json.loads(read_output(split_dir / META_FILE))
+    train_target = pd.read_parquet(split_dir / TRAIN_FILE, columns=[meta.target])[meta.target]
+    test_target = pd.read_parquet(split_dir / TEST_FILE, columns=[meta.target])[meta.target]
+    classification = meta.task == "classification"
+    return DataSection(
+        columns=column_facts(raw_meta, meta),
+        task_reason=raw_meta.get("task_reason"),
+        train_rows=len(train_target),
+        test_rows=len(test_target),
+        classes=class_counts(train_target, test_target) if classification else [],
+        targets={}
+        if classification
+        else {"train": target_summary(train_target), "test": target_summary(test_target)},
+    )
