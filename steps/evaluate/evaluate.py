@@ -44,32 +44,34 @@ def classification_metric(
     metric: str,
     target: ArrayLike,
     predicted: ArrayLike,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray | None,
     classes: list,
+    sample_weight: ArrayLike | None = None,
 ) -> float:
     """One held-out classification metric; averages are macro over classes.
 
-    The register step's bootstrap calls it on resampled rows, so the interval it gives is of
-    the very metric the experiments are compared by.
+    The register step's bootstrap calls it on resampled rows (or, for the metrics of labels
+    alone, on the distinct rows weighted by how often a resample drew them), so the interval
+    it gives is of the very metric the experiments are compared by.
     """
     from sklearn import metrics
 
-    if metric == "roc_auc":
-        if len(classes) == 2:
-            return float(metrics.roc_auc_score(target, probabilities[:, 1], labels=classes))
-        return float(
-            metrics.roc_auc_score(target, probabilities, multi_class="ovr", labels=classes)
-        )
+    weight = {"sample_weight": sample_weight}
+    if metric == "roc_auc":  # one-vs-rest for several classes
+        binary = len(classes) == 2
+        scores = probabilities[:, 1] if binary else probabilities  # type: ignore[index]
+        several = {} if binary else {"multi_class": "ovr"}
+        return float(metrics.roc_auc_score(target, scores, labels=classes, **several, **weight))
     if metric == "log_loss":
-        return float(metrics.log_loss(target, probabilities, labels=classes))
+        return float(metrics.log_loss(target, probabilities, labels=classes, **weight))
     if metric == "accuracy":
-        return float(metrics.accuracy_score(target, predicted))
+        return float(metrics.accuracy_score(target, predicted, **weight))
     averaged = {
         "precision": metrics.precision_score,
         "recall": metrics.recall_score,
         "f1": metrics.f1_score,
     }
-    return float(averaged[metric](target, predicted, average="macro", zero_division=0))
+    return float(averaged[metric](target, predicted, average="macro", zero_division=0, **weight))
 
 
 def classification_metrics(

@@ -9,7 +9,7 @@ import pytest
 
 from mlrig.experiments.results import Margin
 from steps.evaluate import HeldOutPredictions
-from steps.register.margin import bootstrap_margin, judge
+from steps.register.margin import bootstrap_margin, judge, weighted_label_scorer
 from steps.register.params import CompareParams
 
 DEFAULTS = CompareParams()
@@ -117,6 +117,25 @@ def test_log_loss_is_lower_is_better_too() -> None:
     better = bootstrap_margin(sharp, blunt, "log_loss", "v1", DEFAULTS)
     assert better.high < 0 and judge(better, 0.0)[0] is True
     assert judge(bootstrap_margin(blunt, sharp, "log_loss", "v1", DEFAULTS), 0.0)[0] is False
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "precision", "recall", "f1"])
+def test_a_weighted_resample_scores_as_the_drawn_rows_do(metric: str) -> None:
+    """The distinct rows weighted by their draws give the metric of the drawn rows, a class
+    left out of a resample included."""
+    generator = np.random.default_rng(5)
+    labels = np.array(["cat", "dog", "eel"])
+    target = labels[generator.integers(0, 3, 60)]
+    uniform = np.full((60, 3), 1 / 3)
+    model = HeldOutPredictions(target, labels[generator.integers(0, 3, 60)], uniform, [*labels])
+    other = HeldOutPredictions(target, labels[generator.integers(0, 3, 60)], uniform, [*labels])
+    weighted = weighted_label_scorer(model, other, metric)
+    no_eel = np.flatnonzero((target != "eel") & (model.predicted != "eel"))
+    samples = [generator.integers(0, 60, 60) for _ in range(20)] + [no_eel[[0, 1, 1, 2, 3, 3]]]
+
+    for sample in samples:
+        direct = model.take(sample).metric(metric) - other.take(sample).metric(metric)
+        assert weighted(sample) == pytest.approx(direct, abs=1e-12)
 
 
 def test_resamples_where_the_metric_is_undefined_are_left_out() -> None:
