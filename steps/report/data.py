@@ -2,10 +2,11 @@
 the target is spread over the train and test splits.
 
 meta.json's column facts are ingest's: `columns`, one entry per column (a list of objects with
-`name`, or an object keyed by name) with `role`, `dtype`, `missing_share`, `distinct` and, for
-a categorical column, `top_values` (`[[value, count], ...]` or `{value: count}`), and the task
-inference's `task_reason`. Whatever of these a meta.json lacks is shown as unknown; with no
-`columns` at all, the section lists the features and the target by name.
+`name`, or an object keyed by name) with `role` and its `reason`, `dtype`, `missing_share`,
+`distinct` and, for a categorical column, `top_values` (`[{"value": v, "count": c}, ...]`,
+`[[value, count], ...]` or `{value: count}`), and the task inference's `task_reason`. Whatever
+of these a meta.json lacks is shown as unknown; with no `columns` at all, the section lists
+the features and the target by name.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class ColumnFacts(BaseModel):
     """One column of the table, as ingest found it."""
 
     name: str
-    role: str | None = None  # numeric, boolean, categorical, datetime, text, dropped; target
+    role: str | None = None  # numeric, boolean, categorical, datetime, text, dropped
+    reason: str | None = None  # why it has its role: inferred, or `ingest.columns`
     dtype: str | None = None
     missing_share: float | None = None  # 0.0 to 1.0
     distinct: int | None = None

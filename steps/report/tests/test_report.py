@@ -537,9 +537,10 @@ META_WITH_COLUMNS = {
     "task_reason": "integer target with 13 distinct values (at most 20): classification",
     "columns": [
         {"name": "customer_id", "role": "dropped", "dtype": "object", "missing_share": 0.0,
-         "distinct": 52},
+         "distinct": 52, "reason": "ingest.columns"},
         {"name": "city", "role": "categorical", "dtype": "object", "missing_share": 0.0577,
-         "distinct": 3, "top_values": [["Lyon", 30], ["Nantes", 15], ["Paris", 4]]},
+         "distinct": 3, "top_values": [{"value": "Lyon", "count": 30},
+                                       {"value": "Nantes", "count": 15}, ["Paris", 4]]},
         {"name": "tenure", "role": "numeric", "dtype": "float64", "missing_share": 0.0,
          "distinct": 40},
         {"name": "signed_up", "role": "datetime", "dtype": "datetime64[ns]",
@@ -573,7 +574,7 @@ def test_the_data_section_shows_each_column_as_ingest_found_it(tmp_path: Path) -
     columns = markdown_table(markdown, "column | role")
     assert columns[0] == ["column", "role", "type", "missing", "distinct", "top values (rows)"]
     assert columns[2] == ["`plan` (target)", "categorical", "int64", "0.0%", "13", "3 (9), 10 (6)"]
-    assert columns[3] == ["`customer_id`", "dropped", "object", "0.0%", "52", ""]
+    assert columns[3] == ["`customer_id`", "dropped: ingest.columns", "object", "0.0%", "52", ""]
     assert columns[4] == [
         "`city`", "categorical", "object", "5.8%", "3", "Lyon (30), Nantes (15), Paris (4)"
     ]  # fmt: skip
@@ -586,6 +587,7 @@ def test_the_data_section_shows_each_column_as_ingest_found_it(tmp_path: Path) -
     assert "with classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12." in markdown
     (html_columns,) = [t for t in HtmlReport(html).tables if t[0][:2] == ["column", "role"]]
     assert html_columns[1][:3] == ["plantarget", "categorical", "int64"]
+    assert html_columns[2][1] == "droppedingest.columns"
 
 
 def test_a_meta_json_without_column_facts_lists_the_features(tmp_path: Path) -> None:
