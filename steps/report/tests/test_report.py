@@ -306,6 +306,7 @@ def test_table_lists_every_experiment_with_its_metrics(tmp_path: Path) -> None:
         assert html_row[1] == result.record.family + row[2]
         assert html_row[2:8] == expected_metrics
         assert html_row[-1] == result.record.mlflow_run_id[:8]
+        assert f'<code title="{result.record.mlflow_run_id}">' in html  # the whole id on hover
         assert result.record.clearml_task_id not in html_row + row
     assert rows[0][2] == "C=0.1, max_iter=1000"
     assert rows[1][2] == "n_estimators=200, min_samples_leaf=1"  # None is left out
