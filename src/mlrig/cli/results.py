@@ -19,7 +19,7 @@ from mlrig.cli.app import (
 from mlrig.errors import exits_cleanly
 
 if TYPE_CHECKING:
-    pass
+    from mlrig.experiments.results import Champion, ExperimentResult
 
 
 @app.command()
@@ -56,7 +56,6 @@ def compare(
     ] = Path("params.yaml"),
 ) -> None:
     """Print the experiment table: params, held-out metrics, fit time, MLflow run."""
-    from mlrig.experiments.metrics import LOWER_IS_BETTER
     from mlrig.experiments.params import load_section, section_schema
     from mlrig.experiments.results import load_results, read_champion
     from mlrig.settings import load_settings
@@ -77,14 +76,33 @@ def compare(
                 "fit_seconds": result.record.fit_seconds,
                 "mlflow_run_id": result.record.mlflow_run_id,
                 "clearml_task_id": result.record.clearml_task_id,
-                "champion": bool(
-                    champion and champion.is_champion and champion.experiment == result.name
-                ),
+                "champion": is_champion(champion, result.name),
             }
             for result in results
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
+    header, rows = experiment_rows(results, champion)
+    # a pipe gets the whole table rather than columns cut to 80 characters, unless COLUMNS says
+    # how wide its reader is
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
+    out = Console(width=None if wide else 240)
+    for table in fitting_tables("experiments (held-out test set)", header, rows, out.width):
+        out.print(table)
+
+
+def is_champion(champion: Champion | None, experiment: str) -> bool:
+    """True when the registered champion is this experiment's model of this run."""
+    return bool(champion and champion.is_champion and champion.experiment == experiment)
+
+
+def experiment_rows(
+    results: list[ExperimentResult], champion: Champion | None
+) -> tuple[list[str], list[list[str]]]:
+    """The experiment table as text: its header and a row per experiment (the champion's
+    name crowned)."""
+    from mlrig.experiments.metrics import LOWER_IS_BETTER
+
     metric_names = list(results[0].metrics)
     header = [
         "experiment",
@@ -96,14 +114,9 @@ def compare(
     ]
     rows = []
     for result in results:
-        crown = (
-            " 🏆"
-            if champion and champion.is_champion and champion.experiment == result.name
-            else ""
-        )
-        params_text = ", ".join(
-            f"{k}={v}" for k, v in result.record.params.items() if v is not None
-        )
+        crown = " 🏆" if is_champion(champion, result.name) else ""
+        params = result.record.params.items()
+        params_text = ", ".join(f"{k}={v}" for k, v in params if v is not None)
         rows.append(
             [
                 result.name + crown,
@@ -114,12 +127,7 @@ def compare(
                 result.record.mlflow_run_id[:12],
             ]
         )
-    # a pipe gets the whole table rather than columns cut to 80 characters, unless COLUMNS says
-    # how wide its reader is
-    wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
-    out = Console(width=None if wide else 240)
-    for table in fitting_tables("experiments (held-out test set)", header, rows, out.width):
-        out.print(table)
+    return header, rows
 
 
 #: a column's width beyond its text: a space either side and its left border
