@@ -134,30 +134,34 @@ def experiment_rows(
 COLUMN_EDGES = 3
 #: text columns; the others (numbers) are right-aligned
 TEXT_COLUMNS = frozenset({"experiment", "family", "params", "MLflow run"})
+#: text columns that may wrap between words to fit beside the others
+WRAPPED_COLUMNS = frozenset({"params"})
 
 
 def fitting_tables(title: str, header: list[str], rows: list[list[str]], width: int) -> list[Table]:
     """The table as one or more tables no wider than `width`, each led by the first column
     (the experiment), like a wide frame printed in parts: no name or value is cut short.
 
-    A column wider than `width` on its own gets a table of its own, folded onto more lines; so
-    does a name wider than half of it, beside the others.
+    The params wrap between words to fit beside the others. A column wider than `width` on its
+    own gets a table of its own, folded onto more lines; so does a name wider than half of it.
     """
     from rich.cells import cell_len
 
-    widths = [
-        max(cell_len(text) for text in [name, *(row[index] for row in rows)]) + COLUMN_EDGES
-        for index, name in enumerate(header)
-    ]
-    lead = min(widths[0], width // 2) + 1  # the first column, and the table's right border
+    def needed(index: int) -> int:
+        texts = [header[index], *(row[index] for row in rows)]
+        if header[index] in WRAPPED_COLUMNS:  # its longest word
+            texts = [word for text in texts for word in text.split()]
+        return max(cell_len(text) for text in texts) + COLUMN_EDGES
+
+    lead = min(needed(0), width // 2) + 1  # the first column, and the table's right border
     groups: list[list[int]] = [[]]
     used = lead
     for index in range(1, len(header)):
-        if groups[-1] and used + widths[index] > width:
+        if groups[-1] and used + needed(index) > width:
             groups.append([])
             used = lead
         groups[-1].append(index)
-        used += widths[index]
+        used += needed(index)
     tables = []
     for number, group in enumerate(groups):
         table = Table(title=title if number == 0 else f"{title}, continued")
