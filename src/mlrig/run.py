@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from mlrig.dvc.code_deps import require_code_deps
 from mlrig.dvc.commands import push_outputs
 from mlrig.dvc.integrity import repair_outputs
 from mlrig.dvc.repo import changed_stages, require_checkout, require_dvc_unlocked
-from mlrig.errors import EXIT_FAILED, MlrigError, Stopped, redact
+from mlrig.errors import EXIT_FAILED, MlrigError, Stopped
 from mlrig.executors.base import StageExecutor, StageRequest
 from mlrig.executors.registry import stage_executor
 from mlrig.experiments.params import PARAMS_FILE
@@ -32,6 +31,7 @@ from mlrig.experiments.preflight import preflight, prepare_params
 from mlrig.experiments.results import Champion
 from mlrig.settings import Settings
 from mlrig.stopping import StopRequested
+from mlrig.tracking.mlflow_ui import mlflow_ui_command
 from mlrig.tracking.parent_run import (
     count_runs,
     new_pipeline_run_id,
@@ -167,19 +167,6 @@ def unrecorded_stages(settings: Settings, graph: dict[str, set[str]]) -> list[st
     if not train_stages and champion_missing(settings):
         return [REGISTER_STAGE]
     return train_stages
-
-
-def mlflow_ui_command(settings: Settings) -> str:
-    """The command that opens the MLflow UI on the runs."""
-    if not settings.uses_local_mlflow:
-        return f"open {redact(settings.tracking_uri)}"
-    store = settings.tracking_uri.replace(str(settings.root) + "/", "")
-    # the mlflow of this environment, as it can be typed: no uv, no activated venv needed
-    mlflow = Path(sys.executable).parent / "mlflow"
-    if mlflow.is_relative_to(settings.root):
-        mlflow = mlflow.relative_to(settings.root)
-    command = [str(mlflow), "ui", "--backend-store-uri", store, "--port", "5000"]
-    return f"cd {shlex.quote(str(settings.root))} && {shlex.join(command)}"
 
 
 @contextmanager

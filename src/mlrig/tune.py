@@ -41,6 +41,13 @@ from mlrig.experiments.params import (
 )
 from mlrig.settings import Settings
 from mlrig.text import counted
+from mlrig.tracking.tuned import (
+    BEST_PARAM_PREFIX,
+    OBJECTIVE_TITLE,  # the scalar a trial reports: title `cv`, series the metric (`cv_<metric>`)
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    tune_experiment_name,
+)
 from steps.train.params import FAMILY_PARAMS, TrainParams
 
 if TYPE_CHECKING:
@@ -54,11 +61,8 @@ if TYPE_CHECKING:
 SPLIT_STAGE = "split"
 SPLIT_DIR = Path("outputs/split")
 TAG_TUNE_RUN = "mlrig.tune_run"
-TUNE_EXPERIMENT_SUFFIX = "-tune"
 #: the ClearML section a trial task's params live in (what `Task.connect` of a dict uses)
 CLEARML_SECTION = "General"
-#: the scalar a trial reports: title `cv`, series the metric (MLflow's `cv_<metric>`)
-OBJECTIVE_TITLE = "cv"
 Direction = Literal["minimize", "maximize"]
 
 
@@ -96,9 +100,8 @@ class TuneSummary(BaseModel):
 
 
 def tune_experiment(settings: Settings) -> str:
-    """The MLflow experiment of the searches: apart from the pipeline's, whose runs, counts,
-    table and report are the pipeline's experiments alone."""
-    return f"{settings.mlflow_experiment}{TUNE_EXPERIMENT_SUFFIX}"
+    """The MLflow experiment of the searches (see `mlrig.tracking.tuned`)."""
+    return tune_experiment_name(settings)
 
 
 def direction_of(metric: str) -> Direction:
@@ -503,9 +506,11 @@ def log_best(search: Search, best: TrialResult) -> None:
     from mlrig.tracking.step_run import param_text
 
     mlflow.log_metric(f"best_{search.metric_name}", best.score)
-    mlflow.log_params({f"best.{name}": param_text(best.params[name]) for name in search.space})
-    mlflow.set_tag("mlrig.tune.best_trial", str(best.number))
-    mlflow.set_tag("mlrig.tune.best_run_id", best.mlflow_run_id or "")
+    mlflow.log_params(
+        {f"{BEST_PARAM_PREFIX}{name}": param_text(best.params[name]) for name in search.space}
+    )
+    mlflow.set_tag(TAG_BEST_TRIAL, str(best.number))
+    mlflow.set_tag(TAG_BEST_RUN, best.mlflow_run_id or "")
 
 
 def apply_best(path: Path, experiment: str, values: Mapping[str, Any]) -> str:

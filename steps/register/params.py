@@ -16,6 +16,23 @@ class CompareParams(Section):
 
     metric: str = Field("auto", description="auto: f1 for classification, rmse for regression")
     registered_model: str = Field("auto", description="auto: mlrig-<dataset name>")
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="how much better, in the metric's units, a challenger must be to replace the "
+        "champion (0: any gain the interval confirms)",
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="confidence of the bootstrap interval of the difference; a challenger "
+        "replaces the champion only when the whole interval is in its favour",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="resamples of the test rows the interval is computed from"
+    )
+    seed: int = Field(42, description="seed of the bootstrap resampling")
 
 
 SECTION = CompareParams

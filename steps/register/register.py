@@ -1,13 +1,18 @@
 """Compare and register: pick the champion by the primary metric, register it if it wins.
 
 The best experiment of this run is registered in the MLflow model registry with the alias
-`champion` only if it beats the current champion re-scored on the same test set; the champion
-it replaces gets the alias `previous`. A tie keeps the current champion.
+`champion` only if it beats the current champion, re-scored on the same test set, by more than
+`compare.min_improvement` and beyond noise (the bootstrap interval of the difference excludes
+zero: see margin.py); the champion it replaces gets the alias `previous`. A tie keeps the
+current champion.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,10 +21,17 @@ import typer
 from mlrig.errors import EXIT_FAILED, MlrigError, exits_cleanly
 from mlrig.experiments.metrics import is_better, primary_metric
 from mlrig.experiments.params import load_section
-from mlrig.experiments.results import CHAMPION_FILE, Champion, ExperimentResult, load_results
+from mlrig.experiments.results import (
+    CHAMPION_FILE,
+    Champion,
+    ExperimentResult,
+    Margin,
+    load_results,
+)
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from mlrig.tracking.recorded import CHAMPION_ALIAS
-from steps.evaluate import model_metrics
+from steps.evaluate import HeldOutPredictions, predict_test
+from steps.register.margin import bootstrap_margin, judge
 from steps.register.params import SECTION_NAME, CompareParams
 from steps.split import TEST_FILE
 from steps.train.params import TrainParams
@@ -77,74 +89,119 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def rescore(
-    version: ModelVersion, test_table: pd.DataFrame, meta: TableMeta, metric: str
-) -> float | None:
-    """The current champion's `metric` on this test set; None when it cannot score this data.
+def load_model(uri: str, what: str) -> object:
+    """The model at an MLflow model URI.
 
     Raises:
-        MlrigError: the champion could not be downloaded; the registry is left as it is.
+        MlrigError: it could not be downloaded; the registry is left as it is.
     """
     import mlflow
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
     try:
-        model = mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
+        return mlflow.sklearn.load_model(uri)
     except (MlflowException, OSError) as error:  # OSError covers requests' network errors
-        # never replace a champion because it could not be fetched
+        # never replace a champion because a model could not be fetched
         raise MlrigError(
-            f"Could not load champion version {version.version} of {version.name} from "
-            f"MLflow at {mlflow.get_tracking_uri()} to re-score it: "
-            f"{str(error).splitlines()[0]}. The registry is unchanged. Check that the server "
-            "and its artifact store answer (mlrig doctor), then run the pipeline again.",
+            f"Could not load {what} from MLflow at {mlflow.get_tracking_uri()} to score it on "
+            f"the test set: {str(error).splitlines()[0]}. The registry is unchanged. Check that "
+            "the server and its artifact store answer (mlrig doctor), then run the pipeline "
+            "again.",
             exit_code=EXIT_FAILED,
         ) from None
+
+
+def champion_predictions(
+    version: ModelVersion, test_table: pd.DataFrame, meta: TableMeta
+) -> HeldOutPredictions | None:
+    """The current champion's predictions on this test set; None when it cannot score this data.
+
+    Raises:
+        MlrigError: the champion could not be downloaded; the registry is left as it is.
+    """
+    model = load_model(
+        f"models:/{version.name}/{version.version}",
+        f"champion version {version.version} of {version.name}",
+    )
     try:
-        return model_metrics(model, test_table, meta)[metric]
+        return predict_test(model, test_table, meta)
     except Exception:  # a champion of other columns or classes cannot score this table at all
         return None
+
+
+def experiment_predictions(
+    result: ExperimentResult, test_table: pd.DataFrame, meta: TableMeta
+) -> HeldOutPredictions:
+    """An experiment's predictions on the test set, from the model its train stage logged."""
+    model = load_model(result.record.mlflow_model_uri, f"the model of experiment {result.name}")
+    return predict_test(model, test_table, meta)
+
+
+@dataclass
+class Data:
+    """The test set the experiments and the champion are compared on."""
+
+    table: pd.DataFrame
+    meta: TableMeta
+    metric: str
+
+
+@dataclass
+class Decision:
+    """Whether this run's best becomes the champion, and why."""
+
+    promote: bool
+    incumbent: ModelVersion | None
+    reason: str
+    margin: Margin | None = None  # the best against the champion, when it was re-scored
 
 
 def decide(
     client: MlflowClient,
     best: ExperimentResult,
-    metric: str,
+    best_predictions: Callable[[], HeldOutPredictions],
     name: str,
-    test_table: pd.DataFrame,
-    meta: TableMeta,
-) -> tuple[bool, ModelVersion | None, str]:
-    """Whether `best` should become the champion, the current champion, and why."""
-    value = best.metrics[metric]
+    test: Data,
+    params: CompareParams,
+) -> Decision:
+    """Whether `best` should become the champion: only when it beats the current champion,
+    re-scored on the same test rows, beyond `compare.min_improvement` and beyond noise."""
     incumbent = current_champion(client, name)
     if incumbent is None:
-        return True, None, f"first champion of {name}"
+        return Decision(True, None, f"first champion of {name}")
     if incumbent.run_id == best.record.mlflow_run_id:
-        return (
-            False,
-            incumbent,
-            f"{best.name} is already the champion (version {incumbent.version})",
+        return Decision(
+            False, incumbent, f"{best.name} is already the champion (version {incumbent.version})"
         )
-    incumbent_value = rescore(incumbent, test_table, meta, metric)
-    if incumbent_value is None:
-        return True, incumbent, f"champion version {incumbent.version} cannot score this data"
-    if is_better(value, incumbent_value, metric):
-        return (
-            True,
-            incumbent,
-            (
-                f"{metric} {value:.4f} beats champion version {incumbent.version} "
-                f"({incumbent_value:.4f} on the same test set)"
-            ),
+    incumbent_predictions = champion_predictions(incumbent, test.table, test.meta)
+    if incumbent_predictions is None:
+        return Decision(
+            True, incumbent, f"champion version {incumbent.version} cannot score this data"
         )
-    return (
-        False,
-        incumbent,
-        (
-            f"{metric} {value:.4f} does not beat champion version {incumbent.version} "
-            f"({incumbent_value:.4f} on the same test set)"
-        ),
+    margin = bootstrap_margin(
+        best_predictions(),
+        incumbent_predictions,
+        test.metric,
+        f"champion version {incumbent.version}",
+        params,
     )
+    promote, reason = judge(margin, params.min_improvement)
+    return Decision(promote, incumbent, reason, margin)
+
+
+def margin_tags(prefix: str, margin: Margin | None) -> dict[str, str]:
+    """A margin as registry tags: `<prefix>.versus`, `.difference`, `.interval`."""
+    if margin is None:
+        return {}
+    return {
+        f"{prefix}.versus": margin.versus,
+        f"{prefix}.difference": f"{margin.difference:+.6f}",
+        f"{prefix}.interval": (
+            f"[{margin.low:+.6f}, {margin.high:+.6f}] at {margin.confidence:.0%}, "
+            f"{margin.resamples} resamples of {margin.rows} test rows, seed {margin.seed}"
+        ),
+    }
 
 
 def register(
@@ -153,8 +210,10 @@ def register(
     name: str,
     metric: str,
     pipeline_run_id: str | None,
+    decision: Decision,
 ) -> ModelVersion:
-    """Register the best model's logged version and move the aliases."""
+    """Register the best model's logged version, tagged with why; the caller moves the
+    aliases."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -167,6 +226,8 @@ def register(
         f"mlrig.metric.{metric}": f"{best.metrics[metric]:.6f}",
         "mlrig.data.md5": best.record.train_md5,
         "mlrig.pipeline_run_id": pipeline_run_id or "",
+        "mlrig.decision": decision.reason,
+        **margin_tags("mlrig.margin", decision.margin),
     }
     # a run cut off between registering and moving the aliases left a version: reuse it
     for existing in client.search_model_versions(f"name = '{name}'"):
@@ -179,6 +240,46 @@ def register(
         run_id=best.record.mlflow_run_id,
         tags=tags,
         model_id=model_id,
+    )
+
+
+def tag_challenge(
+    client: MlflowClient, best: ExperimentResult, decision: Decision, pipeline_run_id: str | None
+) -> None:
+    """On the champion that stayed: which challenger it held off, by how much, and why."""
+    if decision.incumbent is None or decision.margin is None:
+        return
+    tags = {
+        "mlrig.challenge.experiment": best.name,
+        "mlrig.challenge.run_id": best.record.mlflow_run_id,
+        "mlrig.challenge.pipeline_run_id": pipeline_run_id or "",
+        "mlrig.challenge.reason": decision.reason,
+        **margin_tags("mlrig.challenge", decision.margin),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(
+            decision.incumbent.name, str(decision.incumbent.version), key, value
+        )
+
+
+def runner_up_margin(
+    results: list[ExperimentResult],
+    best: ExperimentResult,
+    best_predictions: Callable[[], HeldOutPredictions],
+    test: Data,
+    params: CompareParams,
+) -> Margin | None:
+    """This run's best against its second best, on the same test rows (None: one experiment)."""
+    others = [result for result in results if result is not best]
+    if not others:
+        return None
+    runner_up = best_result(others, test.metric)
+    return bootstrap_margin(
+        best_predictions(),
+        experiment_predictions(runner_up, test.table, test.meta),
+        test.metric,
+        runner_up.name,
+        params,
     )
 
 
@@ -203,30 +304,52 @@ def compare_and_register(
     Returns:
         The decision, with the registered version when there is a new one.
     """
-    metric = primary_metric(params.metric, meta.task)  # type: ignore[arg-type]
+    test = Data(test_table, meta, primary_metric(params.metric, meta.task))  # type: ignore[arg-type]
     name = registered_model_name(params, meta)
-    best = best_result(results, metric)
-    promote, incumbent, reason = decide(client, best, metric, name, test_table, meta)
-    version = str(incumbent.version) if incumbent and not promote else None
-    if promote:
-        created = register(client, best, name, metric, pipeline_run_id)
+    best = best_result(results, test.metric)
+    best_predictions = cache(lambda: experiment_predictions(best, test_table, meta))
+    decision = decide(client, best, best_predictions, name, test, params)
+    incumbent = decision.incumbent
+    version = str(incumbent.version) if incumbent and not decision.promote else None
+    if decision.promote:
+        created = register(client, best, name, test.metric, pipeline_run_id, decision)
         if incumbent is not None:
             client.set_registered_model_alias(name, PREVIOUS_ALIAS, incumbent.version)
         client.set_registered_model_alias(name, CHAMPION_ALIAS, created.version)
         version = str(created.version)
+    else:
+        tag_challenge(client, best, decision, pipeline_run_id)
     return Champion(
         experiment=best.name,
-        metric=metric,
-        value=best.metrics[metric],
+        metric=test.metric,
+        value=best.metrics[test.metric],
         mlflow_run_id=best.record.mlflow_run_id,
         registered_model=name,
-        registered=promote,
-        is_champion=promote
+        registered=decision.promote,
+        is_champion=decision.promote
         or (incumbent is not None and incumbent.run_id == best.record.mlflow_run_id),
         version=version,
-        previous_version=str(incumbent.version) if promote and incumbent else None,
-        reason=reason,
+        previous_version=str(incumbent.version) if decision.promote and incumbent else None,
+        reason=decision.reason,
+        min_improvement=params.min_improvement,
+        incumbent_experiment=incumbent.tags.get("mlrig.experiment") if incumbent else None,
+        versus_champion=decision.margin,
+        versus_runner_up=runner_up_margin(results, best, best_predictions, test, params),
     )
+
+
+def margin_metrics(champion: Champion) -> dict[str, float]:
+    """The margins of the decision as metrics of the register run: `margin_champion_low`, ..."""
+    metrics = {}
+    for against, margin in (
+        ("champion", champion.versus_champion),
+        ("runner_up", champion.versus_runner_up),
+    ):
+        if margin is not None:
+            metrics[f"margin_{against}"] = margin.difference
+            metrics[f"margin_{against}_low"] = margin.low
+            metrics[f"margin_{against}_high"] = margin.high
+    return metrics
 
 
 app = typer.Typer(add_completion=False, help="Pick the champion and register it in MLflow.")
@@ -267,8 +390,17 @@ def main(
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CHAMPION_FILE).write_text(champion.model_dump_json(indent=2) + "\n")
-        run.log_params({"metric": champion.metric, "registered_model": champion.registered_model})
-        run.log_metrics({f"champion_{champion.metric}": champion.value})
+        run.log_params(
+            {
+                "metric": champion.metric,
+                "registered_model": champion.registered_model,
+                "min_improvement": section.min_improvement,
+                "confidence": section.confidence,
+                "bootstrap_resamples": section.bootstrap_resamples,
+                "seed": section.seed,
+            }
+        )
+        run.log_metrics({f"champion_{champion.metric}": champion.value, **margin_metrics(champion)})
         run.clearml_task.set_user_properties(mlflow_champion_run_id=champion.mlflow_run_id)
     if settings.parent_run_id:
         client.set_tag(settings.parent_run_id, "mlrig.champion", champion.experiment)

@@ -1,16 +1,20 @@
-"""Report: a Markdown and a self-contained HTML report comparing every experiment.
+"""Report: a Markdown and a self-contained HTML report a lead can decide from.
 
-It holds a table of all experiments (params, metrics, fit time), comparison plots, the champion
-and why, the data version (DVC hashes) and the MLflow run and ClearML task of each experiment.
+At the top the date, git commit and data version; then the decision (the champion, this run's
+best and runner-up, each margin with its bootstrap interval and why the champion changed or
+stayed), every experiment's params, held-out metrics and fit time, comparison plots, confusion
+matrices and per-class metrics, the data (each column as ingest found it, the class balance of
+the splits, the data files' md5), the latest `mlrig tune` search of each experiment, where to
+see the runs in MLflow, and each experiment's ClearML tasks.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from pydantic import BaseModel
@@ -21,18 +25,21 @@ from mlrig.experiments.params import load_section
 from mlrig.experiments.results import Champion, ExperimentResult, load_results, read_champion
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from mlrig.lineage import file_md5
-from steps.evaluate import CURVE_FILE
+from mlrig.tracking.tuned import TunedSearch
+from steps.evaluate import PER_CLASS_FILE
+from steps.report.data import DataSection, data_section
+from steps.report.figures import build_figures, margin_rows, png_bytes
 from steps.report.params import ReportParams
 from steps.split import TEST_FILE, TRAIN_FILE
 from steps.train.params import TrainParams
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlrig.settings import Settings
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIGURES_DIR = "figures"
+#: how many characters of a run id or md5 the report shows (the whole one is in MLflow)
+SHORT_ID = 8
 
 
 class ClearmlTask(BaseModel):
@@ -52,6 +59,14 @@ class ClearmlSection(BaseModel):
     tasks: list[ClearmlTask]
 
 
+class PerClass(BaseModel):
+    """An experiment's confusion matrix and per-class metrics (evaluate's per_class.json)."""
+
+    labels: list[str]  # in natural order
+    confusion_matrix: list[list[int]]  # rows: the true class, columns: the predicted one
+    classes: dict[str, dict[str, float]]  # precision, recall, f1, support by label
+
+
 class ReportInputs(BaseModel):
     """Everything the report shows."""
 
@@ -61,79 +76,39 @@ class ReportInputs(BaseModel):
     champion: Champion | None
     data_versions: dict[str, str]
     validation: dict[str, Any]
-    mlflow_ui: str
-    experiment_id: str
+    experiment_id: str  # the pipeline's MLflow experiment
+    mlflow_server: str | None  # the MLflow server's address; None for a local store
+    mlflow_ui_command: str  # what opens the UI (a local store has no server to link to)
+    generated: str = ""  # when the report was written (UTC)
+    git_commit: str | None = None
+    data: DataSection | None = None
+    per_class: dict[str, PerClass] = {}
+    tuning: list[TunedSearch] = []
     clearml: ClearmlSection | None = None
 
+    @property
+    def commit_text(self) -> str:
+        """`0bdfc57a1b2c`, with `(uncommitted changes)` when the checkout had some."""
+        commit = self.git_commit or "unknown"
+        dirty = commit.endswith("-dirty")
+        short = commit.removesuffix("-dirty")[:12]
+        return f"{short} (uncommitted changes)" if dirty else short
 
-def metrics_figure(results: list[ExperimentResult], metrics: tuple[str, ...]) -> Figure:
-    """One bar chart per metric, experiments side by side."""
-    import matplotlib.pyplot as plt
-
-    columns = min(3, len(metrics))
-    rows = -(-len(metrics) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    names = [result.name for result in results]
-    for axis, metric in zip(axes.flat, metrics, strict=False):
-        values = [result.metrics.get(metric, float("nan")) for result in results]
-        bars = axis.barh(names, values, color="#4c72b0")
-        axis.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)  # close scores need the numbers
-        axis.margins(x=0.2)
-        better = "lower" if metric in LOWER_IS_BETTER else "higher"
-        axis.set_title(f"{metric} ({better} is better)", fontsize=10)
-        axis.tick_params(labelsize=8)
-    for axis in list(axes.flat)[len(metrics) :]:
-        axis.set_visible(False)
-    figure.tight_layout()
-    return figure
+    @property
+    def data_version(self) -> str:
+        """The md5 of the ingested table, shortened: the data every experiment comes from."""
+        return self.data_versions.get(f"ingest/{TABLE_FILE}", "")[:SHORT_ID]
 
 
-def roc_figure(curves: dict[str, dict]) -> Figure:
-    """Every experiment's ROC curve on one plot."""
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 5))
-    for name, curve in curves.items():
-        axis.plot(curve["fpr"], curve["tpr"], label=name)
-    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
-    axis.legend(loc="lower right", fontsize=8)
-    return figure
-
-
-def fit_time_figure(results: list[ExperimentResult]) -> Figure:
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 0.5 + 0.4 * len(results)))
-    axis.barh([r.name for r in results], [r.record.fit_seconds for r in results], color="#dd8452")
-    axis.set(xlabel="seconds", title="fit time")
-    figure.tight_layout()
-    return figure
-
-
-def build_figures(inputs: ReportInputs, evaluate_dir: Path) -> dict[str, Figure]:
-    """The report's figures by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    figures = {
-        "metrics.png": metrics_figure(inputs.results, task_metrics(inputs.meta.task)),  # type: ignore[arg-type]
-        "fit_time.png": fit_time_figure(inputs.results),
-    }
-    curves = {
-        result.name: json.loads(read_output(evaluate_dir / result.name / CURVE_FILE))
-        for result in inputs.results
-    }
-    curves = {name: curve for name, curve in curves.items() if curve}
-    if curves:
-        figures["roc.png"] = roc_figure(curves)
-    return figures
-
-
-def png_bytes(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
+def read_per_class(evaluate_dir: Path, names: list[str]) -> dict[str, PerClass]:
+    """Each experiment's per-class results, when evaluate wrote them (classification)."""
+    per_class = {}
+    for name in names:
+        path = evaluate_dir / name / PER_CLASS_FILE
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        if recorded:
+            per_class[name] = PerClass.model_validate(recorded)
+    return per_class
 
 
 def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tuple[Path, Path]:
@@ -151,13 +126,26 @@ def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tu
         lstrip_blocks=True,
     )
     environment.filters["params_text"] = params_text
+    environment.filters["param_value"] = param_value
+    environment.filters["short"] = lambda text: (text or "")[:SHORT_ID]
+    environment.filters["share"] = lambda part, whole: f"{part / whole:.1%}" if whole else "-"
     figures_dir = out_dir / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)
     for name, content in figures.items():
         (figures_dir / name).write_bytes(content)
     context = {
         **dict(inputs),
+        **decision_context(inputs),
+        "data_version": inputs.data_version,
+        "commit_text": inputs.commit_text,
         "metric_names": task_metrics(inputs.meta.task),  # type: ignore[arg-type]
+        "lower_is_better": LOWER_IS_BETTER,
+        "run_link": lambda run_id, experiment_id: run_link(
+            inputs.mlflow_server, experiment_id, run_id
+        ),
+        "tuning_applied": {
+            search.experiment: tuning_applied(search, inputs.results) for search in inputs.tuning
+        },
         "figures": {name: f"{FIGURES_DIR}/{name}" for name in figures},
         "inline": {name: base64.b64encode(content).decode() for name, content in figures.items()},
     }
@@ -165,6 +153,40 @@ def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tu
     markdown_path.write_text(environment.get_template("report.md.j2").render(context))
     html_path.write_text(environment.get_template("report.html.j2").render(context))
     return markdown_path, html_path
+
+
+def decision_context(inputs: ReportInputs) -> dict[str, Any]:
+    """What the decision section and the per-class section need beyond the inputs: the
+    margins, this run's best and runner-up, and the experiments best first."""
+    champion = inputs.champion
+    best = champion.experiment if champion else None
+    runner_up = champion.versus_runner_up.versus if champion and champion.versus_runner_up else None
+    leading = [name for name in (best, runner_up) if name]
+    names = [result.name for result in inputs.results]
+    return {
+        "margins": margin_rows(champion) if champion else [],
+        "best": best,
+        "runner_up": runner_up,
+        # best and runner-up first, each experiment once
+        "per_class_order": list(
+            dict.fromkeys(name for name in leading + names if name in inputs.per_class)
+        ),
+    }
+
+
+def run_link(server: str | None, experiment_id: str, run_id: str) -> str | None:
+    """A run's page on the MLflow server; None for a local store, which has no server."""
+    return f"{server}/#/experiments/{experiment_id}/runs/{run_id}" if server else None
+
+
+def tuning_applied(search: TunedSearch, results: list[ExperimentResult]) -> bool:
+    """True when the experiment of this run has the search's best params."""
+    run = next((result for result in results if result.name == search.experiment), None)
+    if run is None:
+        return False
+    return all(
+        str(run.record.params.get(name)) == value for name, value in search.best_params.items()
+    )
 
 
 def clearml_section(settings: Settings, results: list[ExperimentResult]) -> ClearmlSection:
@@ -216,6 +238,15 @@ def comparison_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
     ]
 
 
+def param_value(text: str) -> str:
+    """A logged param value as a reader wants it: `0.9846738873614566` as `0.9847`."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return f"{number:.4g}" if "." in text else text
+
+
 def params_text(params: dict[str, Any]) -> str:
     """`C=0.1, max_iter=1000`: an experiment's hyperparameters in one cell."""
     return (
@@ -224,9 +255,54 @@ def params_text(params: dict[str, Any]) -> str:
     )
 
 
-def mlflow_ui_base(tracking_uri: str) -> str:
-    """Where run links point: the server itself, or `mlflow ui`'s default address."""
-    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+class Folders(NamedTuple):
+    """The upstream steps' output folders the report reads."""
+
+    table: Path
+    validation: Path
+    split: Path
+    train: Path
+    evaluate: Path
+    register: Path
+
+
+def gather_inputs(settings: Settings, params: Path, folders: Folders) -> ReportInputs:
+    """What the report shows, from the steps' outputs, the settings and the MLflow store."""
+    from mlrig.lineage import git_commit
+    from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command
+    from mlrig.tracking.step_run import setup_mlflow
+    from mlrig.tracking.tuned import latest_searches
+
+    names = list(load_section(params, "train", TrainParams).experiments)
+    meta = read_meta(folders.split)
+    data_versions = {
+        f"{folder.name}/{file}": file_md5(require_output(folder / file))
+        for folder, file in (
+            (folders.table, TABLE_FILE),
+            (folders.split, TRAIN_FILE),
+            (folders.split, TEST_FILE),
+        )
+    }
+    results = load_results(folders.train, folders.evaluate, names)
+    experiment_id = setup_mlflow(settings)
+    train_md5 = data_versions[f"{folders.split.name}/{TRAIN_FILE}"]
+    return ReportInputs(
+        title=load_section(params, "report", ReportParams).title,
+        meta=meta,
+        results=results,
+        champion=read_champion(folders.register),
+        data_versions=data_versions,
+        validation=json.loads(read_output(folders.validation / "report.json")),
+        experiment_id=experiment_id,
+        mlflow_server=mlflow_server(settings),
+        mlflow_ui_command=mlflow_ui_command(settings),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        git_commit=settings.git_commit or git_commit(settings.root),
+        data=data_section(folders.split, meta),
+        per_class=read_per_class(folders.evaluate, names),
+        tuning=latest_searches(settings, names, train_md5),
+        clearml=clearml_section(settings, results),
+    )
 
 
 app = typer.Typer(add_completion=False, help="Write the Markdown and HTML experiment report.")
@@ -248,28 +324,14 @@ def main(
 ) -> None:
     """Write the report."""
     from mlrig.settings import load_settings
-    from mlrig.tracking.step_run import setup_mlflow, tracked_step
+    from mlrig.tracking.step_run import tracked_step
 
     settings = load_settings()
-    names = list(load_section(params, "train", TrainParams).experiments)
-    inputs = ReportInputs(
-        title=load_section(params, "report", ReportParams).title,
-        meta=read_meta(split_dir),
-        results=load_results(train_dir, evaluate_dir, names),
-        champion=read_champion(register_dir),
-        data_versions={
-            f"{folder.name}/{file}": file_md5(require_output(folder / file))
-            for folder, file in (
-                (table_dir, TABLE_FILE),
-                (split_dir, TRAIN_FILE),
-                (split_dir, TEST_FILE),
-            )
-        },
-        validation=json.loads(read_output(validation_dir / "report.json")),
-        mlflow_ui=mlflow_ui_base(settings.tracking_uri),
-        experiment_id=setup_mlflow(settings),
+    inputs = gather_inputs(
+        settings,
+        params,
+        Folders(table_dir, validation_dir, split_dir, train_dir, evaluate_dir, register_dir),
     )
-    inputs.clearml = clearml_section(settings, inputs.results)
     figures = build_figures(inputs, evaluate_dir)
     markdown_path, html_path = render(
         inputs, {name: png_bytes(figure) for name, figure in figures.items()}, out_dir

@@ -237,5 +237,5 @@ def test_data_and_report_jobs_note_a_merge_request(gitlab_ci_local: Path, projec
     params, metrics = note.split("### Params")[1].split("### Metrics")
     assert "n_neighbors" in params and "7" in params
     assert "evaluate/knn" in metrics.split("##")[0]  # only knn's metrics changed
-    assert "Best experiment and champion" in note
+    assert "## Decision" in note and "Why: " in note  # the report's champion decision
     assert project.client_env()["MLFLOW_TRACKING_PASSWORD"] not in report.stdout + note

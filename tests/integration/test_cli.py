@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
+from mlrig.experiments.results import Champion, Margin, TrainRecord
 from tests.support.project import REPO_ROOT, clean_environment, copy_repository, run_mlrig
 
 
@@ -46,6 +49,68 @@ def test_compare_before_any_run_says_to_run_first(empty_project: Path) -> None:
     result = run_mlrig("compare", cwd=empty_project)
     assert result.returncode == 2
     assert "mlrig run" in result.stderr and "'base'" in result.stderr
+
+
+LONG_NAMES = [
+    "linear_with_strong_regularisation",
+    "gradient_boosting_with_deep_trees_and_a_slow_learning_rate_of_0_01_x",  # wider than 60
+    "knn",
+]
+
+
+def write_results(project: Path, names: list[str]) -> None:
+    """The outputs a pipeline run leaves for `mlrig compare`: run.json and metrics.json each."""
+    schema = project / "steps" / "train" / "params.py"
+    schema.parent.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "steps" / "train" / "params.py", schema)
+    experiments = "".join(f"    {name}:\n      family: knn\n" for name in names)
+    (project / "params.yaml").write_text(f"train:\n  experiments:\n{experiments}")
+    for number, name in enumerate(names):
+        record = TrainRecord(
+            experiment=name,
+            family="knn",
+            params={"n_neighbors": 15, "weights": "distance"},
+            task="classification",
+            dataset="d",
+            train_md5="0" * 32,
+            fit_seconds=0.05,
+            mlflow_run_id=f"{number}" * 32,
+            mlflow_model_uri=f"models:/m-{number}",
+            clearml_task_id=f"offline-{number}",
+        )
+        (project / "outputs/train" / name).mkdir(parents=True)
+        (project / "outputs/train" / name / "run.json").write_text(record.model_dump_json())
+        metrics = {"accuracy": 0.9 + number / 100, "f1": 0.8 + number / 100, "log_loss": 0.25}
+        (project / "outputs/evaluate" / name).mkdir(parents=True)
+        (project / "outputs/evaluate" / name / "metrics.json").write_text(json.dumps(metrics))
+    champion = KEPT.model_copy(
+        update={"experiment": names[1], "is_champion": True, "registered": True}
+    )
+    (project / "outputs/register").mkdir(parents=True)
+    (project / "outputs/register/champion.json").write_text(champion.model_dump_json())
+
+
+def test_compare_shows_whole_names_on_a_narrow_terminal(empty_project: Path) -> None:
+    write_results(empty_project, LONG_NAMES)
+
+    result = run_mlrig("compare", cwd=empty_project, COLUMNS="60")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= 60
+    assert "…" not in result.stdout
+    # each table leads with the experiment column; a name wider than the terminal is folded
+    # onto more lines, never cut
+    first_cells = "".join(
+        line.split("│")[1].replace(" ", "") for line in lines if line.startswith("│")
+    )
+    names = [LONG_NAMES[0], f"{LONG_NAMES[1]} 🏆", LONG_NAMES[2]]
+    tables = result.stdout.count("┃ experiment")
+    assert tables > 1
+    assert first_cells == "".join(name.replace(" ", "") for name in names) * tables
+    assert LONG_NAMES[0] in result.stdout  # a name that fits stays on one line
+    for value in ("0.9000", "0.8100", "0.9200", "0.2500", "n_neighbors=15"):
+        assert value in result.stdout
 
 
 def test_clearml_import_without_a_server_names_the_settings(empty_project: Path) -> None:
@@ -216,6 +281,96 @@ def test_the_run_summary_says_the_task_and_why_and_the_checks_left_to_stages() -
         "ingest.max_class_levels = 10 (ingest.task: classification makes them classes)"
     )
     assert lines[3] == ("Checked:   validate reads outputs/featurize, made by stage featurize, ...")
+
+
+def summary_with(champion: Champion) -> str:
+    from mlrig.cli.run import run_summary_lines
+    from mlrig.run import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["register"],
+        stage_seconds={"register": 3.0},
+        up_to_date=False,
+        runs_recorded=0,
+        runs_in_experiment=6,
+        champion=champion,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+    )
+    return "\n".join(run_summary_lines(summary))
+
+
+def margin(versus: str, value: float, versus_value: float, low: float, high: float) -> Margin:
+    return Margin(
+        versus=versus,
+        metric="f1",
+        value=value,
+        versus_value=versus_value,
+        difference=value - versus_value,
+        low=low,
+        high=high,
+        confidence=0.95,
+        resamples=1000,
+        rows=143,
+        seed=42,
+    )
+
+
+KEPT = Champion(
+    experiment="linear_c0_1",
+    metric="f1",
+    value=0.9776,
+    mlflow_run_id="r" * 32,
+    registered_model="mlrig-breast_cancer",
+    registered=False,
+    is_champion=False,
+    version="3",
+    previous_version=None,
+    reason="f1 0.9776 does not beat champion version 3 (0.9774 on the same 143 test rows) beyond "
+    "noise: difference +0.0002, 95% interval -0.0105 to +0.0110 includes zero, so the "
+    "difference may be chance",
+    versus_champion=margin("champion version 3", 0.9776, 0.9774, -0.0105, 0.0110),
+    versus_runner_up=margin("gradient_boosting", 0.9776, 0.9772, -0.0121, 0.0135),
+)
+
+
+def test_the_run_summary_says_why_the_champion_stayed_and_by_how_much() -> None:
+    text = summary_with(KEPT)
+
+    assert (
+        "Champion:  mlrig-breast_cancer v3 stays @champion; this run's best, linear_c0_1 "
+        f"(f1=0.9776): {KEPT.reason}"
+    ) in text
+    assert (
+        "Runner-up: gradient_boosting (f1=0.9772); linear_c0_1 minus it: difference +0.0004, "
+        "95% interval -0.0121 to +0.0135"
+    ) in text
+
+
+def test_the_run_summary_names_a_new_champion_and_its_margin() -> None:
+    reason = (
+        "f1 0.9900 beats champion version 3 (0.9774 on the same 143 test rows): difference "
+        "+0.0126, 95% interval +0.0040 to +0.0200, clear of zero and beyond "
+        "compare.min_improvement = 0"
+    )
+    promoted = KEPT.model_copy(
+        update={
+            "value": 0.99,
+            "registered": True,
+            "is_champion": True,
+            "version": "4",
+            "previous_version": "3",
+            "reason": reason,
+            "versus_runner_up": None,
+        }
+    )
+
+    text = summary_with(promoted)
+
+    assert f"Champion:  linear_c0_1 (f1=0.9900), mlrig-breast_cancer v4 @champion; {reason}" in text
+    assert "Runner-up" not in text  # a single experiment has none
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,31 @@ def test_the_best_trial_reported_is_the_best_score(search: TuneSummary, store: A
     assert parent.data.params["best.n_estimators"] == str(best.params["n_estimators"])
 
 
+def test_the_report_reads_the_search_back_from_mlflow(project: Path, search: TuneSummary) -> None:
+    """What the report's tuning section shows: the search of this train split, its best trial."""
+    from mlrig.lineage import file_md5
+    from mlrig.tracking.tuned import latest_searches
+
+    settings = Settings(project_dir=project, mlflow_experiment="mlrig", mlflow_tracking_uri=None)
+    train_md5 = file_md5(project / "outputs/split/train.parquet")
+
+    (found,) = latest_searches(settings, ["linear_c0_1", "random_forest"], train_md5)
+
+    assert (found.experiment, found.family) == ("random_forest", "random_forest")
+    assert found.metric == "f1"
+    assert (found.trials, found.cv_folds, found.direction) == (TRIALS, 3, "maximize")
+    assert (found.best_trial, found.best_score) == (search.best.number, search.best.score)
+    assert found.best_score_std == pytest.approx(search.best.score_std)
+    assert found.best_params == {
+        "max_depth": str(search.best.params["max_depth"]),
+        "n_estimators": str(search.best.params["n_estimators"]),
+    }
+    assert found.mlflow_run_id == search.mlflow_parent_run_id
+    # a search of other data is not this run's
+    assert latest_searches(settings, ["random_forest"], "0" * 32) == []
+    assert latest_searches(settings, ["linear_c0_1"], train_md5) == []
+
+
 def test_the_score_is_cross_validated_on_the_train_split_only(
     project: Path, search: TuneSummary
 ) -> None:

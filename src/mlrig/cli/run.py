@@ -20,6 +20,7 @@ from mlrig.executors.registry import EXECUTORS, executor_entry
 from mlrig.text import counted
 
 if TYPE_CHECKING:
+    from mlrig.experiments.results import Champion
     from mlrig.run import RunSummary
     from mlrig.settings import Settings
 
@@ -172,15 +173,25 @@ def run_summary_lines(summary: RunSummary) -> list[str]:
         "pipeline run, "
         f"{counted(summary.runs_in_experiment, 'run')} in the experiment"
     )
-    if champion := summary.champion:
-        status = (
-            f"{champion.registered_model} v{champion.version}"
-            if champion.version
-            else "not registered"
-        )
-        lines.append(
-            f"Champion:  {champion.experiment} ({champion.metric}={champion.value:.4f}), "
-            f"{status} @champion; {champion.reason}"
-        )
+    if summary.champion:
+        lines.extend(champion_lines(summary.champion))
     lines.append(f"MLflow UI: {summary.mlflow_ui}")
+    return lines
+
+
+def champion_lines(champion: Champion) -> list[str]:
+    """Which model is the champion, why (by how much, with what interval), and the runner-up."""
+    best = f"{champion.experiment} ({champion.metric}={champion.value:.4f})"
+    model = f"{champion.registered_model} v{champion.version}"
+    if champion.is_champion:
+        lines = [f"Champion:  {best}, {model} @champion; {champion.reason}"]
+    elif champion.version:
+        lines = [f"Champion:  {model} stays @champion; this run's best, {best}: {champion.reason}"]
+    else:
+        lines = [f"Champion:  {best}, not registered; {champion.reason}"]
+    if runner_up := champion.versus_runner_up:
+        lines.append(
+            f"Runner-up: {runner_up.versus} ({runner_up.metric}={runner_up.versus_value:.4f}); "
+            f"{champion.experiment} minus it: {runner_up.difference_text()}"
+        )
     return lines

@@ -31,6 +31,11 @@ def primary_metric(configured: str, task: TaskKind) -> str:
     return metric
 
 
+def improvement(difference: float, metric: str) -> float:
+    """A difference of the metric (new minus old) as a gain: positive when the new is better."""
+    return -difference if metric in LOWER_IS_BETTER else difference
+
+
 def is_better(candidate: float, incumbent: float, metric: str) -> bool:
     """Strictly better: a tie keeps the incumbent."""
     return candidate < incumbent if metric in LOWER_IS_BETTER else candidate > incumbent

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from mlrig.errors import DataError
+from mlrig.experiments.metrics import improvement
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -41,6 +43,48 @@ class ExperimentResult(BaseModel):
         return self.record.experiment
 
 
+class Margin(BaseModel):
+    """A model's metric against another model's on the same test rows, with a seeded bootstrap
+    interval of the difference (this model minus the other)."""
+
+    versus: str  # the other model: `champion version 3`, or an experiment of this run
+    metric: str
+    value: float  # this model's value on the test set
+    versus_value: float  # the other model's, on the same rows
+    difference: float  # value - versus_value
+    low: float  # the interval of the difference (NaN when no resample could be scored)
+    high: float
+    confidence: float  # e.g. 0.95
+    resamples: int  # bootstrap resamples of the test rows the interval comes from
+    rows: int  # test rows
+    seed: int
+
+    @property
+    def gain(self) -> float:
+        """The difference as a gain: positive when this model is the better one."""
+        return improvement(self.difference, self.metric)
+
+    @property
+    def verdict(self) -> str:
+        """`better beyond noise`, `worse beyond noise`, `within noise` (the interval includes
+        zero) or `interval unknown` (no resample could be scored)."""
+        if math.isnan(self.low) or math.isnan(self.high):
+            return "interval unknown"
+        low, high = sorted(improvement(bound, self.metric) for bound in (self.low, self.high))
+        if low > 0:
+            return "better beyond noise"
+        if high < 0:
+            return "worse beyond noise"
+        return "within noise"
+
+    def difference_text(self) -> str:
+        """`difference +0.0064, 95% interval +0.0010 to +0.0120`."""
+        return (
+            f"difference {self.difference:+.4f}, {self.confidence:.0%} interval "
+            f"{self.low:+.4f} to {self.high:+.4f}"
+        )
+
+
 class Champion(BaseModel):
     """The register step's decision about the best experiment of this run."""
 
@@ -54,6 +98,13 @@ class Champion(BaseModel):
     version: str | None
     previous_version: str | None
     reason: str
+    min_improvement: float = 0.0  # compare.min_improvement the decision was made with
+    #: the experiment of the champion version this run's best was measured against
+    incumbent_experiment: str | None = None
+    #: this run's best against the champion it challenged (None: there was none to re-score)
+    versus_champion: Margin | None = None
+    #: this run's best against this run's second best (None: a single experiment)
+    versus_runner_up: Margin | None = None
 
 
 def load_results(train_dir: Path, evaluate_dir: Path, names: list[str]) -> list[ExperimentResult]:

@@ -18,7 +18,12 @@ from sklearn.preprocessing import label_binarize
 
 from mlrig.experiments.tables import TableMeta
 from steps.evaluate import evaluate
-from steps.evaluate.evaluate import classification_metrics, regression_metrics, roc_curve_points
+from steps.evaluate.evaluate import (
+    classification_metrics,
+    per_class_results,
+    regression_metrics,
+    roc_curve_points,
+)
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
 from steps.split import split_table
@@ -113,6 +118,32 @@ def test_three_class_roc_curve_is_the_micro_average() -> None:
     assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(67.5 / 72, abs=1e-4)
 
 
+@pytest.mark.parametrize("labels", [(2, 10, 1), ("2", "10", "1")], ids=["int", "text"])
+def test_per_class_results_list_numeric_labels_in_numeric_order(labels: tuple) -> None:
+    """Classes 1, 2, 10 in that order, not 1, 10, 2, whether the labels are numbers or text."""
+    two, ten, one = labels
+    target = [one, two, two, ten, ten, ten]
+    predicted = [one, two, ten, ten, ten, one]
+
+    results = per_class_results(target, predicted, [two, ten, one])
+
+    assert results["labels"] == [str(one), str(two), str(ten)]
+    assert results["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [1, 0, 2]]
+    assert results["classes"][str(ten)] == {
+        "precision": 2 / 3,
+        "recall": 2 / 3,
+        "f1": pytest.approx(2 / 3),
+        "support": 3,
+    }
+    assert results["classes"][str(one)]["precision"] == 0.5
+
+
+def test_per_class_results_of_text_labels_are_alphabetical() -> None:
+    results = per_class_results(["b", "a", "c"], ["b", "a", "a"], ["c", "b", "a"])
+    assert results["labels"] == ["a", "b", "c"]
+    assert results["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
+
+
 def test_regression_metrics_match_hand_computed_values() -> None:
     target = pd.Series([3.0, -0.5, 2.0, 7.0])
     predicted = np.array([2.5, 0.0, 2.0, 8.0])
@@ -159,7 +190,8 @@ def test_saved_classifier_gets_every_metric_and_both_plots(dataset: str, tmp_pat
     train_table, test_table, meta = load_split(dataset)
     pipeline = saved_linear_model(train_table, meta, tmp_path / "model")
 
-    metrics, figures, curve = evaluate(str(tmp_path / "model"), test_table, meta, "linear")
+    evaluation = evaluate(str(tmp_path / "model"), test_table, meta, "linear")
+    metrics, figures, curve = evaluation.metrics, evaluation.figures, evaluation.curve
 
     assert set(metrics) == CLASSIFICATION_METRICS
     target = test_table[meta.target]
@@ -182,13 +214,24 @@ def test_saved_classifier_gets_every_metric_and_both_plots(dataset: str, tmp_pat
         else roc_auc_score(onehot, probabilities, average="micro")
     )
     assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(expected_area, abs=1e-3)
+    per_class = evaluation.per_class
+    assert per_class is not None
+    assert per_class["labels"] == [str(label) for label in sorted(pipeline.classes_)]
+    matrix = np.array(per_class["confusion_matrix"])  # rows: true class, columns: predicted
+    assert matrix.sum() == len(test_table)
+    assert np.trace(matrix) == (predicted == target).sum()
+    for index, label in enumerate(per_class["labels"]):
+        row = per_class["classes"][label]
+        assert row["support"] == matrix[index].sum() == (target.astype(str) == label).sum()
+        assert row["recall"] == pytest.approx(matrix[index, index] / matrix[index].sum())
 
 
 def test_saved_regressor_gets_regression_metrics_and_a_residual_plot(tmp_path: Path) -> None:
     train_table, test_table, meta = load_split("diabetes")
     pipeline = saved_linear_model(train_table, meta, tmp_path / "model")
 
-    metrics, figures, curve = evaluate(str(tmp_path / "model"), test_table, meta, "linear")
+    evaluation = evaluate(str(tmp_path / "model"), test_table, meta, "linear")
+    metrics, figures, curve = evaluation.metrics, evaluation.figures, evaluation.curve
 
     assert set(metrics) == REGRESSION_METRICS
     predicted = pipeline.predict(raw_features(test_table, meta))
@@ -198,3 +241,4 @@ def test_saved_regressor_gets_regression_metrics_and_a_residual_plot(tmp_path: P
     assert set(figures) == {"residuals.png"}
     assert is_png(figures["residuals.png"])
     assert curve is None
+    assert evaluation.per_class is None

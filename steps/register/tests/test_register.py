@@ -32,7 +32,9 @@ from steps.train import fit
 from steps.train.families import SKOPS_TRUSTED_TYPES
 from steps.train.params import TrainParams
 
-AUTO = CompareParams()
+# fewer resamples than the default 1000 keep these tests quick: the decisions they check are
+# far from the edge of the interval (test_margin.py checks the bootstrap itself)
+AUTO = CompareParams(bootstrap_resamples=300)
 
 
 @dataclass
@@ -131,10 +133,20 @@ def test_first_champion_is_registered_as_version_one(
     assert champion.registered_model == "mlrig-breast_cancer"
     assert (champion.registered, champion.version, champion.previous_version) == (True, "1", None)
     assert champion.reason == "first champion of mlrig-breast_cancer"
+    assert champion.versus_champion is None  # nothing to re-score
+    runner_up = champion.versus_runner_up
+    assert runner_up is not None
+    assert (runner_up.versus, runner_up.metric, runner_up.rows) == ("baseline", "f1", 143)
+    # the bootstrap scores the models with the metric evaluate reported
+    assert runner_up.value == pytest.approx(forest.metrics["f1"])
+    assert runner_up.versus_value == pytest.approx(baseline.metrics["f1"])
+    assert runner_up.difference == pytest.approx(forest.metrics["f1"] - baseline.metrics["f1"])
+    assert 0 < runner_up.low < runner_up.difference < runner_up.high
     version = client.get_model_version_by_alias("mlrig-breast_cancer", CHAMPION_ALIAS)
     assert (str(version.version), version.run_id) == ("1", forest.record.mlflow_run_id)
     assert version.tags["mlrig.experiment"] == "forest"
     assert version.tags["mlrig.pipeline_run_id"] == "pipe-1"
+    assert version.tags["mlrig.decision"] == "first champion of mlrig-breast_cancer"
     assert float(version.tags["mlrig.metric.f1"]) == pytest.approx(forest.metrics["f1"], abs=1e-6)
     # the champion alias serves the model that was trained
     served = mlflow.sklearn.load_model(f"models:/mlrig-breast_cancer@{CHAMPION_ALIAS}")
@@ -155,11 +167,85 @@ def test_better_challenger_becomes_champion_and_the_old_one_previous(
     assert champion.experiment == "linear"
     assert (champion.registered, champion.version, champion.previous_version) == (True, "2", "1")
     assert champion.reason.startswith(f"f1 {linear.metrics['f1']:.4f} beats champion version 1")
+    margin = champion.versus_champion
+    assert margin is not None
+    assert (margin.versus, margin.versus_value) == ("champion version 1", baseline.metrics["f1"])
+    assert margin.difference == pytest.approx(linear.metrics["f1"] - baseline.metrics["f1"])
+    assert 0 < margin.low < margin.difference < margin.high  # clear of zero: in its favour
+    assert (margin.confidence, margin.resamples, margin.seed) == (0.95, 300, 42)
+    interval = f"95% interval {margin.low:+.4f} to {margin.high:+.4f}"
+    assert f"difference {margin.difference:+.4f}, {interval}" in champion.reason
     assert alias_version(client, "mlrig-breast_cancer", CHAMPION_ALIAS) == "2"
     assert alias_version(client, "mlrig-breast_cancer", PREVIOUS_ALIAS) == "1"
-    assert client.get_model_version("mlrig-breast_cancer", "2").run_id == (
-        linear.record.mlflow_run_id
+    registered = client.get_model_version("mlrig-breast_cancer", "2")
+    assert registered.run_id == linear.record.mlflow_run_id
+    # the registry says by how much and with what interval
+    assert registered.tags["mlrig.decision"] == champion.reason
+    assert registered.tags["mlrig.margin.versus"] == "champion version 1"
+    assert float(registered.tags["mlrig.margin.difference"]) == pytest.approx(
+        margin.difference, abs=1e-6
     )
+    assert registered.tags["mlrig.margin.interval"] == (
+        f"[{margin.low:+.6f}, {margin.high:+.6f}] at 95%, 300 resamples of 143 test rows, seed 42"
+    )
+
+
+def test_challenger_better_by_noise_keeps_the_champion(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    """Better on these 143 test rows, but the interval of the difference includes zero."""
+    boosting = train(breast_cancer, "boosting", "gradient_boosting")
+    decide(client, breast_cancer, [boosting])
+    linear = train(breast_cancer, "linear", "linear")
+    assert linear.metrics["f1"] > boosting.metrics["f1"]  # what replaced the champion before
+
+    champion = decide(client, breast_cancer, [linear])
+
+    assert (champion.registered, champion.is_champion, champion.version) == (False, False, "1")
+    assert champion.incumbent_experiment == "boosting"
+    margin = champion.versus_champion
+    assert margin is not None
+    assert margin.difference == pytest.approx(linear.metrics["f1"] - boosting.metrics["f1"])
+    assert margin.low < 0 < margin.difference < margin.high
+    assert champion.reason.startswith(
+        f"f1 {linear.metrics['f1']:.4f} does not beat champion version 1 "
+        f"({boosting.metrics['f1']:.4f} on the same 143 test rows) beyond noise: "
+        f"difference {margin.difference:+.4f}, 95% interval {margin.low:+.4f} to "
+        f"{margin.high:+.4f} includes zero"
+    )
+    assert version_count(client, "mlrig-breast_cancer") == 1
+    assert alias_version(client, "mlrig-breast_cancer", CHAMPION_ALIAS) == "1"
+    # the champion that stayed says which challenger it held off, and why
+    kept = client.get_model_version("mlrig-breast_cancer", "1")
+    assert kept.tags["mlrig.challenge.experiment"] == "linear"
+    assert kept.tags["mlrig.challenge.run_id"] == linear.record.mlflow_run_id
+    assert kept.tags["mlrig.challenge.reason"] == champion.reason
+    assert kept.tags["mlrig.challenge.interval"].startswith(
+        f"[{margin.low:+.6f}, {margin.high:+.6f}] at 95%"
+    )
+
+
+def test_challenger_better_by_less_than_min_improvement_keeps_the_champion(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    baseline = train(breast_cancer, "baseline", "baseline")
+    decide(client, breast_cancer, [baseline])
+    linear = train(breast_cancer, "linear", "linear")
+    gain = linear.metrics["f1"] - baseline.metrics["f1"]
+    demanding = AUTO.model_copy(update={"min_improvement": round(gain + 0.01, 2)})
+
+    champion = decide(client, breast_cancer, [linear], demanding)
+
+    assert (champion.registered, champion.version) == (False, "1")
+    assert champion.min_improvement == demanding.min_improvement
+    margin = champion.versus_champion
+    assert margin is not None and margin.low > 0  # clear of noise, but not by enough
+    assert (
+        f"does not beat champion version 1 ({baseline.metrics['f1']:.4f} on the same 143 test "
+        f"rows) by compare.min_improvement = {demanding.min_improvement:g}: difference "
+        f"{gain:+.4f}"
+    ) in champion.reason
+    assert version_count(client, "mlrig-breast_cancer") == 1
 
 
 def test_worse_challenger_keeps_the_champion_and_registers_nothing(
@@ -224,9 +310,33 @@ def test_lower_rmse_wins_for_regression(
     second = decide(client, diabetes, [knn])
 
     assert (second.registered, second.version) == (False, "1")
+    margin = second.versus_champion
+    assert margin is not None and margin.difference > 0  # knn minus ridge: a worse rmse
+    assert second.reason.startswith(
+        f"rmse (lower is better) {knn.metrics['rmse']:.4f} does not beat champion version 1"
+    )
     assert version_count(client, "mlrig-diabetes") == 1
     assert client.get_model_version_by_alias("mlrig-diabetes", CHAMPION_ALIAS).run_id == (
         ridge.record.mlflow_run_id
+    )
+
+
+def test_clearly_lower_rmse_replaces_the_champion(
+    client: MlflowClient, train: TrainFn, diabetes: Data
+) -> None:
+    baseline = train(diabetes, "baseline", "baseline")
+    decide(client, diabetes, [baseline])
+    ridge = train(diabetes, "ridge", "linear")
+
+    champion = decide(client, diabetes, [ridge])
+
+    assert (champion.registered, champion.version, champion.previous_version) == (True, "2", "1")
+    margin = champion.versus_champion
+    assert margin is not None
+    assert margin.difference == pytest.approx(ridge.metrics["rmse"] - baseline.metrics["rmse"])
+    assert margin.low < margin.difference < margin.high < 0  # lower is better: all below zero
+    assert champion.reason.startswith(
+        f"rmse (lower is better) {ridge.metrics['rmse']:.4f} beats champion version 1"
     )
 
 
