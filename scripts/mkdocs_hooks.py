@@ -71,6 +71,8 @@ def type_name(annotation: Any) -> str:
     """A type as a reader of params.yaml or of the environment would say it."""
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
+    if annotation is Any:
+        return "any value"
     origin, arguments = get_origin(annotation), get_args(annotation)
     if origin is Literal:
         return " \\| ".join(f"`{value}`" for value in arguments)
@@ -265,6 +267,8 @@ def choice_text(member: type[BaseModel], discriminator: str) -> list[str]:
         nested_key = field.alias or name
         if field.annotation.model_fields:
             parts.append(fields_table(field.annotation, f"{nested_key}."))
+        elif field.annotation.model_config.get("extra") == "allow":  # free-form: say what
+            parts.append(f"`{nested_key}`: {docstring(field.annotation)}\n")
         else:
             parts.append(f"No {nested_key}.\n")
     return parts

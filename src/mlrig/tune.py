@@ -48,7 +48,7 @@ from mlrig.tracking.tuned import (
     TAG_BEST_TRIAL,
     tune_experiment_name,
 )
-from steps.train.params import FAMILY_PARAMS, TrainParams
+from steps.train.params import FAMILY_PARAMS, EstimatorParams, TrainParams
 
 if TYPE_CHECKING:
     import optuna
@@ -171,6 +171,8 @@ def field_types(schema: type[Section], name: str) -> set[Any]:
 
 def space_problems(key: str, family: str, current: Section, space: SearchSpace) -> list[str]:
     """Every way `space` does not fit the family: unknown params, values it cannot take."""
+    if isinstance(current, EstimatorParams):
+        return estimator_space_problems(key, current, space)
     schema = FAMILY_PARAMS[family]
     problems = []
     for name, dimension in space.items():
@@ -192,8 +194,39 @@ def space_problems(key: str, family: str, current: Section, space: SearchSpace) 
     return problems
 
 
+def estimator_space_problems(key: str, current: EstimatorParams, space: SearchSpace) -> list[str]:
+    """Every way `space` does not fit a team's own estimator class: a param its constructor
+    does not take, a value it refuses (each end of a range and each choice, built in turn).
+
+    Raises:
+        ParamsError: the class does not import.
+    """
+    from steps.train.estimator import accepted_params, construct, import_estimator_class
+
+    estimator_class = import_estimator_class(current.class_path, f"{key} (its class)")
+    accepted = accepted_params(estimator_class)
+    problems = []
+    for name, dimension in space.items():
+        where = f"{key}.{name}"
+        if accepted is not None and name not in accepted:
+            names = ", ".join(sorted(accepted)) or "none"
+            problems.append(
+                f"{where}: {estimator_class.__name__} has no param {name!r} (its params: {names})"
+            )
+            continue
+        values = dimension.choice if isinstance(dimension, Choice) else list(dimension.bounds)
+        for value in values:
+            try:
+                construct(estimator_class, {**current.model_dump(), name: value}, key)
+            except ParamsError as error:
+                problems.append(f"{where}: {value!r} is refused: {error}")
+    return problems
+
+
 def trial_params(family: str, current: Section, values: Mapping[str, Any]) -> Section:
     """The family's params with the searched values in place of the experiment's."""
+    if isinstance(current, EstimatorParams):  # free-form: its class checks them when built
+        return current.model_copy(update=dict(values))
     return FAMILY_PARAMS[family].model_validate({**current.model_dump(), **values})
 
 

@@ -19,15 +19,17 @@ from mlrig.experiments.params import load_section
 from mlrig.experiments.results import RUN_FILE, TrainRecord
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from steps.split import TRAIN_FILE
-from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+from steps.train.estimator import check_estimator
+from steps.train.families import build_pipeline, fit_pipeline
 from steps.train.features import raw_features
-from steps.train.params import TrainParams
+from steps.train.params import EstimatorExperiment, TrainParams
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
     from mlrig.tracking.step_run import StepRun
+    from steps.train.model_format import ModelFormat
 
 MODEL_DIR = "model"
 EXAMPLE_ROWS = 5
@@ -42,44 +44,58 @@ def fit(
         The fitted pipeline and the fit time in seconds.
 
     Raises:
-        ParamsError: `name` is not in `train.experiments`.
+        ParamsError: `name` is not in `train.experiments`, or its estimator class does not fit
+            the task or its params.
     """
+    pipeline, fit_seconds, _ = fit_experiment(train_table, meta, name, params)
+    return pipeline, fit_seconds
+
+
+def fit_experiment(
+    train_table: pd.DataFrame, meta: TableMeta, name: str, params: TrainParams
+) -> tuple[Pipeline, float, dict[str, float]]:
+    """`fit`, plus what the fit found (a booster's rounds when it stopped early)."""
     if name not in params.experiments:
         known = ", ".join(params.experiments)
         raise ParamsError(f"Experiment {name!r} is not in train.experiments ({known}).")
     experiment = params.experiments[name]
+    if isinstance(experiment, EstimatorExperiment):
+        check_estimator(name, experiment, meta.task)  # errors name the experiment's keys
     pipeline = build_pipeline(experiment.family, experiment.params, meta, params.seed)
     features, target = raw_features(train_table, meta), train_table[meta.target]
     started = time.perf_counter()
-    pipeline.fit(features, target)
-    return pipeline, time.perf_counter() - started
+    found = fit_pipeline(pipeline, experiment.params, features, target, meta, params.seed)
+    return pipeline, time.perf_counter() - started, found
 
 
 def save_and_log_model(
-    pipeline: Pipeline, train_table: pd.DataFrame, meta: TableMeta, model_dir: Path
-) -> str:
-    """Write the model in MLflow format to `model_dir` and log it to the active run.
+    pipeline: Pipeline,
+    family: str,
+    train_table: pd.DataFrame,
+    meta: TableMeta,
+    model_dir: Path,
+) -> tuple[str, ModelFormat]:
+    """Write the model in MLflow format to `model_dir` and log it to the active run
+    (steps/train/model_format.py says how each family is stored, and why).
 
     Returns:
-        The logged model's URI (what the registry registers).
+        The logged model's URI (what the registry registers), and how it is stored.
     """
     import shutil
 
     import mlflow
     from mlflow.models import infer_signature
 
+    from steps.train.model_format import log_model, model_format, save_model
+
     example = raw_features(train_table.head(EXAMPLE_ROWS), meta)
     signature = infer_signature(example, pipeline.predict(example))
-    model_format = {
-        "signature": signature,
-        "input_example": example,
-        "pip_requirements": mlflow.sklearn.get_default_pip_requirements(),
-        "skops_trusted_types": SKOPS_TRUSTED_TYPES,
-    }
+    fmt = model_format(pipeline, family)
     shutil.rmtree(model_dir, ignore_errors=True)
-    mlflow.sklearn.save_model(pipeline, model_dir, **model_format)
-    info = mlflow.sklearn.log_model(pipeline, name=MODEL_DIR, **model_format)
-    return info.model_uri
+    save_model(model_dir, pipeline=pipeline, fmt=fmt, signature=signature, input_example=example)
+    model_uri = log_model(pipeline, fmt, signature, example, name=MODEL_DIR)
+    mlflow.set_tags(fmt.tags())
+    return model_uri, fmt
 
 
 def log_training(run: StepRun, name: str, params: TrainParams, meta: TableMeta) -> dict[str, Any]:
@@ -91,6 +107,7 @@ def log_training(run: StepRun, name: str, params: TrainParams, meta: TableMeta) 
         "seed": params.seed,
         "task": meta.task,
         "dataset": meta.dataset,
+        **({"class": experiment.class_path} if isinstance(experiment, EstimatorExperiment) else {}),
         **experiment.params.model_dump(),
     }
     run.log_params(flat)
@@ -118,7 +135,7 @@ def main(
     section = load_section(params, "train", TrainParams)
     meta = read_meta(split_dir)
     train_table = read_parquet(split_dir / TRAIN_FILE)
-    pipeline, fit_seconds = fit(train_table, meta, experiment, section)
+    pipeline, fit_seconds, found = fit_experiment(train_table, meta, experiment, section)
     train_md5 = file_md5(split_dir / TRAIN_FILE)
     settings = load_settings()
     tags = {TAG_EXPERIMENT: experiment, TAG_DATA_MD5: train_md5}
@@ -126,8 +143,10 @@ def main(
         settings, "train", f"train@{experiment}", new_mlflow_run=True, tags=tags
     ) as run:
         flat = log_training(run, experiment, section, meta)
-        run.log_metrics({"fit_seconds": fit_seconds})
-        model_uri = save_and_log_model(pipeline, train_table, meta, out_dir / MODEL_DIR)
+        run.log_metrics({"fit_seconds": fit_seconds, **found})
+        model_uri, fmt = save_and_log_model(
+            pipeline, flat["family"], train_table, meta, out_dir / MODEL_DIR
+        )
         record = TrainRecord(
             experiment=experiment,
             family=flat["family"],
@@ -141,6 +160,10 @@ def main(
             clearml_task_id=run.clearml_task_id,
         )
         (out_dir / RUN_FILE).write_text(json.dumps(record.model_dump(), indent=2) + "\n")
+    stopped = f" ({found['best_iteration']:.0f} rounds, stopped early)" if found else ""
     typer.echo(
-        f"train@{experiment}: fitted in {fit_seconds:.2f}s, MLflow run {record.mlflow_run_id}"
+        f"train@{experiment}: fitted in {fit_seconds:.2f}s{stopped}, MLflow run "
+        f"{record.mlflow_run_id}; model: {', '.join(fmt.flavors)} flavor, {fmt.serialization}"
     )
+    if fmt.reason:
+        typer.echo(f"train@{experiment}: {fmt.reason}")

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from math import log, sqrt
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,7 +28,8 @@ from steps.ingest.params import IngestParams
 from steps.split import split_table
 from steps.split.params import SplitParams
 from steps.train import raw_features
-from steps.train.families import SKOPS_TRUSTED_TYPES, build_pipeline
+from steps.train.families import build_pipeline
+from steps.train.model_format import model_format, save_model
 from steps.train.params import LinearParams
 
 CLASSIFICATION_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
@@ -170,12 +170,7 @@ def saved_linear_model(train_table: pd.DataFrame, meta: TableMeta, folder: Path)
     """Fit the linear family and save it as the train step does; returns the fitted pipeline."""
     pipeline = build_pipeline("linear", LinearParams(), meta, seed=0)
     pipeline.fit(raw_features(train_table, meta), train_table[meta.target])
-    mlflow.sklearn.save_model(
-        pipeline,
-        folder,
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-    )
+    save_model(folder, pipeline=pipeline, fmt=model_format(pipeline, "linear"))
     return pipeline
 
 

@@ -29,7 +29,7 @@ from steps.register.register import best_result, registered_model_name
 from steps.split import split_table
 from steps.split.params import SplitParams
 from steps.train import fit
-from steps.train.families import SKOPS_TRUSTED_TYPES
+from steps.train.model_format import log_model, model_format
 from steps.train.params import TrainParams
 
 # fewer resamples than the default 1000 keep these tests quick: the decisions they check are
@@ -79,12 +79,7 @@ def train(project_settings: Settings, client: MlflowClient) -> TrainFn:
         )
         pipeline, fit_seconds = fit(data.train_table, data.meta, name, train_params)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{name}") as run:
-            info = mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            )
+            model_uri = log_model(pipeline, model_format(pipeline, family))
         record = TrainRecord(
             experiment=name,
             family=family,
@@ -94,7 +89,7 @@ def train(project_settings: Settings, client: MlflowClient) -> TrainFn:
             train_md5="0" * 32,
             fit_seconds=fit_seconds,
             mlflow_run_id=run.info.run_id,
-            mlflow_model_uri=info.model_uri,
+            mlflow_model_uri=model_uri,
             clearml_task_id=f"offline-{name}",
         )
         return ExperimentResult(

@@ -17,18 +17,29 @@ from mlrig.experiments.tables import TableMeta
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
 from steps.train import fit, raw_features
-from steps.train.families import NATIVE_CATEGORICAL_FAMILIES, SKOPS_TRUSTED_TYPES
+from steps.train.families import NATIVE_CATEGORICAL_FAMILIES
 from steps.train.features import build_preprocessor
+from steps.train.model_format import SKOPS, model_format, save_model
 from steps.train.params import TrainParams
 from tests.support.tables import mixed_table
 
-FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")
+FAMILIES = (
+    "linear",
+    "random_forest",
+    "gradient_boosting",
+    "knn",
+    "baseline",
+    "xgboost",
+    "lightgbm",
+)
 FAST_PARAMS: dict[str, dict[str, Any]] = {
     "linear": {},
     "random_forest": {"n_estimators": 25},
     "gradient_boosting": {"max_iter": 30},
     "knn": {"n_neighbors": 5},
     "baseline": {},
+    "xgboost": {"n_estimators": 30},
+    "lightgbm": {"n_estimators": 30, "min_child_samples": 5},
 }
 #: a request as a caller sends it: text, JSON booleans, dates as text, gaps and an unseen city
 REQUEST = {
@@ -144,13 +155,10 @@ def test_the_saved_model_scores_a_request_of_raw_values(
     table, meta = customers
     pipeline, _ = fit(table, meta, family, experiment(family))
     example = raw_features(table.head(5), meta)
-    mlflow.sklearn.save_model(
-        pipeline,
-        tmp_path / "model",
-        signature=infer_signature(example, pipeline.predict(example)),
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-    )
+    fmt = model_format(pipeline, family)
+    signature = infer_signature(example, pipeline.predict(example))
+    save_model(tmp_path / "model", pipeline=pipeline, fmt=fmt, signature=signature)
+    assert fmt.serialization == SKOPS, fmt.reason
     served = mlflow.pyfunc.load_model(str(tmp_path / "model"))
 
     request = dataframe_from_parsed_json(

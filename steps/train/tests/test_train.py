@@ -21,11 +21,19 @@ from mlrig.tracking.step_run import setup_mlflow
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
 from steps.train import fit, raw_features
-from steps.train.families import SKOPS_TRUSTED_TYPES
+from steps.train.model_format import SKOPS, model_format, save_model
 from steps.train.params import TrainParams
 from steps.train.train import save_and_log_model
 
-FAMILIES = ("linear", "random_forest", "gradient_boosting", "knn", "baseline")
+FAMILIES = (
+    "linear",
+    "random_forest",
+    "gradient_boosting",
+    "knn",
+    "baseline",
+    "xgboost",
+    "lightgbm",
+)
 SCALED = {"linear", "knn"}
 # small settings, so the whole family-by-task matrix fits in a few seconds
 FAST_PARAMS: dict[str, dict[str, Any]] = {
@@ -34,6 +42,8 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "gradient_boosting": {"max_iter": 20},
     "knn": {"n_neighbors": 5},
     "baseline": {},
+    "xgboost": {"n_estimators": 20},
+    "lightgbm": {"n_estimators": 20, "min_child_samples": 5},
 }
 TASK_DATASET = {"classification": "breast_cancer", "regression": "diabetes"}
 
@@ -108,7 +118,7 @@ def test_scaled_families_standardize_their_inputs(family: str) -> None:
     np.testing.assert_allclose(scaled.std(axis=0), 1.0, atol=1e-9)
 
 
-@pytest.mark.parametrize("family", ["random_forest", "gradient_boosting"])
+@pytest.mark.parametrize("family", ["random_forest", "gradient_boosting", "xgboost", "lightgbm"])
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_same_seed_gives_the_same_model(family: str, task: str) -> None:
     table, meta = load_dataset(TASK_DATASET[task], rows=200)
@@ -227,18 +237,16 @@ def test_every_family_fits_and_predicts_with_missing_values(family: str) -> None
 @pytest.mark.parametrize("task", ["classification", "regression"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_survives_mlflow_save_and_load(family: str, task: str, tmp_path: Path) -> None:
-    """Models are stored with skops; loading must not stop at an untrusted type."""
+    """Models are stored with skops, trusting the types derived from the fitted model: loading
+    must not stop at an untrusted type, and predicts as the fitted pipeline does."""
     table, meta = load_dataset(TASK_DATASET[task], rows=120)
     pipeline = fit_family(family, table, meta)
 
-    mlflow.sklearn.save_model(
-        pipeline,
-        tmp_path / "model",
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(),
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-    )
+    fmt = model_format(pipeline, family)
+    save_model(tmp_path / "model", pipeline=pipeline, fmt=fmt)
     loaded = mlflow.sklearn.load_model(str(tmp_path / "model"))
 
+    assert fmt.serialization == SKOPS and fmt.reason == ""
     np.testing.assert_array_equal(
         loaded.predict(features(table, meta)), pipeline.predict(features(table, meta))
     )
@@ -254,7 +262,7 @@ def test_model_is_saved_for_the_next_steps_and_logged_to_the_run(
     (model_dir / "stale.txt").write_text("left from an earlier run")
 
     with mlflow.start_run(experiment_id=setup_mlflow(project_settings)) as run:
-        model_uri = save_and_log_model(pipeline, table, meta, model_dir)
+        model_uri, fmt = save_and_log_model(pipeline, "knn", table, meta, model_dir)
 
     expected = pipeline.predict(features(table, meta))
     assert not (model_dir / "stale.txt").exists()
@@ -262,7 +270,10 @@ def test_model_is_saved_for_the_next_steps_and_logged_to_the_run(
     np.testing.assert_array_equal(saved.predict(features(table, meta)), expected)
     logged = mlflow.sklearn.load_model(model_uri)
     np.testing.assert_array_equal(logged.predict(features(table, meta)), expected)
-    assert mlflow.get_logged_model(model_uri.split("/")[-1]).source_run_id == run.info.run_id
+    logged_model = mlflow.get_logged_model(model_uri.split("/")[-1])
+    assert logged_model.source_run_id == run.info.run_id
+    assert logged_model.tags["mlrig.model.serialization"] == "skops" == fmt.serialization
+    assert mlflow.get_run(run.info.run_id).data.tags["mlrig.model.flavors"] == "sklearn"
     served = mlflow.pyfunc.load_model(str(model_dir))  # its signature takes the raw columns
     np.testing.assert_array_equal(served.predict(features(table, meta).head(5)), expected[:5])
     with_gap = features(table, meta).head(1).assign(**{meta.features[0]: np.nan})

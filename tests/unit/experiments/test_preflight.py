@@ -53,7 +53,7 @@ def test_splits_check_runs_on_the_table_ingest_read() -> None:
 
 def test_only_the_steps_with_a_preflight_take_part() -> None:
     with_check = sorted(path.parent.name for path in (REPO_ROOT / "steps").glob("*/preflight.py"))
-    assert with_check == ["ingest", "split", "validate"]
+    assert with_check == ["ingest", "split", "train", "validate"]
 
 
 # --- the checks follow the pipeline ---------------------------------------------------------
