@@ -346,7 +346,7 @@ BAD_INPUTS = {
         "a,b,target\n" + "".join(f"{i},{'' if i % 2 else i},{i % 2}\n" for i in range(40)),
         "b (50%)",
     ),
-    "unknown family": ("-S", "train.experiments.knn.family=xgboost", None, "xgboost"),
+    "unknown family": ("-S", "train.experiments.knn.family=catboost", None, "catboost"),
     "wrong param type": (
         "-S",
         "train.experiments.knn.params.n_neighbors=many",

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
@@ -561,3 +562,78 @@ def test_a_trial_is_cross_validated_on_the_raw_columns_of_a_mixed_table(tmp_path
     mean, _ = cv_score(table, meta, train, "boosting", "f1", cv_folds(table, meta, 3, seed=0))
 
     assert mean > 0.7
+
+
+# --- the xgboost, lightgbm and estimator families ---------------------------------------------
+
+
+def with_models(tune: dict[str, Any] | None = None) -> Params:
+    """The committed params.yaml with an xgboost, a lightgbm and an estimator experiment."""
+    document = read_params_file(REPO_ROOT / "params.yaml")
+    document["train"]["experiments"] = {
+        "xgb": {"family": "xgboost"},
+        "lgbm": {"family": "lightgbm"},
+        "svm": {"family": "estimator", "class": "sklearn.svm.SVC", "params": {"probability": True}},
+    }
+    if tune is not None:
+        document["tune"] = tune
+    return validate_params(document, "params.yaml", REPO_ROOT)
+
+
+@pytest.mark.parametrize("experiment", ["xgb", "lgbm"])
+def test_the_committed_spaces_of_the_booster_families_fit_them(experiment: str) -> None:
+    family = "xgboost" if experiment == "xgb" else "lightgbm"
+    key, space = resolve_space(with_models(), experiment)
+    assert key == f"tune.families.{family}" and {"n_estimators", "learning_rate"} <= set(space)
+
+
+def test_an_estimator_is_searched_only_with_a_space_given_for_it() -> None:
+    with pytest.raises(ParamsError, match=r"'svm' \(estimator\) has no search space"):
+        resolve_space(with_models(), "svm")
+    tune = {"experiments": {"svm": {"C": {"float": [0.1, 10.0], "log": True}}}}
+    assert resolve_space(with_models(tune), "svm")[0] == "tune.experiments.svm"
+
+
+def test_an_estimator_space_is_checked_against_its_class() -> None:
+    tune = {"experiments": {"svm": {"gama": {"float": [0.1, 1.0]}, "C": {"choice": [1.0]}}}}
+    with pytest.raises(ParamsError) as caught:
+        resolve_space(with_models(tune), "svm")
+    message = str(caught.value)
+    assert (
+        "tune.experiments.svm.gama: SVC has no param 'gama' (its params: C, break_ties" in message
+    )
+    assert "svm.C" not in message
+
+
+@pytest.mark.parametrize("experiment", ["xgb", "lgbm", "svm"])
+def test_a_trial_of_each_family_is_fitted_and_scored(experiment: str) -> None:
+    import pandas as pd
+
+    from mlrig.experiments.tables import TableMeta
+    from mlrig.tune import cv_score, trial_params, with_trial_params
+
+    space = {
+        "svm": {"C": 3.0},
+        "xgb": {"n_estimators": 7},
+        "lgbm": {"num_leaves": 9, "min_child_samples": 3},
+    }
+    params = with_models()
+    chosen = params.train.experiments[experiment]
+    values = trial_params(chosen.family, chosen.params, space[experiment])
+    train = with_trial_params(params.train, experiment, values)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
+    table["target"] = np.where(table["a"] > 0, "yes", "no")
+    meta = TableMeta(
+        dataset="t",
+        source="t",
+        target="target",
+        task="classification",
+        features=["a", "b"],
+        rows=60,
+    )
+
+    score, _ = cv_score(table, meta, train, experiment, "f1", cv_folds(table, meta, 3, seed=0))
+
+    assert train.experiments[experiment].params.model_dump().items() >= space[experiment].items()
+    assert 0.5 < score <= 1.0

@@ -19,7 +19,7 @@ from steps.train.params import (
     TrainParams,
 )
 
-FAMILIES = "linear, random_forest, gradient_boosting, knn, baseline"
+FAMILIES = "linear, random_forest, gradient_boosting, knn, baseline, xgboost, lightgbm, estimator"
 
 
 def train_error(tmp_path: Path, experiments: dict[str, Any]) -> str:
@@ -42,6 +42,36 @@ def test_each_family_has_its_params_schema() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("family", "params", "message"),
+    [
+        ("xgboost", {"extra": {"seed": 1}}, "params: extra sets seed, which mlrig sets itself"),
+        ("lightgbm", {"extra": {"learning_rate": 0.2}}, "params: extra sets learning_rate, a"),
+        ("xgboost", {"validation_fraction": 0.9}, "params.validation_fraction: Input should be"),
+        ("lightgbm", {"subsample": 0.0}, "params.subsample: Input should be greater than 0"),
+        ("xgboost", {"num_leaves": 8}, "params.num_leaves: Extra inputs are not permitted"),
+        ("lightgbm", {"early_stopping_rounds": 0}, "params.early_stopping_rounds: Input should"),
+    ],
+)
+def test_booster_params_are_checked_by_their_key(
+    tmp_path: Path, family: str, params: dict[str, Any], message: str
+) -> None:
+    text = train_error(tmp_path, {"boost": {"family": family, "params": params}})
+
+    assert f"  train.experiments.boost.{message}" in text
+
+
+def test_an_estimator_experiment_needs_its_class_and_takes_any_params(tmp_path: Path) -> None:
+    message = train_error(tmp_path, {"own": {"family": "estimator", "params": {"C": 2.0}}})
+    assert "  train.experiments.own.class: Field required" in message
+
+    train = TrainParams.model_validate(
+        {"experiments": {"own": {"family": "estimator", "class": "a.B", "params": {"C": 2}}}}
+    )
+    own = train.experiments["own"]
+    assert own.params.model_dump() == {"C": 2} and own.params.class_path == "a.B"
+
+
 def test_an_experiment_takes_its_familys_defaults() -> None:
     train = TrainParams.model_validate({"experiments": {"lin": {"family": "linear"}}})
 
@@ -50,9 +80,9 @@ def test_an_experiment_takes_its_familys_defaults() -> None:
 
 
 def test_unknown_model_family_names_the_experiment_and_the_families(tmp_path: Path) -> None:
-    message = train_error(tmp_path, {"boosted": {"family": "xgboost"}})
+    message = train_error(tmp_path, {"boosted": {"family": "catboost"}})
 
-    assert "  train.experiments.boosted: Input tag 'xgboost'" in message
+    assert "  train.experiments.boosted: Input tag 'catboost'" in message
     assert message.endswith(f"Model families: {FAMILIES}.")
 
 
