@@ -270,7 +270,7 @@ def test_a_section_with_a_required_key_is_required() -> None:
 def test_an_error_in_one_section_gets_that_sections_hint_alone() -> None:
     """train's hint (the model families) is said under train's problems, not split's."""
     assert "Model families: linear, random_forest" in params_error(
-        {"train": {"experiments": {"boosted": {"family": "xgboost"}}}}
+        {"train": {"experiments": {"boosted": {"family": "catboost"}}}}
     )
     assert "Model families" not in params_error(minimal(split={"seed": "x"}))
 
