@@ -11,8 +11,8 @@ booster in its library's own format and flavor (`mlflow.xgboost.load_model`,
 
 skops loads only the types it is told to trust. They are derived from the fitted model: the
 types skops does not trust by itself (`skops.io.get_untrusted_types`) that mlrig can vouch for,
-classes of the libraries the families come from. A model holding any other type (a team's own
-estimator class, a function) is saved with cloudpickle, and the reason is said.
+classes and functions of the libraries the families come from. A model holding anything else (a
+team's own estimator class or function) is saved with cloudpickle, and the reason is said.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
 SKOPS = "skops"
 CLOUDPICKLE = "cloudpickle"
-#: the packages whose classes mlrig vouches for when skops does not trust them by itself
+#: the libraries whose classes and functions mlrig vouches for when skops does not trust them
+#: by itself: those the families come from, which every image that loads a model installs
 VOUCHED_PACKAGES = frozenset({"sklearn", "numpy", "scipy", "xgboost", "lightgbm"})
-#: plain containers of the standard library that the libraries' models hold
-VOUCHED_TYPES = frozenset({"collections.OrderedDict"})
+#: standard-library names those libraries' models hold: a container, and the partial that
+#: scikit-learn wraps its own functions in (skops checks the wrapped function on its own)
+VOUCHED_NAMES = frozenset({"collections.OrderedDict", "functools.partial"})
 TAG_SERIALIZATION = "mlrig.model.serialization"
 TAG_SERIALIZATION_REASON = "mlrig.model.serialization_reason"
 TAG_FLAVORS = "mlrig.model.flavors"
@@ -79,17 +81,13 @@ def resolve(name: str) -> Any:
 
 
 def vouched_for(name: str) -> bool:
-    """Whether mlrig vouches for a type skops does not trust by itself: a class (or a numpy
-    ufunc) of the libraries the families come from, or a plain standard container. A class is
-    rebuilt from its state when loaded, never called; a function is code to run, so none is."""
-    import numpy
-
-    if name in VOUCHED_TYPES:
+    """Whether mlrig vouches for a type skops does not trust by itself: a class or function
+    of the libraries the families come from (one that exists), or one of `VOUCHED_NAMES`. A
+    team's own module is not among them: its code may not be installed where the model loads,
+    nor be what was reviewed."""
+    if name in VOUCHED_NAMES:
         return True
-    if name.partition(".")[0] not in VOUCHED_PACKAGES:
-        return False
-    found = resolve(name)
-    return isinstance(found, type | numpy.ufunc)
+    return name.partition(".")[0] in VOUCHED_PACKAGES and resolve(name) is not None
 
 
 def model_format(pipeline: Pipeline, family: str) -> ModelFormat:
@@ -105,7 +103,7 @@ def model_format(pipeline: Pipeline, family: str) -> ModelFormat:
         return ModelFormat(CLOUDPICKLE, reason=reason, booster_flavor=booster_flavor)
     if unvouched := [name for name in untrusted if not vouched_for(name)]:
         reason = (
-            f"skops cannot vouch for {', '.join(unvouched)} (mlrig trusts classes of "
+            f"skops cannot vouch for {', '.join(unvouched)} (mlrig trusts the code of "
             f"{', '.join(sorted(VOUCHED_PACKAGES))} only): saved with cloudpickle, which runs "
             "code when loaded: load it only from a registry you trust, where its modules import"
         )
