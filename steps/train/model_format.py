@@ -33,9 +33,12 @@ CLOUDPICKLE = "cloudpickle"
 #: the libraries whose classes and functions mlrig vouches for when skops does not trust them
 #: by itself: those the families come from, which every image that loads a model installs
 VOUCHED_PACKAGES = frozenset({"sklearn", "numpy", "scipy", "xgboost", "lightgbm"})
-#: standard-library names those libraries' models hold: a container, and the partial that
-#: scikit-learn wraps its own functions in (skops checks the wrapped function on its own)
-VOUCHED_NAMES = frozenset({"collections.OrderedDict", "functools.partial"})
+#: standard-library names those libraries' models hold (a container, and the partial that
+#: scikit-learn wraps its own functions in: skops checks the wrapped function on its own), and
+#: mlrig's own transformer of dates (steps/train/dates.py), installed wherever mlrig runs
+VOUCHED_NAMES = frozenset(
+    {"collections.OrderedDict", "functools.partial", "steps.train.dates.DateParts"}
+)
 TAG_SERIALIZATION = "mlrig.model.serialization"
 TAG_SERIALIZATION_REASON = "mlrig.model.serialization_reason"
 TAG_FLAVORS = "mlrig.model.flavors"

@@ -17,7 +17,7 @@ from mlrig.errors import DataError
 from mlrig.experiments.tables import TableMeta
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
-from steps.train import as_float_frame
+from steps.train import raw_features
 from steps.train.families import booster_of
 from steps.train.model_format import model_format, save_model
 from steps.train.params import TrainParams
@@ -52,7 +52,7 @@ def fitted(family: str, table: pd.DataFrame, meta: TableMeta, seed: int = 42, **
 
 
 def features(table: pd.DataFrame, meta: TableMeta) -> pd.DataFrame:
-    return as_float_frame(table[meta.features])
+    return raw_features(table, meta)
 
 
 @pytest.mark.parametrize("family", BOOSTERS)

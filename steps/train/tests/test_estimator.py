@@ -16,7 +16,7 @@ from mlrig.experiments.params import validate_params
 from mlrig.experiments.tables import TableMeta
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
-from steps.train import as_float_frame, fit
+from steps.train import fit, raw_features
 from steps.train.estimator import check_estimator
 from steps.train.params import TrainParams
 from steps.train.preflight import preflight
@@ -168,7 +168,7 @@ def test_a_team_class_is_fitted_seeded_and_predicts_the_tables_labels(team_packa
 
     model = pipeline[-1]
     assert type(model).__module__ == "team_models" and model.random_state == 7
-    assert set(pipeline.predict(as_float_frame(table[meta.features]))) == {"benign", "malignant"}
+    assert set(pipeline.predict(raw_features(table, meta))) == {"benign", "malignant"}
 
 
 def test_a_seed_the_params_give_is_kept() -> None:

@@ -15,7 +15,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from steps.ingest import ingest
 from steps.ingest.params import IngestParams
-from steps.train import as_float_frame, fit
+from steps.train import fit, raw_features
 from steps.train.model_format import (
     CLOUDPICKLE,
     SKOPS,
@@ -55,7 +55,7 @@ def fitted(family: str, **experiment):
     train = TrainParams.model_validate(
         {"experiments": {"x": {"family": family, **experiment}}, "seed": 0}
     )
-    return fit(table, meta, "x", train)[0], as_float_frame(table[meta.features])
+    return fit(table, meta, "x", train)[0], raw_features(table, meta)
 
 
 @pytest.mark.parametrize(
