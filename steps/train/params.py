@@ -116,6 +116,12 @@ class LightGBMParams(BoosterParams):
     num_leaves: int = Field(31, ge=2, le=131072, description="leaves of each tree")
     max_depth: int | None = Field(None, ge=1, description="depth limit (none: leaves only)")
     min_child_samples: int = Field(20, ge=1, description="least rows in a leaf")
+    min_data_per_group: int = Field(
+        100,
+        ge=1,
+        description="least rows of a category for LightGBM to split it apart (its own default; "
+        "lower it for a small table)",
+    )
     reg_lambda: float = Field(0.0, ge=0.0, description="L2 regularization of the leaf weights")
 
 
