@@ -154,3 +154,27 @@ def test_the_xgboost_model_requires_the_cpu_build_it_was_fitted_with(tmp_path: P
     requirements = (tmp_path / "model/requirements.txt").read_text().split()
     assert f"xgboost-cpu=={version('xgboost-cpu')}" in requirements
     assert not any(line.startswith("xgboost==") for line in requirements)
+
+
+def test_the_boosters_split_the_categorical_columns_natively(tmp_path: Path) -> None:
+    """The categorical columns reach XGBoost and LightGBM as categories (codes first), not as
+    ordered numbers, and the early-stopping fit marks them too."""
+    from tests.support.tables import mixed_table
+
+    (tmp_path / "data").mkdir()
+    mixed_table(rows=240).to_csv(tmp_path / "data" / "customers.csv", index=False)
+    params = IngestParams(
+        source="data/customers.csv", target="outcome", columns={"customer_id": "drop"}
+    )
+    table, meta = ingest(params, tmp_path)
+    categorical = meta.features_with_role("categorical")
+    assert categorical  # city, visits
+
+    stop = {"early_stopping_rounds": 5, "min_data_per_group": 5}
+    lightgbm = booster_of(fitted("lightgbm", table, meta, **stop)[0][-1])
+    xgboost = booster_of(fitted("xgboost", table, meta, early_stopping_rounds=5)[0][-1])
+
+    assert lightgbm.booster_.params["categorical_column"] == list(range(len(categorical)))
+    types = xgboost.get_params()["feature_types"]
+    assert types[: len(categorical)] == ["c"] * len(categorical)
+    assert set(types[len(categorical) :]) == {"q"}

@@ -39,7 +39,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "knn": {"n_neighbors": 5},
     "baseline": {},
     "xgboost": {"n_estimators": 30},
-    "lightgbm": {"n_estimators": 30, "min_child_samples": 5},
+    "lightgbm": {"n_estimators": 30, "min_child_samples": 5, "min_data_per_group": 5},
 }
 #: a request as a caller sends it: text, JSON booleans, dates as text, gaps and an unseen city
 REQUEST = {
