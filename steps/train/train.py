@@ -161,9 +161,10 @@ def main(
         )
         (out_dir / RUN_FILE).write_text(json.dumps(record.model_dump(), indent=2) + "\n")
     stopped = f" ({found['best_iteration']:.0f} rounds, stopped early)" if found else ""
+    flavors = f"{' and '.join(fmt.flavors)} flavor{'s' if len(fmt.flavors) > 1 else ''}"
     typer.echo(
         f"train@{experiment}: fitted in {fit_seconds:.2f}s{stopped}, MLflow run "
-        f"{record.mlflow_run_id}; model: {', '.join(fmt.flavors)} flavor, {fmt.serialization}"
+        f"{record.mlflow_run_id}; model in the {flavors}, saved with {fmt.serialization}"
     )
     if fmt.reason:
         typer.echo(f"train@{experiment}: {fmt.reason}")
