@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     """A queue per step or stage, as JSON: `{"train": "gpu", "report@x": "cpu"}`."""
     clearml_services_queue: Annotated[str, Field(alias="MLRIG_CLEARML_SERVICES_QUEUE")] = "services"
     """The queue the pipeline controller itself runs on (a services agent)."""
+    clearml_queue_resources: dict[str, dict[str, str | int | float]] = Field(
+        alias="MLRIG_CLEARML_QUEUE_RESOURCES", default_factory=dict
+    )
+    """What each queue's pods provide, as JSON: `{"default": {"cpu": "2", "memory": "4Gi"},
+    "gpu": {"gpu": 1, "memory": "16Gi"}}` (the chart renders it from agent.queues). A stage whose
+    params.yaml `resources` ask for something runs on a queue that provides it."""
     # each stage a run executes records one, and they pile up until `mlrig clearml import`
     clearml_keep_sessions: Annotated[int, Field(alias="MLRIG_CLEARML_KEEP_SESSIONS", ge=0)] = 50
     """Offline ClearML sessions kept in the project (the newest; 0 keeps every one)."""

@@ -25,6 +25,14 @@ ImageDigestsOption = Annotated[
         "jobs' images-<step>.json): those steps run by digest instead of their local tag.",
     ),
 ]
+DigestsOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--digests-only",
+        help="Refuse to submit unless every step's image comes from --images, by digest (what "
+        "CI's pipeline job runs: only images its build jobs pushed).",
+    ),
+]
 WaitOption = Annotated[
     bool,
     typer.Option(help="Follow the steps' status to the end; exit non-zero naming failed steps."),

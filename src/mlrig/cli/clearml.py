@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlrig.cli.app import (
+    DigestsOnlyOption,
     ImageDigestsOption,
     WaitOption,
     clearml_app,
@@ -27,7 +28,12 @@ if TYPE_CHECKING:
 
 
 def submit_to_clearml(
-    settings: Settings, queue: str | None, images: list[Path], wait: bool, as_json: bool
+    settings: Settings,
+    queue: str | None,
+    images: list[Path],
+    wait: bool,
+    as_json: bool,
+    digests_only: bool = False,
 ) -> None:
     """Compile dvc.yaml and enqueue it as a ClearML pipeline under an MLflow parent run; print
     its id (and follow it).
@@ -47,7 +53,7 @@ def submit_to_clearml(
             params, _ = checked_params(settings.root, [])
         with console.status("checking the MLflow server"):
             require_mlflow_server(settings)
-        submit_holding_the_checkout(settings, params, queue, images, wait, as_json)
+        submit_holding_the_checkout(settings, params, queue, images, wait, as_json, digests_only)
 
 
 def submit_holding_the_checkout(
@@ -57,6 +63,7 @@ def submit_holding_the_checkout(
     images: list[Path],
     wait: bool,
     as_json: bool,
+    digests_only: bool = False,
 ) -> None:
     """submit_to_clearml's work, once it holds the run lock."""
     from mlrig.executors.clearml.submit import (
@@ -66,7 +73,7 @@ def submit_holding_the_checkout(
         take_results,
     )
 
-    description = compiled_pipeline(settings, queue, images)
+    description = compiled_pipeline(settings, queue, images, digests_only)
     with console.status("uploading the workspace, reading the stages' records on the remote"):
         description = prepare_submission(settings, description)
     submitted = [step.name for step in description.submitted()]
@@ -100,15 +107,18 @@ def submit_holding_the_checkout(
 
 
 def compiled_pipeline(
-    settings: Settings, queue: str | None, images: list[Path]
+    settings: Settings, queue: str | None, images: list[Path], digests_only: bool = False
 ) -> PipelineDescription:
-    """dvc.yaml compiled, the steps pushed by a build job in their images by digest."""
+    """dvc.yaml compiled, the steps pushed by a build job in their images by digest (with
+    `digests_only`, every step: else it is refused)."""
     from mlrig.executors.clearml.compile import describe_pipeline
     from mlrig.images.registry import read_digests
 
     pushed = read_digests(images)
     with console.status("compiling dvc.yaml into a ClearML pipeline"):
-        description = describe_pipeline(settings, default_queue=queue, pushed_images=pushed)
+        description = describe_pipeline(
+            settings, default_queue=queue, pushed_images=pushed, digests_only=digests_only
+        )
     say_unbuilt_images(settings, description)
     return description
 
@@ -144,6 +154,7 @@ def clearml_pipeline(
         typer.Option(help="The queue of the steps (default MLRIG_CLEARML_QUEUE)."),
     ] = None,
     images: ImageDigestsOption = None,
+    digests_only: DigestsOnlyOption = False,
     wait: WaitOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
@@ -152,14 +163,19 @@ def clearml_pipeline(
 
     settings = load_settings()
     if not dry_run:
-        submit_to_clearml(settings, queue, images or [], wait, as_json)
+        submit_to_clearml(settings, queue, images or [], wait, as_json, digests_only)
         return
-    description = compiled_pipeline(settings, queue, images or [])
+    description = compiled_pipeline(settings, queue, images or [], digests_only)
     if as_json:
         typer.echo(description.model_dump_json(indent=2))
         return
-    table = Table(title=f"ClearML pipeline {description.name} {description.version}")
-    for column in ("step", "parents", "image", "queue", "deps hashed", "params", "input key"):
+    table = Table(
+        title=f"ClearML pipeline {description.name} {description.version}",
+        caption=f"the controller runs on queue {settings.clearml_services_queue} and asks for "
+        "no resources",
+    )
+    columns = ("step", "parents", "image", "queue", "resources", "deps hashed", "params")
+    for column in (*columns, "input key"):
         table.add_column(column)
     for step in description.steps:
         hashed = sum(value is not None for value in step.deps.values())
@@ -168,6 +184,7 @@ def clearml_pipeline(
             ", ".join(step.parents) or "-",
             step.image,
             step.queue,
+            step.resources.describe() if step.resources else "-",
             f"{hashed}/{len(step.deps)}",
             ", ".join(step.params) or "-",
             step.input_key[:12],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlrig.cli.app import (
+    DigestsOnlyOption,
     ImageDigestsOption,
     WaitOption,
     app,
@@ -59,6 +60,7 @@ def run(
         ),
     ] = None,
     images: ImageDigestsOption = None,
+    digests_only: DigestsOnlyOption = False,
     wait: WaitOption = False,
     jobs: Annotated[int, typer.Option(min=1, help="How many independent stages run at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -70,9 +72,11 @@ def run(
     if stack is not None:
         use_stack(stack)
     settings = load_settings()
-    refuse_options_of_another_executor(executor, bool(set_param), queue, bool(images), wait)
+    refuse_options_of_another_executor(
+        executor, bool(set_param), queue, bool(images) or digests_only, wait
+    )
     if executor_entry(executor.value).submits:
-        submit_to_clearml(settings, queue, images or [], wait, as_json)
+        submit_to_clearml(settings, queue, images or [], wait, as_json, digests_only)
         return
     summary = run_with_progress(settings, set_param or [], force, push, executor, jobs, as_json)
     pruned = prune_sessions(settings).message()
@@ -102,8 +106,8 @@ def refuse_options_of_another_executor(
         )
     if not submits and (queue is not None or images or wait):
         raise ConfigError(
-            "--queue, --images and --wait are for a ClearML submission: use them with "
-            "--executor clearml."
+            "--queue, --images, --digests-only and --wait are for a ClearML submission: use them "
+            "with --executor clearml."
         )
 
 

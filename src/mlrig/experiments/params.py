@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import sys
 import traceback
 from functools import cache
@@ -21,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, 
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -143,6 +145,98 @@ class TuneParams(Section):
     experiments: dict[str, SearchSpace] = Field(default_factory=dict)
 
 
+#: a Kubernetes quantity: a number with an optional SI (k, M, G...), binary (Ki, Mi, Gi...) or
+#: milli (m) suffix, e.g. 500m, 2, 1.5, 512Mi, 8Gi
+QUANTITY_SUFFIXES = {
+    "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[a-zA-Z]{0,2})")
+
+
+def quantity_value(quantity: str) -> float:
+    """The number a Kubernetes quantity stands for: `8Gi` is 8 * 2**30, `500m` is 0.5.
+
+    Raises:
+        ValueError: it is no quantity.
+    """
+    match = QUANTITY.fullmatch(quantity.strip())
+    if not match or match["suffix"] not in QUANTITY_SUFFIXES:
+        raise ValueError(
+            f"{quantity!r} is no Kubernetes quantity: write a number with an optional suffix, "
+            "e.g. 2 or 500m (CPU), 8Gi or 512Mi (memory)"
+        )
+    return float(match["number"]) * QUANTITY_SUFFIXES[match["suffix"]]
+
+
+def _quantity(value: Any) -> Any:
+    """A quantity as the text Kubernetes takes, checked (a number becomes its text)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return value  # pydantic says what it expected
+    text = str(value)
+    quantity_value(text)
+    return text
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
+class StageResources(Section):
+    """What a stage's pod needs on the cluster: the stage runs on a ClearML queue whose pods have
+    at least this (`mlrig.executors.clearml.resources`)."""
+
+    gpu: int = Field(0, ge=0, description="NVIDIA GPUs (nvidia.com/gpu)")
+    cpu: Quantity | None = Field(None, description="CPU cores, as Kubernetes writes them: 2, 500m")
+    memory: Quantity | None = Field(None, description="memory, as Kubernetes writes it: 8Gi, 512Mi")
+
+    def over(self, base: StageResources) -> StageResources:
+        """`base` with the keys this one sets replaced: a stage's entry over its step's."""
+        return base.model_copy(update={key: getattr(self, key) for key in self.model_fields_set})
+
+    @property
+    def is_empty(self) -> bool:
+        """It asks for nothing: no GPU, no CPU, no memory."""
+        return not (self.gpu or self.cpu or self.memory)
+
+    def fits_in(self, provided: StageResources) -> bool:
+        """Whether pods that provide `provided` hold this (each size it names, `provided` names
+        too, at least as large)."""
+        if self.gpu > provided.gpu:
+            return False
+        for need, have in ((self.cpu, provided.cpu), (self.memory, provided.memory)):
+            if need and not (have and quantity_value(need) <= quantity_value(have)):
+                return False
+        return True
+
+    def describe(self) -> str:
+        """`gpu 1, memory 8Gi`; `-` for nothing."""
+        parts = [f"gpu {self.gpu}"] if self.gpu else []
+        parts += [f"{key} {value}" for key in ("cpu", "memory") if (value := getattr(self, key))]
+        return ", ".join(parts) or "-"
+
+
+class ResourcesParams(Section):
+    """`resources`: what a step's (`train`) or a stage's (`train@xgboost`) pod needs when the
+    pipeline runs on ClearML's Kubernetes queues (`mlrig run --executor clearml`), e.g.
+    `train@xgboost: {gpu: 1, memory: 8Gi}`; a stage's keys over its step's. It chooses the
+    queue a stage runs on, not its result: no stage reads it, so it changes no cache key."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, StageResources] = Field(init=False)
+
+    @property
+    def entries(self) -> dict[str, StageResources]:
+        """Each step's or stage's entry, by its key."""
+        return dict(self.__pydantic_extra__ or {})
+
+    def of_stage(self, stage: str, step: str) -> StageResources | None:
+        """What a stage needs: its own entry over its step's (None: neither has one)."""
+        own, common = self.entries.get(stage), self.entries.get(step)
+        if own is None or common is None:
+            return own or common
+        return own.over(common)
+
+
 class Params(Section):
     """The whole params.yaml: the base of the schema `params_schema` assembles, whose fields
     are the steps' sections and the library's own (`LIBRARY_SECTIONS`), each by its key."""
@@ -151,7 +245,7 @@ class Params(Section):
 
 
 #: the sections the library owns, not a step: they follow the steps' in the schema
-LIBRARY_SECTIONS: dict[str, type[Section]] = {"tune": TuneParams}
+LIBRARY_SECTIONS: dict[str, type[Section]] = {"tune": TuneParams, "resources": ResourcesParams}
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
@@ -224,7 +318,7 @@ def _schema_child(node: Any, part: str | int) -> Any:
         for name, field in node.model_fields.items():
             if part in (name, field.alias):
                 return field.annotation
-        return None
+        return _typed_extra(node)
     if get_origin(node) is dict:
         return get_args(node)[1]  # the part is a key the user chose
     if get_origin(node) in (Union, UnionType):
@@ -234,6 +328,15 @@ def _schema_child(node: Any, part: str | int) -> Any:
             if part in tags or _literal_field_holds(member, part):
                 return member
     return None
+
+
+def _typed_extra(model: type[BaseModel]) -> Any:
+    """The type of a model's extra keys when it types them (`__pydantic_extra__: dict[str, T]`),
+    else None."""
+    import typing
+
+    extra = typing.get_type_hints(model).get("__pydantic_extra__")
+    return get_args(extra)[1] if get_origin(extra) is dict else None
 
 
 def _literal_field_holds(model: Any, value: str | int) -> bool:

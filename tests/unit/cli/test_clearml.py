@@ -178,3 +178,74 @@ def test_a_base_image_without_an_engine_is_refused_naming_both(tmp_path: Path) -
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "MLRIG_BASE_IMAGE=localhost/my-base:1" in result.stderr
     assert "--images" in result.stderr and "Traceback" not in result.stderr
+
+
+QUEUE_RESOURCES = json.dumps(
+    {"default": {"cpu": "2", "memory": "4Gi"}, "gpu": {"gpu": 1, "cpu": "8", "memory": "16Gi"}}
+)
+
+
+@pytest.fixture(scope="module")
+def resources_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of the repository whose knn training needs a GPU, and every step's digest file."""
+    from tests.support.project import FEW_EXPERIMENTS, copy_repository
+
+    root = tmp_path_factory.mktemp("resources") / "project"
+    copy_repository(root, FEW_EXPERIMENTS)
+    params = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(
+        params + "resources:\n  train: {memory: 2Gi}\n  train@knn: {gpu: 1, memory: 8Gi}\n"
+    )
+    digests = root.parent / "images.json"
+    digests.write_text(
+        json.dumps({step: f"registry.example/mlrig/{step}@sha256:{'d' * 64}" for step in
+                    step_names(root)})
+    )  # fmt: skip
+    return root, digests
+
+
+def test_dry_run_shows_each_stages_queue_and_resources(
+    resources_project: tuple[Path, Path],
+) -> None:
+    root, digests = resources_project
+    result = run_mlrig(
+        "clearml", "pipeline", "--dry-run", "--images", str(digests), "--digests-only",
+        cwd=root, MLRIG_CLEARML_QUEUE_RESOURCES=QUEUE_RESOURCES,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    cells = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
+    rows = {row[1].strip(): row for row in cells if row[1].strip()}
+    assert set(rows) == set(stage_graph(root))
+    placed = {name: (row[4].strip(), row[5].strip()) for name, row in rows.items()}
+    assert placed["train@knn"] == ("gpu", "gpu 1, memory 8Gi")
+    assert placed["train@linear_c0_1"] == ("default", "memory 2Gi")
+    assert placed["split"] == ("default", "-")
+    assert "controller runs on queue services and asks for no resources" in result.stdout
+
+
+def test_dry_run_refuses_a_stage_no_queue_can_hold(resources_project: tuple[Path, Path]) -> None:
+    root, digests = resources_project
+    small = json.dumps({"default": {"cpu": "2", "memory": "4Gi"}})
+    result = run_mlrig(
+        "clearml", "pipeline", "--dry-run", "--images", str(digests),
+        cwd=root, MLRIG_CLEARML_QUEUE_RESOURCES=small,
+    )  # fmt: skip
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "No ClearML queue can hold stage(s)" in result.stderr
+    assert "train@knn needs gpu 1, memory 8Gi: default provides cpu 2, memory 4Gi" in result.stderr
+    assert "train@linear_c0_1 needs memory 2Gi" not in result.stderr  # that one fits
+    assert "Traceback" not in result.stderr
+
+
+def test_digests_only_refuses_a_step_no_build_job_pushed(tmp_path: Path) -> None:
+    digests = tmp_path / "images-train.json"
+    digests.write_text(json.dumps({"train": PUSHED_TRAIN}))
+    result = mlrig("clearml", "pipeline", "--dry-run", "--images", str(digests), "--digests-only")
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "--digests-only: no digest file names the image of step(s)" in result.stderr
+    for step in set(step_names(REPO_ROOT)) - {"train"}:
+        assert step in result.stderr
+    assert "Traceback" not in result.stderr

@@ -35,7 +35,13 @@ from mlrig import __version__
 from mlrig.dvc.dag import step_of, topological_order
 from mlrig.dvc.stages import overlaps, read_pipeline
 from mlrig.errors import ConfigError
+from mlrig.executors.clearml.resources import (
+    place_stages,
+    queue_capacities,
+    read_resources,
+)
 from mlrig.executors.clearml.store import StepTask
+from mlrig.experiments.params import StageResources
 from mlrig.images.build import no_image_error
 from mlrig.lineage import git_commit
 from mlrig.settings import Settings
@@ -85,6 +91,11 @@ class PipelineStep(BaseModel):
     outs: list[str] = Field(description="the stage's outputs (outs, metrics and plots)")
     image: str = Field(description="the step image reference")
     queue: str = Field(description="the ClearML queue the step is enqueued on")
+    resources: StageResources | None = Field(
+        default=None,
+        description="what the stage's pod needs (params.yaml `resources`): it chose the queue, "
+        "and is no input of the stage",
+    )
     upstream_key: str = Field(description="a digest of the input keys of the parents")
     upstream_deps: list[str] = Field(
         default_factory=list, description="the deps the parents make (keyed by upstream_key)"
@@ -173,17 +184,13 @@ class PipelineDescription(BaseModel):
         )
 
 
-def stage_queue(stage: str, default_queue: str, step_queues: Mapping[str, str]) -> str:
-    """The queue of a stage: its own entry, else its step's, else the default."""
-    return step_queues.get(stage) or step_queues.get(step_of(stage)) or default_queue
-
-
 def compile_pipeline(
     root: Path,
     images: Mapping[str, str],
     *,
     default_queue: str,
     step_queues: Mapping[str, str] | None = None,
+    queue_resources: Mapping[str, Mapping[str, Any]] | None = None,
     project: str = PIPELINE_NAME,
     version: str = __version__,
 ) -> PipelineDescription:
@@ -194,6 +201,9 @@ def compile_pipeline(
         images: each step's image reference (`mlrig.images.build.step_image_references`).
         default_queue: the queue of a stage that `step_queues` does not name.
         step_queues: queues by stage (`train@knn`) or by step (`train`).
+        queue_resources: what each queue's pods provide (MLRIG_CLEARML_QUEUE_RESOURCES); a
+            stage whose params.yaml `resources` ask for more than its queue provides runs on
+            one that provides it (`mlrig.executors.clearml.resources`).
         project: the ClearML project of the pipeline.
         version: the pipeline version ClearML stores (semantic: 1.0.0).
 
@@ -202,14 +212,23 @@ def compile_pipeline(
         project's files at this checkout) and the commit.
 
     Raises:
-        ConfigError: a stage's step has no image.
+        ConfigError: a stage's step has no image, or no queue can hold a stage.
+        ParamsError: params.yaml's `resources` is not valid.
     """
     graph, facts = read_pipeline(root)
     no_image = sorted({step_of(name) for name in graph} - set(images))
     if no_image:
         raise no_image_error(no_image)
+    order = topological_order(graph)
+    placement = place_stages(
+        order,
+        read_resources(root, order),
+        default_queue,
+        step_queues or {},
+        queue_capacities(queue_resources or {}),
+    )
     steps: dict[str, PipelineStep] = {}
-    for name in topological_order(graph):
+    for name in order:
         parents = sorted(graph[name])
         deps, params, outs = facts[name]
         made_upstream = [out for parent in parents for out in steps[parent].outs]
@@ -222,7 +241,8 @@ def compile_pipeline(
             params=params,
             outs=outs,
             image=images[step_of(name)],
-            queue=stage_queue(name, default_queue, step_queues or {}),
+            queue=placement.queues[name],
+            resources=placement.needs[name],
             upstream_key=digest({parent: steps[parent].input_key for parent in parents}),
             upstream_deps=[
                 path for path in deps if any(overlaps(path, out) for out in made_upstream)
@@ -242,6 +262,7 @@ def describe_pipeline(
     settings: Settings,
     default_queue: str | None = None,
     pushed_images: Mapping[str, str] | None = None,
+    digests_only: bool = False,
 ) -> PipelineDescription:
     """The pipeline of this project, each stage in the image the containers executor would use.
 
@@ -251,10 +272,12 @@ def describe_pipeline(
     Args:
         pushed_images: step -> `registry/step@sha256:...` of the images a CI build job pushed
             (`mlrig images push --digests`); they replace the local content-tag references.
+        digests_only: every step must be among `pushed_images` (CI's pipeline job runs only
+            what its build jobs pushed, by digest).
 
     Raises:
         ConfigError: a step without an image, a pushed image of a step the pipeline does not
-            have, or MLRIG_BASE_IMAGE set with no engine to read it.
+            have, a step not pushed with `digests_only`, or no queue that can hold a stage.
     """
     from mlrig.images.build import step_image_references, step_names
     from mlrig.images.engine import engine_if_any
@@ -268,14 +291,22 @@ def describe_pipeline(
             f"no image for (steps: {', '.join(sorted(steps))}). Pass the digest files of this "
             "commit's build jobs."
         )
+    not_pushed = sorted(set(steps) - set(pushed))
+    if digests_only and not_pushed:
+        raise ConfigError(
+            f"--digests-only: no digest file names the image of step(s) {', '.join(not_pushed)}. "
+            "Pass the images-<step>.json of every build job of this pipeline (--images), or "
+            "leave out --digests-only to run those steps in their local content-tag images."
+        )
     images = pushed
-    if not set(steps) <= set(pushed):
+    if not_pushed:
         images = step_image_references(settings, engine_if_any(settings)) | pushed
     return compile_pipeline(
         settings.root,
         images,
         default_queue=default_queue or settings.clearml_queue,
         step_queues=settings.clearml_step_queues,
+        queue_resources=settings.clearml_queue_resources,
         project=settings.clearml_project,
     )
 

@@ -530,3 +530,45 @@ def test_the_single_values_a_task_recorded_are_read_back_for_the_report(
     assert task_link(settings, task_id) is None  # an offline session has no page yet
     (sessions / "imported.json").write_text(json.dumps({task_id: "4f1c"}))
     assert task_link(settings, task_id) == "https://app.clearml.example/projects/*/experiments/4f1c"
+
+
+def test_resources_choose_a_stages_queue_and_change_no_cache_key(
+    shapes_project: Path, controllers: list[Any]
+) -> None:
+    """A stage's resources are no input of it: on whichever queue they put it, its input key
+    and ClearML's cache key stay those of the stage without them."""
+    capacities = {"steps": {"cpu": "2", "memory": "4Gi"}, "gpu": {"gpu": 1, "memory": "16Gi"}}
+
+    def compiled(resources: dict[str, Any]) -> PipelineDescription:
+        params = yaml.safe_load((shapes_project / "params.yaml").read_text())
+        (shapes_project / "params.yaml").write_text(yaml.safe_dump(params | resources))
+        return compile_pipeline(
+            shapes_project, shape_images(), default_queue="steps", queue_resources=capacities
+        )
+
+    plain = compiled({})
+    controller = build_controller(plain)
+    controllers.append(controller)
+    keys = step_cache_keys(plain, controller)
+    assert {step.queue for step in plain.steps} == {"steps"}
+
+    same_queue = compiled({"resources": {"train": {"memory": "3Gi"}}})
+    other_queue = compiled({"resources": {"train@alpha": {"gpu": 1}, "train": {"memory": "6Gi"}}})
+    queues = {step.name: step.queue for step in other_queue.steps}
+    assert queues == {name: "steps" for name in SHAPES_GRAPH} | {
+        "train@alpha": "gpu",
+        "train@beta": "gpu",  # 6Gi: more than steps provides
+    }
+    assert {step.name: str(step.resources) for step in other_queue.steps if step.resources} == {
+        "train@alpha": "gpu=1 cpu=None memory='6Gi'",
+        "train@beta": "gpu=0 cpu=None memory='6Gi'",
+    }
+    for description in (same_queue, other_queue):
+        assert step_cache_keys(description, controller) == keys
+        assert [step.input_key for step in description.steps] == [
+            step.input_key for step in plain.steps
+        ]
+    # the controller enqueues each step on its queue
+    queued = build_controller(other_queue)
+    controllers.append(queued)
+    assert queued.get_pipeline_dag()["train@alpha"].queue == "gpu"
