@@ -278,37 +278,3 @@ def test_policy_check_has_no_findings(
     assert not failed, "\n".join(failed)
     passed = sum(part.get("summary", {}).get("passed", 0) for part in reports)
     assert passed > 500, "checkov checked almost nothing"
-
-
-# K8sIntegration's keyword arguments in clearml-agent 3.0.3 (clearml_agent/glue/k8s.py,
-# `K8sIntegration.__init__`), the agent version DESIGN.md names; k8s_daemon(queue, **kwargs)
-# takes `create_queue` as clearml-agent's examples/k8s_glue_example.py passes it.
-K8S_INTEGRATION_ARGUMENTS = {
-    "k8s_pending_queue_name", "container_bash_script", "debug", "ports_mode",
-    "num_of_services", "base_pod_num", "user_props_cb", "runtime_cb", "overrides_yaml",
-    "template_yaml", "clearml_conf_file", "extra_bash_init_script", "namespace",
-    "max_pods_limit", "pod_name_prefix", "limit_pod_label", "force_system_packages",
-}  # fmt: skip
-
-
-def test_the_glue_program_compiles_and_uses_clearml_agents_arguments(
-    rendered: dict[str, list[dict[str, Any]]],
-) -> None:
-    import ast
-
-    (configmap,) = [
-        item
-        for item in rendered["agent-values.yaml"]
-        if item["kind"] == "ConfigMap" and "glue.py" in item["data"]
-    ]
-    program = ast.parse(configmap["data"]["glue.py"])
-    calls = {
-        node.func.id if isinstance(node.func, ast.Name) else node.func.attr: node
-        for node in ast.walk(program)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
-    }
-    used = {keyword.arg for keyword in calls["K8sIntegration"].keywords}
-    assert used and used <= K8S_INTEGRATION_ARGUMENTS, used - K8S_INTEGRATION_ARGUMENTS
-    assert {keyword.arg for keyword in calls["k8s_daemon"].keywords} == {"create_queue"}
-    assert "/etc/mlrig-glue/template.yaml" in configmap["data"]["glue.py"]
-    assert "template.yaml" in configmap["data"]

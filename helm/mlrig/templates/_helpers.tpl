@@ -146,6 +146,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.clearml.enabled (not .Values.clearml.clearml.existingSecret) }}
 {{- $errors = append $errors "clearml.enabled needs clearml.clearml.existingSecret: the clearml chart's own default keys are public" }}
 {{- end }}
+{{- $errors = concat $errors (include "mlrig.agent.valueErrors" . | fromYamlArray) }}
 {{- if $errors }}
 {{- fail (printf "\n\nmlrig: invalid values:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
