@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from mlrig.dvc.dag import stage_graph, step_of
-from mlrig.images.build import BASE, LOCAL_OS_IMAGE, SERVER_IMAGES, ImageBuild, step_names
+from mlrig.images.build import (
+    BASE,
+    LOCAL_OS_IMAGE,
+    SERVER_IMAGES,
+    ImageBuild,
+    debootstrap_inputs,
+    os_base,
+    step_names,
+)
 from mlrig.images.engine import Engine
+from mlrig.settings import Settings
 from tests.support.project import REPO_ROOT
 
 pytestmark = pytest.mark.containers
@@ -211,3 +220,16 @@ def test_every_image_is_named_by_the_content_of_its_inputs(
     assert all(re.fullmatch(r"[0-9a-f]{16}", tag) for tag in tags)
     assert len(set(tags)) == len(tags)
     assert LOCAL_OS_IMAGE.startswith("localhost/")
+
+
+def test_the_tags_name_the_os_base_by_its_inputs_not_its_local_image_id(
+    step_images: tuple[Engine, list[ImageBuild]],
+) -> None:
+    """Two runners that made the same debootstrap base have two image ids and one content tag."""
+    engine, _ = step_images
+    reference, fingerprint = os_base(Settings(project_dir=REPO_ROOT), engine)
+    if reference != LOCAL_OS_IMAGE:
+        pytest.skip(f"the base here is {reference or 'the Dockerfile default'}, not debootstrap'd")
+    assert fingerprint == debootstrap_inputs()
+    local_id = engine.inspect(LOCAL_OS_IMAGE, "{{.Id}}")
+    assert local_id and local_id not in fingerprint

@@ -73,7 +73,8 @@ def images_push_command(
     ] = Path("images.json"),
     tls_verify: Annotated[bool, typer.Option(help="verify the registry's TLS")] = True,
 ) -> None:
-    """Push step images under their content tags; a tag the registry has is not pushed again."""
+    """Push step images under their content tags; a tag the registry has is neither built nor
+    pushed again."""
     from mlrig.images.build import step_names
     from mlrig.images.engine import find_engine
     from mlrig.images.registry import push_step_images, write_digests
@@ -82,13 +83,37 @@ def images_push_command(
     settings = load_settings()
     engine = find_engine(settings)
     steps = step or step_names(settings.root)
-    with console.status("building what is missing, then pushing"):
+    with console.status("asking the registry, then building and pushing what it lacks"):
         images = push_step_images(settings, engine, registry, steps, tls_verify)
     write_digests(images, digests)
     for image in images:
         state = "pushed" if image.pushed else "already in the registry"
         typer.echo(f"{image.reference}  {image.digest}  {state}")
     typer.echo(f"Digests: {digests}")
+
+
+@images_app.command("digests")
+@exits_cleanly
+def images_digests_command(
+    files: Annotated[
+        list[Path], typer.Argument(help="the build jobs' digest files (images-<step>.json)")
+    ],
+    output: Annotated[Path, typer.Option(help="JSON file to write: step -> image by digest")],
+    under: Annotated[
+        str | None,
+        typer.Option(help="the registry path every image must be right under (the trusted one)"),
+    ] = None,
+) -> None:
+    """Merge the build jobs' digest files into one, checking every step is there by digest."""
+    import json
+
+    from mlrig.images.build import step_names
+    from mlrig.images.registry import merge_digests
+    from mlrig.settings import load_settings
+
+    digests = merge_digests(files, step_names(load_settings().root), under)
+    output.write_text(json.dumps(digests, indent=2) + "\n")
+    typer.echo(f"{len(digests)} step images by digest in {output}")
 
 
 @images_app.command("wheels")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -46,6 +47,18 @@ LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+#: what an image does not need, removed from the debootstrap tree: downloaded packages, package
+#: lists, docs, translations
+DEBOOTSTRAP_LEFTOVERS = (
+    "var/cache/apt/archives",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/man",
+)
+#: the image config `make base-image` gives the imported tree
+OS_IMAGE_CHANGE = 'CMD ["python3"]'
 LOG_TAIL_LINES = 20
 #: locked dependencies that no step imports: DVC's experiment queue (celery and its CLI) and
 #: SSH remotes, and GTO's model registry. `mlrig stage` runs `dvc pull`, `repro` and `push`
@@ -261,15 +274,7 @@ def make_os_image(settings: Settings, engine: Engine) -> str:
         "debootstrap",
         settings.root,
     )  # fmt: skip
-    # what an image does not need: downloaded packages, package lists, docs, translations
-    for leftover in (
-        "var/cache/apt/archives",
-        "var/lib/apt/lists",
-        "usr/share/doc",
-        "usr/share/info",
-        "usr/share/locale",
-        "usr/share/man",
-    ):
+    for leftover in DEBOOTSTRAP_LEFTOVERS:
         for path in (layout.rootfs / leftover).glob("*"):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -279,7 +284,7 @@ def make_os_image(settings: Settings, engine: Engine) -> str:
     with tarfile.open(archive, "w") as tar:
         tar.add(layout.rootfs, arcname=".")
     run_logged(
-        engine.command("import", "--change", 'CMD ["python3"]', str(archive), LOCAL_OS_IMAGE),
+        engine.command("import", "--change", OS_IMAGE_CHANGE, str(archive), LOCAL_OS_IMAGE),
         layout.logs / "import-base.log",
         f"{engine.name} import of the debootstrap tree",
         settings.root,
@@ -299,35 +304,36 @@ class ImageBuild:
     seconds: float
 
 
+def debootstrap_inputs() -> str:
+    """What `make base-image` makes its OS image from: suite, mirror, packages, what it trims
+    and the image config. Two machines that ran it have the same inputs, not the same image id."""
+    return "debootstrap " + json.dumps(
+        {
+            "suite": DEBIAN_SUITE,
+            "mirror": DEBIAN_MIRROR,
+            "packages": DEBIAN_PACKAGES,
+            "trimmed": DEBOOTSTRAP_LEFTOVERS,
+            "change": OS_IMAGE_CHANGE,
+        },
+        sort_keys=True,
+    )
+
+
 def os_base(settings: Settings, engine: Engine | None) -> tuple[str | None, str]:
-    """The base the mlrig base image is built FROM, and a fingerprint of it for the tag.
+    """The base the mlrig base image is built FROM, and the fingerprint of it the tags hold.
 
-    MLRIG_BASE_IMAGE when set; else the debootstrap image when `make base-image` made one;
-    else the digest-pinned default of images/base/Dockerfile (None: the engine pulls it).
-    Without an engine no local image can exist, so the default is the base.
-
-    Raises:
-        ConfigError: MLRIG_BASE_IMAGE is not among the engine's images, or there is no engine
-            to read its id from.
+    MLRIG_BASE_IMAGE when set (fingerprint: the reference as given; by digest it names one
+    image); else the debootstrap image when `make base-image` made one here (fingerprint: its
+    debootstrap inputs); else the digest-pinned default of images/base/Dockerfile (None: its
+    ARG, which the base tag holds with the Dockerfile). Never a local image id: one commit's
+    content tags are the same on every machine and runner, so a registry's tag is found again
+    before anything is built. Without an engine no local image can exist.
     """
     if settings.base_image:
-        reference = settings.base_image
-    elif engine is not None and engine.image_exists(LOCAL_OS_IMAGE):
-        reference = LOCAL_OS_IMAGE
-    else:
-        return None, "dockerfile-default"
-    if engine is None:
-        raise ConfigError(
-            f"MLRIG_BASE_IMAGE={reference} is set, and the step images' tags hold its image id, "
-            "which only a container engine can read. Install podman (apt-get install podman "
-            "runc), or pass --images with every step's pushed digest."
-        )
-    if not engine.image_exists(reference):
-        raise ConfigError(
-            f"MLRIG_BASE_IMAGE={reference} is not in {engine.name}'s images. Pull it, or run "
-            "make base-image to make a Debian one here and unset MLRIG_BASE_IMAGE."
-        )
-    return reference, engine.image_id(reference)
+        return settings.base_image, f"image {settings.base_image}"
+    if engine is not None and engine.image_exists(LOCAL_OS_IMAGE):
+        return LOCAL_OS_IMAGE, debootstrap_inputs()
+    return None, "dockerfile-default"
 
 
 def build_image(

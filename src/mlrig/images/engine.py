@@ -50,9 +50,6 @@ class Engine:
     def image_exists(self, reference: str) -> bool:
         return self.inspect(reference, "{{.Id}}") is not None
 
-    def image_id(self, reference: str) -> str:
-        return self.inspect(reference, "{{.Id}}") or ""
-
 
 def find_engine(settings: Settings) -> Engine:
     """The engine to use: MLRIG_CONTAINER_ENGINE, else a docker that answers, else podman.

@@ -1,9 +1,12 @@
 """`mlrig images push`: the step images to a registry, under their content tags, each once.
 
-A CI build job builds (or finds) a step's image with the same content tag as `mlrig images
-build`, and pushes it only when the registry has no image with that tag yet: a commit that
-changed nothing in a step pushes nothing for it. Later jobs learn each step's image from the
-digest file the job writes (step -> `registry/step@sha256:...`).
+A CI build job asks the registry for each step's content tag first (the tag `mlrig images
+build` gives it, computed from the sources: the same on every runner), and builds and pushes
+only the images the registry lacks: a commit that changed nothing in a step builds and pushes
+nothing for it. Later jobs learn each step's image from the digest file the job writes (step ->
+`registry/step@sha256:...`) and run it by that digest, whatever the tag points to later. Which
+registry path a pipeline may push to is the CI's to decide (`.gitlab-ci.yml`: merge requests
+push under their own path, never the one the cluster trusts).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
-from mlrig.images.build import build_images
+from mlrig.images.build import build_images, step_image_references
 from mlrig.images.engine import Engine
 from mlrig.settings import Settings
 
@@ -76,22 +79,36 @@ def remote_digest(reference: str, tls_verify: bool) -> str:
 def push_step_images(
     settings: Settings, engine: Engine, registry: str, steps: list[str], tls_verify: bool
 ) -> list[PushedImage]:
-    """Build what is missing, then push each step's image unless the registry has its tag."""
+    """Each step's image in the registry: found there by its content tag, else built (where
+    this machine lacks it) and pushed.
+
+    Raises:
+        ConfigError: the engine is not podman, or a step has no image.
+    """
     if engine.name != "podman":
         raise ConfigError("mlrig images push needs podman (MLRIG_CONTAINER_ENGINE=podman).")
+    references = step_image_references(settings, engine)
+    unknown = sorted(set(steps) - set(references))
+    if unknown:
+        raise ConfigError(
+            f"No image for step(s) {', '.join(unknown)}: images/ has {', '.join(references)}."
+        )
+    found, missing = [], []
+    for step in steps:
+        remote = f"{registry.rstrip('/')}/{step}:{references[step].rsplit(':', 1)[1]}"
+        repository, tag = remote.rsplit(":", 1)
+        if tag in registry_tags(repository, tls_verify):
+            found.append(PushedImage(step, remote, remote_digest(remote, tls_verify), False))
+        else:
+            missing.append(step)
     pushed = []
-    for image in build_images(settings, engine, steps):
-        if image.name not in steps:
+    for image in build_images(settings, engine, missing) if missing else []:
+        if image.name not in missing:
             continue  # the base: pushed as the step images' layers
-        tag = image.reference.rsplit(":", 1)[1]
-        remote = f"{registry.rstrip('/')}/{image.name}:{tag}"
-        if tag in registry_tags(remote.rsplit(":", 1)[0], tls_verify):
-            digest = remote_digest(remote, tls_verify)
-            pushed.append(PushedImage(image.name, remote, digest, pushed=False))
-            continue
+        remote = f"{registry.rstrip('/')}/{image.name}:{image.reference.rsplit(':', 1)[1]}"
         digest = push(engine, image.reference, remote, tls_verify)
         pushed.append(PushedImage(image.name, remote, digest, pushed=True))
-    return pushed
+    return found + pushed
 
 
 def push(engine: Engine, local: str, remote: str, tls_verify: bool) -> str:
@@ -147,3 +164,33 @@ def read_digests(paths: list[Path]) -> dict[str, str]:
             )
         digests |= by_step
     return digests
+
+
+def merge_digests(paths: list[Path], steps: list[str], under: str | None) -> dict[str, str]:
+    """One step -> image map from the build jobs' digest files: every step's image by digest,
+    each (with `under`) one repository right under that registry path.
+
+    Raises:
+        ConfigError: a file is no digest file, a step is missing or unknown, or an image is
+            elsewhere than `under`.
+    """
+    digests = read_digests(paths)
+    missing, unknown = sorted(set(steps) - set(digests)), sorted(set(digests) - set(steps))
+    if missing or unknown:
+        raise ConfigError(
+            "The digest files do not name the images of exactly this project's steps "
+            f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}). "
+            "Pass the images-<step>.json of every build job of this pipeline."
+        )
+    prefix = under.rstrip("/") + "/" if under else None
+    elsewhere = sorted(
+        f"{step} ({reference})"
+        for step, reference in digests.items()
+        if prefix and not (reference.startswith(prefix) and "/" not in reference[len(prefix) :])
+    )
+    if elsewhere:
+        raise ConfigError(
+            f"The image(s) of {', '.join(elsewhere)} are not under {prefix}: a release names only "
+            "images a protected pipeline pushed to the trusted path."
+        )
+    return dict(sorted(digests.items()))

@@ -169,15 +169,24 @@ def test_a_submission_of_pushed_images_only_needs_no_engine_and_builds_nothing(
     assert "Not built" not in result.stderr
 
 
-def test_a_base_image_without_an_engine_is_refused_naming_both(tmp_path: Path) -> None:
-    result = mlrig(
-        "clearml", "pipeline", "--dry-run",
-        PATH=path_without_an_engine(tmp_path), MLRIG_BASE_IMAGE="localhost/my-base:1",
-    )  # fmt: skip
+def test_a_base_image_names_the_step_images_without_an_engine(tmp_path: Path) -> None:
+    """The content tags hold the base as declared (never a local image id): no engine needed."""
+    base = f"registry.example/debian@sha256:{'e' * 64}"
+    path = path_without_an_engine(tmp_path)
+    results = [
+        mlrig("clearml", "pipeline", "--dry-run", "--json", PATH=path,
+              **({"MLRIG_BASE_IMAGE": base} if base_image else {}))
+        for base_image in (True, True, False)
+    ]  # fmt: skip
 
-    assert result.returncode == EXIT_BAD_INPUT, result.stderr
-    assert "MLRIG_BASE_IMAGE=localhost/my-base:1" in result.stderr
-    assert "--images" in result.stderr and "Traceback" not in result.stderr
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    on_base, again, default = (
+        {step.name: step.image for step in PipelineDescription.model_validate_json(r.stdout).steps}
+        for r in results
+    )
+    assert on_base == again
+    assert all(on_base[name] != default[name] for name in on_base)
 
 
 QUEUE_RESOURCES = json.dumps(

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.images.build import BuildLayout, no_image_error, step_names, step_summary, step_tag
+from mlrig.images.build import (
+    BuildLayout,
+    base_tag,
+    no_image_error,
+    os_base,
+    step_names,
+    step_summary,
+    step_tag,
+)
 from mlrig.settings import Settings
 
 
@@ -63,6 +71,27 @@ def test_a_steps_own_dockerfile_adds_to_the_generic_one_and_to_its_tag(project: 
     assert layout.step_dockerfiles("train") == [generic, own]
     assert step_tag(settings, "train", "localhost/mlrig/base:1") != alone
     assert layout.step_dockerfiles("ingest") == [generic]
+
+
+def test_a_base_image_is_named_in_the_tags_as_declared_and_needs_no_engine(
+    project: Path,
+) -> None:
+    """MLRIG_BASE_IMAGE by digest is one image: its reference, not a local image id, goes into
+    the base tag, so every runner computes the same tags for one commit."""
+    (project / "images/base").mkdir()
+    (project / "images/base/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    (project / ".mlrig/build/requirements/base.txt").write_text("dvc==3.0\n")
+
+    def tag(base_image: str | None) -> str:
+        settings = Settings(project_dir=project, base_image=base_image)
+        reference, fingerprint = os_base(settings, None)  # no engine: none is needed
+        assert reference == base_image
+        return base_tag(settings, fingerprint)
+
+    first = "registry.example/debian@sha256:" + "1" * 64
+    assert tag(first) == tag(first)
+    assert tag(first) != tag("registry.example/debian@sha256:" + "2" * 64)
+    assert tag(None) not in {tag(first)}  # the Dockerfile's own pinned default
 
 
 def test_a_stage_without_a_step_package_is_named_with_what_to_add() -> None:
