@@ -202,6 +202,9 @@ def params_reference() -> str:
             parts.append(choices_text(f"{key}.{choice_key}", choice))
         if model is params.TuneParams:
             parts.append(dimensions_text(params))
+        if model is params.ResourcesParams:
+            parts.append(f"### `{key}.<step or stage>`\n\n{docstring(params.StageResources)}\n")
+            parts.append(fields_table(params.StageResources, f"{key}.<step or stage>."))
     committed = (ROOT / "params.yaml").read_text()
     parts.append(f"## The committed `params.yaml`\n\n```yaml\n{committed}```\n")
     return "\n".join(parts)

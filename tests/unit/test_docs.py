@@ -15,7 +15,7 @@ import pytest
 import typer.main
 
 from mlrig.cli import app
-from mlrig.experiments.params import params_schema
+from mlrig.experiments.params import StageResources, params_schema
 from mlrig.settings import Settings
 from steps.train.params import FAMILY_PARAMS, MODEL_FAMILIES
 
@@ -92,7 +92,9 @@ def test_the_params_reference_has_every_key_of_every_section(site: Path) -> None
         for key, field in section.annotation.model_fields.items()
     ]
     keys += [f"params.{key}" for family in FAMILY_PARAMS.values() for key in family.model_fields]
-    assert len(sections) == 7
+    # resources: keyed by the project's steps and stages, each entry what its pod needs
+    keys += [f"resources.<step or stage>.{key}" for key in StageResources.model_fields]
+    assert len(sections) == 8
     assert [key for key in keys if f"<code>{key}</code>" not in text] == []
     families = [family for family in MODEL_FAMILIES if f"<code>{family}</code>" not in text]
     assert families == []
