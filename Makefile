@@ -199,12 +199,12 @@ test-fast: env
 ## Lint the Python code (ruff check)
 .PHONY: lint-python
 lint-python: env
-	$(BIN)/ruff check src steps tests bench scripts
+	$(BIN)/ruff check src steps tests bench scripts helm/mlrig/files
 
 ## Check the Python formatting (ruff format --check)
 .PHONY: lint-format
 lint-format: env
-	$(BIN)/ruff format --check src steps tests bench scripts
+	$(BIN)/ruff format --check src steps tests bench scripts helm/mlrig/files
 
 ## Check the package's layers and that the library imports no step (import-linter, pyproject.toml)
 .PHONY: lint-imports
