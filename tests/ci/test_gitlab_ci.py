@@ -338,7 +338,10 @@ def test_the_pipeline_job_runs_only_the_digests_handed_on(
         for step in others:
             (project.root / f"images-{step}.json").unlink()
     assert job.returncode != 0  # no server to submit to
-    assert "needs a ClearML server" in job.stdout  # the submission, refused: no server here
+    # the job's own stderr is gitlab-ci-local's, each line prefixed with the job's name
+    output = (job.stdout + job.stderr).splitlines()
+    log = " ".join(line.split(" > ", 1)[-1] for line in output)
+    assert "needs a ClearML server" in log  # the submission, refused: no server here
     compiled = PipelineDescription.model_validate_json(
         (project.root / "clearml-pipeline.json").read_text()
     )
