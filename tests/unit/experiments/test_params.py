@@ -18,6 +18,7 @@ from mlrig.errors import EXIT_BAD_INPUT, ParamsError
 from mlrig.experiments.metrics import is_better, primary_metric
 from mlrig.experiments.params import (
     PRIVATE_MODULE_PREFIX,
+    ResourcesParams,
     TuneParams,
     apply_overrides,
     dump_params,
@@ -285,12 +286,15 @@ def test_each_step_owns_its_section_in_the_pipelines_order_then_the_librarys() -
         field.alias or name: field.annotation for name, field in schema.model_fields.items()
     }
 
-    assert list(sections) == ["ingest", "validate", "split", "train", "compare", "report", "tune"]
+    assert list(sections) == [
+        "ingest", "validate", "split", "train", "compare", "report", "tune", "resources"
+    ]  # fmt: skip
     # the very classes the steps import: pydantic tells models apart by class
     assert sections["ingest"] is IngestParams
     assert sections["train"] is TrainParams
     assert sections["compare"] is CompareParams  # register's, keyed by its SECTION_NAME
     assert sections["tune"] is TuneParams
+    assert sections["resources"] is ResourcesParams
     assert section_schema(REPO_ROOT, "split") is SplitParams
 
 
