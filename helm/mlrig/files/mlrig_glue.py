@@ -167,7 +167,7 @@ class TrustedImageGlue(K8sIntegration):
         return True
 
     def get_default_docker_image(self, session: Any, queue: str) -> str:
-        """None: a task without an image is refused, not given clearml-agent's default."""
+        """No default: a task without an image is refused, not given clearml-agent's."""
         return ""
 
     def apply_template_and_handle_result(self, *args: Any, **kwargs: Any) -> Any:
@@ -206,12 +206,15 @@ class TrustedImageGlue(K8sIntegration):
             )
         except Exception as error:
             print(f"could not take it out of the pending queue: {error}", flush=True)
-        session.api_client.tasks.failed(
-            task=task_id,
-            force=True,
-            status_reason=reason[:STATUS_REASON_LENGTH],
-            status_message="refused by the mlrig glue",
-        )
+        try:
+            session.api_client.tasks.failed(
+                task=task_id,
+                force=True,
+                status_reason=reason[:STATUS_REASON_LENGTH],
+                status_message="refused by the mlrig glue",
+            )
+        except Exception as error:  # the glue serves on; the task has no pod either way
+            print(f"could not mark it failed: {error}", flush=True)
 
 
 def missing_hooks() -> list[str]:
