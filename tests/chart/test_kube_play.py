@@ -66,6 +66,8 @@ def played(kube_tools: KubeTools, step_images: tuple[Engine, list[ImageBuild]]) 
     with checkout_lock("images"):
         build_server_images(Settings(project_dir=REPO_ROOT), engine)
     layout = PlayLayout(REPO_ROOT)
+    # what a play killed in another checkout leaves: `up` replaces it rather than stop on it
+    podman("volume", "create", "data-mlrig-postgresql", check=False)
     try:
         yield up(REPO_ROOT)
     finally:

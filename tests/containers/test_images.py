@@ -189,9 +189,9 @@ def test_an_image_holds_only_what_its_step_needs(
 def test_steps_with_the_same_packages_share_their_layers(
     step_images: tuple[Engine, list[ImageBuild]],
 ) -> None:
-    """One Dockerfile for every step: ingest and train lock the same packages (the `ml` group),
-    so their images are the same layers (stored once) under labels of their own; report's are
-    not."""
+    """One Dockerfile for every step: ingest and split lock the same packages (the `ml` group),
+    so their images are the same layers (stored once) under labels of their own; train's (`ml`
+    and `boosting`) are not."""
     engine, images = step_images
     by_step = {image.name: image.reference for image in images}
 
@@ -199,9 +199,9 @@ def test_steps_with_the_same_packages_share_their_layers(
         return engine.inspect(by_step[step], template)
 
     layers = "{{json .RootFS.Layers}}"
-    assert inspect("ingest", layers) == inspect("train", layers)
-    assert inspect("report", layers) != inspect("train", layers)
-    for step in ("ingest", "train"):
+    assert inspect("ingest", layers) == inspect("split", layers)
+    assert inspect("train", layers) != inspect("split", layers)
+    for step in ("ingest", "split"):
         assert inspect(step, '{{index .Config.Labels "io.mlrig.step"}}') == step
         assert inspect(step, '{{index .Config.Labels "org.opencontainers.image.title"}}') == (
             f"mlrig-{step}"

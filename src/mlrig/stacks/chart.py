@@ -216,6 +216,9 @@ def play_up(layout: PlayLayout, rendered: Rendered) -> float:
     if shutil.which("podman") is None:
         raise ConfigError("podman is not installed: apt-get install podman runc")
     configmaps = write_play_files(layout, rendered)
+    # pods and volumes of these names left by another checkout (or a killed play) would make
+    # `kube play` refuse: "volume ... already exists"
+    remove_workloads(layout)
     for name, values in rendered.secrets.items():
         create_secret(name, values, layout.folder)
     # kept for `down` and for the client settings (git-ignored, owner-only)
@@ -229,6 +232,17 @@ def play_up(layout: PlayLayout, rendered: Rendered) -> float:
 
 def play_down(layout: PlayLayout) -> None:
     """Remove the played pods, their volumes and the Secrets."""
+    remove_workloads(layout)
+    if layout.secrets.exists():
+        for name in json.loads(layout.secrets.read_text()):
+            podman("secret", "rm", name, check=False)
+        layout.secrets.unlink()
+    # the credentials of pods that are gone
+    layout.client_env.unlink(missing_ok=True)
+
+
+def remove_workloads(layout: PlayLayout) -> None:
+    """Remove the pods of the played YAML and their volumes, whoever started them."""
     if layout.workloads.exists():
         podman("kube", "down", str(layout.workloads), conf=layout.containers_conf, check=False)
         for item in yaml.safe_load_all(layout.workloads.read_text()):
@@ -243,12 +257,6 @@ def play_down(layout: PlayLayout) -> None:
                 )
                 if name:
                     podman("volume", "rm", "--force", name, check=False)
-    if layout.secrets.exists():
-        for name in json.loads(layout.secrets.read_text()):
-            podman("secret", "rm", name, check=False)
-        layout.secrets.unlink()
-    # the credentials of pods that are gone
-    layout.client_env.unlink(missing_ok=True)
 
 
 def client_environment(

@@ -33,9 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from mlrig import __version__
 from mlrig.dvc.dag import step_of, topological_order
-from mlrig.dvc.stages import overlaps, read_pipeline
+from mlrig.dvc.stages import StageFacts, overlaps, read_pipeline
 from mlrig.errors import ConfigError
 from mlrig.executors.clearml.resources import (
+    Placement,
     place_stages,
     queue_capacities,
     read_resources,
@@ -227,6 +228,24 @@ def compile_pipeline(
         step_queues or {},
         queue_capacities(queue_resources or {}),
     )
+    return PipelineDescription(
+        name=PIPELINE_NAME,
+        project=project,
+        version=version,
+        steps=pipeline_steps(order, graph, facts, images, placement),
+        workspace=hashlib.sha256(project_archive(root)).hexdigest(),
+        git_commit=git_commit(root),
+    )
+
+
+def pipeline_steps(
+    order: list[str],
+    graph: Mapping[str, set[str]],
+    facts: Mapping[str, StageFacts],
+    images: Mapping[str, str],
+    placement: Placement,
+) -> list[PipelineStep]:
+    """The steps in `order`, each with its image, queue and the key of what its parents made."""
     steps: dict[str, PipelineStep] = {}
     for name in order:
         parents = sorted(graph[name])
@@ -248,14 +267,7 @@ def compile_pipeline(
                 path for path in deps if any(overlaps(path, out) for out in made_upstream)
             ],
         )
-    return PipelineDescription(
-        name=PIPELINE_NAME,
-        project=project,
-        version=version,
-        steps=list(steps.values()),
-        workspace=hashlib.sha256(project_archive(root)).hexdigest(),
-        git_commit=git_commit(root),
-    )
+    return list(steps.values())
 
 
 def describe_pipeline(
