@@ -207,7 +207,11 @@ def step_pod_template(played: Played, kube_tools: KubeTools) -> Iterator[dict[st
         "--set", f"agent.existingSecret={AGENT_SECRET}",
     )  # fmt: skip
     # the pod template of the default queue (each queue's glue has its own)
-    (configmap,) = [item for item in objects if item["metadata"]["name"] == "mlrig-agent-default"]
+    (configmap,) = [
+        item
+        for item in objects
+        if item["kind"] == "ConfigMap" and item["metadata"]["name"] == "mlrig-agent-default"
+    ]
     layout = PlayLayout(REPO_ROOT)
     create_secret(AGENT_SECRET, {"access-key": "unused", "secret-key": "unused"}, layout.folder)
     yield yaml.safe_load(configmap["data"]["template.yaml"])

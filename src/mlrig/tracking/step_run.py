@@ -44,6 +44,10 @@ MLFLOW_HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
 }
+#: MLflow downloads artifacts from presigned S3 URLs when the server proxies an S3 store; those
+#: name the store as the server reaches it (a cluster Service such as mlrig-s3:8333), which a
+#: container or a client outside the cluster cannot: artifacts go through the tracking server
+MLFLOW_PROXIED_DOWNLOADS = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 #: Task.init's `auto_connect_frameworks`: no framework is patched, and no repository is
 #: detected. Detection runs `git status` and `git diff` in the step, which raced a parallel
 #: stage's `git add dvc.lock` for .git/index.lock, and stores the uncommitted diff in the task,
@@ -86,7 +90,7 @@ def setup_mlflow(settings: Settings, experiment_name: str | None = None) -> str:
 
     if settings.uses_local_mlflow:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-    for name, value in MLFLOW_HTTP_BOUNDS.items():  # the user's own values win
+    for name, value in (MLFLOW_HTTP_BOUNDS | MLFLOW_PROXIED_DOWNLOADS).items():  # the user's win
         os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
