@@ -60,7 +60,12 @@ class StageFacts(NamedTuple):
 def dep_hash(dep: Output) -> str | None:
     """A dep's DVC hash in the workspace, else the one dvc.lock records, else None."""
     hash_info = dep.get_hash() if dep.exists else dep.hash_info
-    return f"{hash_info.name}:{hash_info.value}" if hash_info else None
+    if not hash_info:
+        return None
+    # DVC names the hash of a dep dvc.lock lacks `md5-dos2unix` (its 2.x hash) and `md5` once
+    # the lock has it: the same value for a file without CRLF, and the key must not change
+    name = "md5" if hash_info.name.startswith("md5") else hash_info.name
+    return f"{name}:{hash_info.value}"
 
 
 def stage_facts(stage: Stage) -> StageFacts:

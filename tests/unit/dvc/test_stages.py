@@ -67,3 +67,17 @@ def test_a_dvc_yaml_dvc_cannot_read_is_named(project: Path) -> None:
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {"cmd": 3}}}))
     with pytest.raises(ConfigError, match=r"DVC cannot read the pipeline in .*Fix dvc\.yaml"):
         read_pipeline(project)
+
+
+def test_a_deps_hash_does_not_change_when_dvc_lock_records_it(project: Path) -> None:
+    """DVC names the hash of a dep dvc.lock lacks `md5-dos2unix` and `md5` once the lock has it:
+    a compiled step's key must not change with that (a ClearML submission after a pipeline ran
+    found none of the records it had made)."""
+    dvc(project, "repro", "-q")
+    (project / "extra.txt").write_text("a new dep\n")
+    make = STAGES["make"] | {"deps": [*STAGES["make"]["deps"], "extra.txt"]}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": STAGES | {"make": make}}))
+    _, before = read_pipeline(project)
+    dvc(project, "repro", "-q")
+    _, after = read_pipeline(project)
+    assert before["make"].deps == after["make"].deps
