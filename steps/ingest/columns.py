@@ -6,8 +6,9 @@ The rules (`infer_role`), in order:
 - **datetime**: a datetime column, or text whose values parse as dates in the format pandas
   guesses from them (at least `DATE_PARSED_SHARE` of them: the rest is counted as unparsed,
   which validate refuses);
-- **categorical**: text with repeated values, or integers (whole numbers, gaps allowed) with at
-  most `ingest.max_integer_levels` distinct values;
+- **categorical**: a categorical column (a Parquet dictionary column: kept as codes plus
+  labels, no text object per row), text with repeated values, or integers (whole numbers, gaps
+  allowed) with at most `ingest.max_integer_levels` distinct values;
 - **text**: text whose values are nearly all distinct (`TEXT_DISTINCT_SHARE`), an ID or free
   text, which cannot be a feature: validate refuses it unless `ingest.columns` drops it;
 - **numeric**: any other number.
@@ -123,21 +124,25 @@ def parse_dates(values: pd.Series) -> pd.Series:
 
 def infer_role(values: pd.Series, max_integer_levels: int) -> tuple[Role, str]:
     """A column's role from its values, and why (see the module's rules)."""
+    import pandas as pd
     from pandas.api import types
 
-    present = values.dropna()
-    distinct = int(present.nunique())
     if types.is_bool_dtype(values):
         return "boolean", "true/false values"
     if types.is_datetime64_any_dtype(values):
         return "datetime", "datetime values"
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return "categorical", f"a categorical column with {values.nunique()} distinct values"
+    # counting distinct values hashes the whole column: only where a rule needs it
     if types.is_numeric_dtype(values):
-        if is_integral(values) and 0 < distinct <= max_integer_levels:
+        if is_integral(values) and 0 < (distinct := values.nunique()) <= max_integer_levels:
             return "categorical", (
                 f"{distinct} distinct whole numbers "
                 f"(at most ingest.max_integer_levels = {max_integer_levels})"
             )
         return "numeric", "numbers"
+    present = values.dropna()
+    distinct = int(present.nunique())
     if present.empty:
         return "categorical", "no values"
     if words_of(present).isin(list(BOOLEAN_TEXT)).all():
@@ -174,6 +179,9 @@ def convert(values: pd.Series, role: Role) -> pd.Series:
         return words_of(values).map(DECLARED_BOOLEAN_TEXT).astype("boolean")
     if role == "datetime":
         return parse_dates(values)
+    if role == "categorical" and isinstance(values.dtype, pd.CategoricalDtype):
+        # kept as codes plus labels: a text object per row would cost ~60 bytes each
+        return values.cat.rename_categories([str(label) for label in values.cat.categories])
     if role in ("categorical", "text") and not numbers:
         return values.astype("str").where(values.notna())
     return values

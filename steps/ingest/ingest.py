@@ -1,8 +1,8 @@
 """Ingest: turn the configured source into a Parquet table with a meta.json.
 
 Sources (param `ingest.source`): `builtin:<breast_cancer|wine|diabetes>` (scikit-learn's bundled
-datasets), `synthetic:<rows>` (a generated classification table), or a CSV/Parquet path whose
-target column is `ingest.target`.
+datasets), `synthetic:<rows>` (a generated classification table of mixed types: 15 numeric and
+5 categorical features), or a CSV/Parquet path whose target column is `ingest.target`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from steps.ingest.columns import describe_columns, describe_target, infer_task
 from steps.ingest.params import BUILTIN_DATASETS, GENERATED_TARGET, IngestParams
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_FEATURES = 20
+#: of the synthetic features, these are categorical: text labels (`c0_a`, ...) binned from
+#: generated numbers, so they carry signal; their levels grow column by column
+SYNTHETIC_CATEGORY_LEVELS = (3, 5, 8, 12, 20)
 
 
 def load_builtin(name: str) -> pd.DataFrame:
@@ -43,11 +47,12 @@ def load_builtin(name: str) -> pd.DataFrame:
     return loader(as_frame=True).frame
 
 
-def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
-    """Generate a classification table of `spec` rows (`synthetic:<rows>`, `_` allowed)."""
-    import pandas as pd
-    from sklearn.datasets import make_classification
+def synthetic_rows(spec: str) -> int:
+    """The row count of `synthetic:<rows>` (`_` allowed).
 
+    Raises:
+        DataError: it is no whole number of at least 2.
+    """
     try:
         rows = int(spec.replace("_", ""))
     except ValueError:
@@ -57,15 +62,40 @@ def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
             f"ingest.source synthetic:{spec} needs a row count of at least 2, "
             "e.g. synthetic:100000."
         )
+    return rows
+
+
+def binned_category(values: np.ndarray, levels: int, prefix: str) -> pd.Categorical:
+    """`values` cut at their quantiles into `levels` text labels, as a pandas categorical
+    (codes plus labels: no text object per row, however many rows)."""
+    import numpy as np
+    import pandas as pd
+
+    edges = np.quantile(values, np.linspace(0, 1, levels + 1)[1:-1])
+    codes = np.searchsorted(edges, values).astype(np.int8)
+    labels = [f"{prefix}_{chr(ord('a') + level)}" for level in range(levels)]
+    return pd.Categorical.from_codes(codes, categories=labels)
+
+
+def make_synthetic(spec: str, seed: int) -> pd.DataFrame:
+    """Generate a classification table of `spec` rows (`synthetic:<rows>`): 20 features, the
+    first 15 numeric (`x00`...), the last 5 categorical (`c0`... with 3 to 20 text labels)."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    rows = synthetic_rows(spec)
     features, target = make_classification(
         n_samples=rows,
         n_features=SYNTHETIC_FEATURES,
         n_informative=SYNTHETIC_FEATURES // 2,
         random_state=seed,
     )
-    table = pd.DataFrame(features, columns=[f"x{i:02d}" for i in range(SYNTHETIC_FEATURES)])
-    table[GENERATED_TARGET] = target
-    return table
+    numeric = SYNTHETIC_FEATURES - len(SYNTHETIC_CATEGORY_LEVELS)
+    columns: dict[str, object] = {f"x{i:02d}": features[:, i] for i in range(numeric)}
+    for i, levels in enumerate(SYNTHETIC_CATEGORY_LEVELS):
+        columns[f"c{i}"] = binned_category(features[:, numeric + i], levels, f"c{i}")
+    columns[GENERATED_TARGET] = target
+    return pd.DataFrame(columns)
 
 
 def duplicate_csv_columns(path: Path, encoding: str = "utf-8") -> list[str]:

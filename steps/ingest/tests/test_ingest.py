@@ -84,7 +84,35 @@ def test_synthetic_source_has_the_requested_rows(tmp_path: Path) -> None:
     assert meta.dataset == "synthetic_150"
     assert meta.task == "classification"
     assert meta.classes == ["0", "1"]
-    assert meta.features == [f"x{i:02d}" for i in range(20)]
+    assert meta.features == [f"x{i:02d}" for i in range(15)] + [f"c{i}" for i in range(5)]
+
+
+def test_synthetic_table_has_mixed_types(tmp_path: Path) -> None:
+    table, meta = ingest(IngestParams(source="synthetic:2000"), tmp_path)
+
+    roles = {column.name: column.role for column in meta.columns if column.name != "target"}
+    assert list(roles.values()).count("numeric") == 15
+    assert [name for name, role in roles.items() if role == "categorical"] == [
+        f"c{i}" for i in range(5)
+    ]
+    assert [table[f"c{i}"].nunique() for i in range(5)] == [3, 5, 8, 12, 20]
+    assert set(table["c0"].astype(str)) == {"c0_a", "c0_b", "c0_c"}
+    # the categories carry signal: the target's share differs between a column's labels
+    spreads = [table.groupby(f"c{i}", observed=True)["target"].mean().agg(np.ptp) for i in range(5)]
+    assert max(spreads) > 0.2
+
+
+def test_synthetic_categories_stay_codes_through_parquet(tmp_path: Path) -> None:
+    """No text object per row, in memory or read back: a categorical column holds codes."""
+    table, meta = ingest(IngestParams(source="synthetic:500"), tmp_path)
+    write_table(table, meta, tmp_path / "out")
+
+    read_back = pd.read_parquet(tmp_path / "out" / TABLE_FILE)
+    for name in ("c0", "c4"):
+        assert isinstance(table[name].dtype, pd.CategoricalDtype)
+        assert isinstance(read_back[name].dtype, pd.CategoricalDtype)
+    assert "object" not in {str(dtype) for dtype in read_back.dtypes}
+    assert read_meta(tmp_path / "out").column("c2").dtype == "category"
 
 
 def test_synthetic_row_count_may_use_underscores(tmp_path: Path) -> None:
