@@ -9,7 +9,7 @@ import pytest
 from mlrig.errors import DataError
 from mlrig.experiments.tables import TableMeta
 from steps.split.params import SplitParams
-from steps.split.split import class_balance, split_table
+from steps.split.split import class_balance, split_file, split_table
 from steps.validate.params import ValidateParams
 from steps.validate.validate import validate_table
 
@@ -140,3 +140,23 @@ def test_the_class_balance_counts_each_set_for_the_report() -> None:
 
     assert balance == {"train": {"a": 22, "b": 8}, "test": {"a": 8, "b": 2}}
     assert class_balance(*split_table(*regressed(40), SplitParams()), regressed(40)[1]) == {}
+
+
+def test_split_file_writes_the_in_memory_split_as_columns(tmp_path) -> None:
+    """The Parquet split holds the same rows as the in-memory one; categories stay
+    dictionary-encoded (codes, no text object per row) in train.parquet and test.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table, meta = classified(["a", "b", "c"] * 40)
+    table["city"] = pd.Categorical(np.resize(["Oslo", "Lima", "Pune"], len(table)))
+    table.to_parquet(tmp_path / "table.parquet", index=False)
+
+    targets = split_file(tmp_path / "table.parquet", meta, SplitParams(seed=3), tmp_path / "out")
+
+    expected_train, expected_test = split_table(table, meta, SplitParams(seed=3))
+    for name, expected in (("train", expected_train), ("test", expected_test)):
+        written = pq.read_table(tmp_path / "out" / f"{name}.parquet")
+        assert pa.types.is_dictionary(written.schema.field("city").type)
+        pd.testing.assert_frame_equal(written.to_pandas(), expected)
+        assert targets[name].tolist() == expected["label"].tolist()
