@@ -57,7 +57,8 @@ def build_estimator(params: Section, task: TaskKind, seed: int) -> BaseEstimator
             return linear_model.Ridge(alpha=1.0 / c, max_iter=max_iter)
         case RandomForestParams():
             forest = ensemble.RandomForestClassifier if classify else ensemble.RandomForestRegressor
-            return forest(**params.model_dump(), random_state=seed, n_jobs=-1)
+            options = params.model_dump(exclude={"max_samples"})  # set by the rows: fit_pipeline
+            return forest(**options, random_state=seed, n_jobs=-1)
         case GradientBoostingParams():
             boosting = (
                 ensemble.HistGradientBoostingClassifier
@@ -67,7 +68,7 @@ def build_estimator(params: Section, task: TaskKind, seed: int) -> BaseEstimator
             return boosting(**params.model_dump(), random_state=seed)
         case KnnParams():
             knn = neighbors.KNeighborsClassifier if classify else neighbors.KNeighborsRegressor
-            return knn(**params.model_dump())
+            return knn(**params.model_dump(exclude={"max_train_rows"}))  # fit_pipeline samples
         case BaselineParams():
             return dummy.DummyClassifier(strategy="prior") if classify else dummy.DummyRegressor()
         case XGBoostParams():
@@ -140,6 +141,8 @@ def fit_pipeline(
         What the fit found, for the run's metrics: `best_iteration` (rounds kept) when it
         stopped early, else nothing.
     """
+    if isinstance(params, KnnParams | RandomForestParams):
+        return fit_within_limits(pipeline, params, features, target, meta.task, seed)
     if not isinstance(params, BoosterParams):
         pipeline.fit(features, target)
         return {}
@@ -152,6 +155,69 @@ def fit_pipeline(
     categories = mark_categories(booster_of(pipeline[-1]), encoded.shape[1], meta)
     pipeline[-1].fit(encoded, target, **categories)
     return found
+
+
+def fit_within_limits(
+    pipeline: Pipeline,
+    params: KnnParams | RandomForestParams,
+    features: pd.DataFrame,
+    target: pd.Series,
+    task: TaskKind,
+    seed: int,
+) -> dict[str, float]:
+    """Fit a family whose cost grows past use with the rows, within its scale-aware limit
+    (`scale_note` says what it did): knn keeps a seeded sample of `max_train_rows` rows, each
+    tree of a forest sees a bootstrap sample of `max_samples` rows.
+
+    Returns:
+        `fitted_rows`: the rows the model was fitted on (knn), or each tree drew (forest).
+    """
+    rows = len(target)
+    if isinstance(params, KnnParams):
+        if params.max_train_rows is not None and rows > params.max_train_rows:
+            kept = bounded_sample(target, params.max_train_rows, task, seed)
+            features, target = features.iloc[kept], target.iloc[kept]
+        pipeline.fit(features, target)
+        return {"fitted_rows": float(len(target))}
+    limited = params.max_samples is not None and rows > params.max_samples
+    pipeline[-1].set_params(max_samples=params.max_samples if limited else None)
+    pipeline.fit(features, target)
+    return {"fitted_rows": float(params.max_samples if limited else rows)}
+
+
+def bounded_sample(target: pd.Series, size: int, task: TaskKind, seed: int) -> Any:
+    """Sorted positions of a seeded sample of `size` rows, by class for classification (a
+    class too rare to stratify on leaves the sample plain random)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(len(target))
+    stratify = target if task == "classification" else None
+    try:
+        kept, _ = train_test_split(positions, train_size=size, random_state=seed, stratify=stratify)
+    except ValueError:  # a class with a single row cannot be stratified on
+        kept, _ = train_test_split(positions, train_size=size, random_state=seed)
+    return np.sort(kept)
+
+
+def scale_note(params: Section, rows: int) -> str | None:
+    """What a scale-aware limit did to a fit on `rows` train rows, and why; None when the
+    rows were within it (and for the families without one)."""
+    knn_limit = params.max_train_rows if isinstance(params, KnnParams) else None
+    forest_limit = params.max_samples if isinstance(params, RandomForestParams) else None
+    if knn_limit is not None and rows > knn_limit:
+        return (
+            f"knn kept a seeded sample of {knn_limit} of the {rows} train rows "
+            "(max_train_rows): each prediction measures its distance to every kept row, so "
+            "scoring costs test rows x kept rows; set max_train_rows: null to keep them all"
+        )
+    if forest_limit is not None and rows > forest_limit:
+        return (
+            f"each tree was grown on a bootstrap sample of {forest_limit} of the {rows} train "
+            "rows (max_samples): a forest's fit grows with the rows each tree sees; set "
+            "max_samples: null for all of them"
+        )
+    return None
 
 
 def mark_categories(booster: BaseEstimator, columns: int, meta: TableMeta) -> dict[str, Any]:

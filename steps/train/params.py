@@ -24,6 +24,13 @@ class RandomForestParams(Section):
     n_estimators: int = Field(200, ge=1)
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)
+    max_samples: int | None = Field(
+        100_000,
+        ge=1,
+        description="each tree is grown on a bootstrap sample of at most this many train rows "
+        "(none: as many as the train split has); a forest's fit grows with the rows each tree "
+        "sees, and past ~100k rows more of them barely changes its scores",
+    )
 
 
 class GradientBoostingParams(Section):
@@ -36,6 +43,13 @@ class GradientBoostingParams(Section):
 
 class KnnParams(Section):
     n_neighbors: int = Field(15, ge=1)
+    max_train_rows: int | None = Field(
+        20_000,
+        ge=1,
+        description="the model keeps a seeded sample (by class) of at most this many train rows "
+        "(none: all of them); every prediction measures its distance to each kept row, so "
+        "scoring the test set costs test rows x kept rows",
+    )
 
 
 class BaselineParams(Section):

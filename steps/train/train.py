@@ -20,7 +20,7 @@ from mlrig.experiments.results import RUN_FILE, TrainRecord
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from steps.split import TRAIN_FILE
 from steps.train.estimator import check_estimator
-from steps.train.families import build_pipeline, fit_pipeline
+from steps.train.families import build_pipeline, fit_pipeline, scale_note
 from steps.train.features import raw_features
 from steps.train.params import EstimatorExperiment, TrainParams
 
@@ -160,7 +160,11 @@ def main(
             clearml_task_id=run.clearml_task_id,
         )
         (out_dir / RUN_FILE).write_text(json.dumps(record.model_dump(), indent=2) + "\n")
-    stopped = f" ({found['best_iteration']:.0f} rounds, stopped early)" if found else ""
+    stopped = (
+        f" ({found['best_iteration']:.0f} rounds, stopped early)"
+        if "best_iteration" in found
+        else ""
+    )
     flavors = f"{' and '.join(fmt.flavors)} flavor{'s' if len(fmt.flavors) > 1 else ''}"
     typer.echo(
         f"train@{experiment}: fitted in {fit_seconds:.2f}s{stopped}, MLflow run "
@@ -168,3 +172,5 @@ def main(
     )
     if fmt.reason:
         typer.echo(f"train@{experiment}: {fmt.reason}")
+    if note := scale_note(section.experiments[experiment].params, len(train_table)):
+        typer.echo(f"train@{experiment}: {note}")
