@@ -29,6 +29,7 @@ from mlrig.executors.registry import stage_executor
 from mlrig.experiments.params import PARAMS_FILE
 from mlrig.experiments.preflight import preflight, prepare_params
 from mlrig.experiments.results import Champion
+from mlrig.progress import StageUsage, read_usage, usage_path
 from mlrig.settings import Settings
 from mlrig.stopping import StopRequested
 from mlrig.tracking.mlflow_ui import mlflow_ui_command
@@ -59,6 +60,9 @@ class RunSummary(BaseModel):
     pipeline_run_id: str | None
     stages_run: list[str]
     stage_seconds: dict[str, float]
+    #: each stage's CPU time and peak RSS, counted by the kernel for its own process (the warm
+    #: server's fork, or the step's command), when its command wrote them
+    stage_usage: dict[str, StageUsage] = {}
     up_to_date: bool
     runs_recorded: int
     runs_in_experiment: int
@@ -330,6 +334,7 @@ def run_summary(
         pipeline_run_id=pipeline_run_id,
         stages_run=list(stage_seconds),
         stage_seconds=stage_seconds,
+        stage_usage=stages_usage(log_path, list(stage_seconds)),
         up_to_date=not stage_seconds,
         runs_recorded=recorded,
         runs_in_experiment=total,
@@ -341,6 +346,13 @@ def run_summary(
         task=task,
         task_reason=task_reason,
     )
+
+
+def stages_usage(log_path: Path, stages: list[str]) -> dict[str, StageUsage]:
+    """The usage each stage's command wrote beside its log (a stage that wrote none is left
+    out: a container's or pod's step writes its own elsewhere)."""
+    found = {stage: read_usage(usage_path(log_path, stage)) for stage in stages}
+    return {stage: usage for stage, usage in found.items() if usage is not None}
 
 
 def trained_task(root: Path) -> tuple[str | None, str | None]:

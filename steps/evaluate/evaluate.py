@@ -19,6 +19,7 @@ from mlrig.errors import exits_cleanly
 from mlrig.experiments.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from mlrig.experiments.results import METRICS_FILE, RUN_FILE, TrainRecord
 from mlrig.experiments.tables import TableMeta, read_meta, read_output, read_parquet
+from mlrig.progress import phase
 from mlrig.text import natural_order
 from steps.split import TEST_FILE
 from steps.train import MODEL_DIR, raw_features
@@ -230,8 +231,11 @@ def evaluate(model_uri: str, test_table: pd.DataFrame, meta: TableMeta, name: st
     matplotlib.use("Agg")
     import mlflow.sklearn
 
+    phase(f"loading the model of {name}")
     model = mlflow.sklearn.load_model(model_uri)
+    phase(f"predicting {len(test_table)} test rows with {name}")
     predictions = predict_test(model, test_table, meta)
+    phase(f"scoring and plotting {name}")
     metrics = predictions.metrics()
     target, predicted = predictions.target, predictions.predicted
     if predictions.probabilities is None:
@@ -276,6 +280,7 @@ def main(
         new_mlflow_run=not resume,
         tags={TAG_EXPERIMENT: experiment},
     ) as run:
+        phase("logging the metrics and plots")
         plots_dir = out_dir / PLOTS_DIR
         plots_dir.mkdir(parents=True, exist_ok=True)
         for file_name, figure in evaluation.figures.items():

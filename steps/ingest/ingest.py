@@ -19,6 +19,7 @@ import typer
 from mlrig.errors import DataError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, write_meta
+from mlrig.progress import phase
 from steps.ingest.columns import describe_columns, describe_target, infer_task
 from steps.ingest.params import BUILTIN_DATASETS, GENERATED_TARGET, IngestParams
 
@@ -206,7 +207,9 @@ def ingest(params: IngestParams, root: Path) -> tuple[pd.DataFrame, TableMeta]:
         DataError: the source is unknown, missing, unreadable, empty or lacks the target column.
         ParamsError: `ingest.columns` names a column the source lacks, or its target.
     """
+    phase(f"reading {params.source}")
     table, target, dataset = load_source(params, root)
+    phase(f"typing and describing {table.shape[1]} columns of {len(table)} rows")
     table.columns = [str(column) for column in table.columns]
     if duplicated := sorted(set(table.columns[table.columns.duplicated()])):
         raise DataError(f"{params.source} has duplicate columns: {', '.join(duplicated)}.")
@@ -268,6 +271,7 @@ def main(
     section = load_section(params, "ingest", IngestParams)
     table, meta = ingest(section, settings.root)
     with tracked_step(settings, "ingest", "ingest") as run:
+        phase(f"writing {out_dir / TABLE_FILE}")
         write_table(table, meta, out_dir)
         run.log_params(section.model_dump())
         run.log_metrics({"rows": float(meta.rows), "features": float(len(meta.features))})

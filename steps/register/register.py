@@ -29,6 +29,7 @@ from mlrig.experiments.results import (
     load_results,
 )
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
+from mlrig.progress import phase
 from mlrig.tracking.recorded import CHAMPION_ALIAS
 from steps.evaluate import HeldOutPredictions, predict_test
 from steps.register.margin import bootstrap_margin, judge
@@ -380,6 +381,7 @@ def main(
     setup_mlflow(settings)
     client = MlflowClient(settings.tracking_uri)
     with tracked_step(settings, "register", "register") as run:
+        phase(f"comparing {len(results)} experiments on the test set (bootstrap margins)")
         champion = compare_and_register(
             client,
             results,

@@ -25,6 +25,7 @@ from mlrig.experiments.params import load_section
 from mlrig.experiments.results import Champion, ExperimentResult, load_results, read_champion
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from mlrig.lineage import file_md5
+from mlrig.progress import phase
 from mlrig.tracking.tuned import TunedSearch
 from steps.evaluate import PER_CLASS_FILE
 from steps.report.data import DataSection, data_section
@@ -332,6 +333,7 @@ def main(
         params,
         Folders(table_dir, validation_dir, split_dir, train_dir, evaluate_dir, register_dir),
     )
+    phase("drawing the figures and rendering the report")
     figures = build_figures(inputs, evaluate_dir)
     markdown_path, html_path = render(
         inputs, {name: png_bytes(figure) for name, figure in figures.items()}, out_dir

@@ -18,6 +18,7 @@ import typer
 from mlrig.errors import DataError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, require_output, write_meta
+from mlrig.progress import phase
 from steps.split.params import SplitParams
 
 if TYPE_CHECKING:
@@ -105,11 +106,14 @@ def split_file(
     """
     import pyarrow.parquet as pq
 
+    phase(f"reading {table_path}")
     table = pq.read_table(require_output(table_path))
     target = table.column(meta.target).to_pandas()
+    phase(f"choosing the test rows of {len(target)}")
     train_rows, test_rows = split_positions(target, meta, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in ((TRAIN_FILE, train_rows), (TEST_FILE, test_rows)):
+        phase(f"writing {len(rows)} rows to {out_dir / name}")
         pq.write_table(table.take(rows), out_dir / name)
     return {
         "train": target.iloc[train_rows].reset_index(drop=True),

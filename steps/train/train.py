@@ -18,6 +18,7 @@ from mlrig.errors import ParamsError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.results import RUN_FILE, TrainRecord
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
+from mlrig.progress import phase
 from steps.split import TRAIN_FILE
 from steps.train.estimator import check_estimator
 from steps.train.families import build_pipeline, fit_pipeline, scale_note
@@ -63,6 +64,7 @@ def fit_experiment(
         check_estimator(name, experiment, meta.task)  # errors name the experiment's keys
     pipeline = build_pipeline(experiment.family, experiment.params, meta, params.seed)
     features, target = raw_features(train_table, meta), train_table[meta.target]
+    phase(f"fitting {name} ({experiment.family}) on {len(target)} train rows")
     started = time.perf_counter()
     found = fit_pipeline(pipeline, experiment.params, features, target, meta, params.seed)
     return pipeline, time.perf_counter() - started, found
@@ -134,6 +136,7 @@ def main(
 
     section = load_section(params, "train", TrainParams)
     meta = read_meta(split_dir)
+    phase(f"reading {split_dir / TRAIN_FILE}")
     train_table = read_parquet(split_dir / TRAIN_FILE)
     pipeline, fit_seconds, found = fit_experiment(train_table, meta, experiment, section)
     train_md5 = file_md5(split_dir / TRAIN_FILE)
@@ -142,6 +145,7 @@ def main(
     with tracked_step(
         settings, "train", f"train@{experiment}", new_mlflow_run=True, tags=tags
     ) as run:
+        phase("saving the model and logging it to MLflow")
         flat = log_training(run, experiment, section, meta)
         run.log_metrics({"fit_seconds": fit_seconds, **found})
         model_uri, fmt = save_and_log_model(

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from mlrig.errors import DataError, exits_cleanly
 from mlrig.experiments.params import load_section
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_parquet
+from mlrig.progress import phase
 from mlrig.text import counted
 from steps.validate.params import ValidateParams
 
@@ -333,7 +334,10 @@ def main(
 
     section = load_section(params, "validate", ValidateParams)
     meta = read_meta(table_dir)
-    report = validate_table(read_parquet(table_dir / TABLE_FILE), meta, section)
+    phase(f"reading {table_dir / TABLE_FILE}")
+    table = read_parquet(table_dir / TABLE_FILE)
+    phase(f"checking {len(table)} rows")
+    report = validate_table(table, meta, section)
     raise_for_failures(report, meta.source)
     with tracked_step(load_settings(), "validate", "validate") as run:
         out_dir.mkdir(parents=True, exist_ok=True)

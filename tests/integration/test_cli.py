@@ -283,6 +283,32 @@ def test_the_run_summary_says_the_task_and_why_and_the_checks_left_to_stages() -
     assert lines[3] == ("Checked:   validate reads outputs/featurize, made by stage featurize, ...")
 
 
+def test_the_run_summary_gives_each_stage_its_cpu_time_and_peak_rss() -> None:
+    from mlrig.cli.run import run_summary_lines
+    from mlrig.progress import StageUsage
+    from mlrig.run import RunSummary
+
+    summary = RunSummary(
+        pipeline_run_id="20261203-120000-abcdef",
+        stages_run=["ingest", "train@knn"],
+        stage_seconds={"ingest": 12.0, "train@knn": 3.5},
+        stage_usage={"ingest": StageUsage(cpu_seconds=10.25, peak_rss_mb=1180.4)},
+        up_to_date=False,
+        runs_recorded=1,
+        runs_in_experiment=1,
+        champion=None,
+        report="reports/report.html",
+        mlflow_ui="open http://127.0.0.1:5000",
+        log=None,
+    )
+
+    lines = run_summary_lines(summary)
+
+    assert lines[1] == "Stages:    ingest 12.0s, 10.2s CPU, peak 1180 MB"
+    assert lines[2] == "           train@knn 3.5s"  # a stage that wrote no usage: its time
+    assert '"peak_rss_mb":1180.4' in summary.model_dump_json()
+
+
 def summary_with(champion: Champion) -> str:
     from mlrig.cli.run import run_summary_lines
     from mlrig.run import RunSummary

@@ -155,6 +155,16 @@ def run_with_progress(
         )
 
 
+def stage_lines(summary: RunSummary) -> list[str]:
+    """A line per stage that ran: its wall time, and its process's CPU time and peak RSS."""
+    lines = []
+    for number, (stage, seconds) in enumerate(summary.stage_seconds.items()):
+        usage = summary.stage_usage.get(stage)
+        cost = f", {usage.cpu_seconds:.1f}s CPU, peak {usage.peak_rss_mb:.0f} MB" if usage else ""
+        lines.append(f"{'Stages:' if number == 0 else '':<11}{stage} {seconds:.1f}s{cost}")
+    return lines
+
+
 def run_summary_lines(summary: RunSummary) -> list[str]:
     """The closing message of `mlrig run`: what ran, where the report and the runs are."""
     lines = [f"Corrupted: {line}" for line in summary.repaired]
@@ -163,10 +173,7 @@ def run_summary_lines(summary: RunSummary) -> list[str]:
     else:
         ran = counted(len(summary.stages_run), "stage")
         lines.append(f"Pipeline run {summary.pipeline_run_id}: {ran} ran.")
-        times = ", ".join(
-            f"{stage} {seconds:.1f}s" for stage, seconds in summary.stage_seconds.items()
-        )
-        lines.append(f"Stages:    {times}")
+        lines += stage_lines(summary)
     if summary.task:
         why = f": {summary.task_reason}" if summary.task_reason else ""
         lines.append(f"Task:      {summary.task}{why}")

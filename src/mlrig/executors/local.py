@@ -23,6 +23,7 @@ from mlrig.errors import EXIT_FAILED, MlrigError
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
 from mlrig.executors.warm import SOCKET_VARIABLE, warm_server
+from mlrig.progress import STAGE_VARIABLE, USAGE_VARIABLE, usage_path
 from mlrig.settings import Settings
 from mlrig.tracking.recorded import TRAIN_STAGE, train_stage_recorded
 
@@ -123,8 +124,13 @@ class LocalRun:
         stage_log.parent.mkdir(parents=True, exist_ok=True)
         flags = ["--single-item", *(["--force"] if force else [])]
         arguments = ["--wait-for-lock", "repro", *flags, stage]
+        # the step's process is named after its stage and writes its usage beside its log
+        environment = self.environment | {
+            STAGE_VARIABLE: stage,
+            USAGE_VARIABLE: str(usage_path(self.log_path, stage)),
+        }
         started = time.monotonic()
-        code = run_dvc_logged(arguments, self.settings.root, self.environment, stage_log)
+        code = run_dvc_logged(arguments, self.settings.root, environment, stage_log)
         seconds = round(time.monotonic() - started, 2)
         output = stage_log.read_text(errors="replace")
         with self.lock, self.log_path.open("a") as pipeline_log:

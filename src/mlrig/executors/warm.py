@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -29,7 +30,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from mlrig import stopping
+from mlrig import progress, stopping
 
 SOCKET_VARIABLE = "MLRIG_WARM_SOCKET"
 MAX_REQUEST_BYTES = 1 << 20
@@ -78,9 +79,11 @@ PRELOAD = (
 def run_step(module: str) -> None:
     """Run the step module's Typer app: in the warm server when there is one, else here."""
     code = run_in_server(os.environ.get(SOCKET_VARIABLE), module)
-    if code is not None:
-        sys.exit(code)
-    importlib.import_module(module).app()
+    if code is None:
+        progress.name_process(progress.stage_name(module, sys.argv))
+        code = run_app(module)
+        progress.write_usage(progress.own_usage())
+    sys.exit(code)
 
 
 def run_in_server(socket_path: str | None, module: str) -> int | None:
@@ -96,11 +99,13 @@ def run_in_server(socket_path: str | None, module: str) -> int | None:
     request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}
     with connection:
         socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
-        reply = connection.recv(16)
+        reply = connection.recv(4096)
     if not reply:
         sys.stderr.write(f"error: the warm step process of {module} ended without a result\n")
         return 1
-    return int(reply)
+    result = json.loads(reply)  # the step's exit code, and its usage as its process counted it
+    progress.write_usage(progress.StageUsage(**result["usage"]))
+    return int(result["code"])
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -163,6 +168,7 @@ def serve(socket_path: Path) -> None:
     """Import the steps' libraries, then fork a child for every step command that connects."""
     preloaded_with = preload()
     preloaded_in = os.getcwd()
+    progress.name_process("mlrig-warm", title="mlrig warm server (forks the steps)")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(str(socket_path))
@@ -189,18 +195,23 @@ def run_child(connection: socket.socket, preloaded_with: dict[str, str], preload
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     sys.argv = request["argv"]
+    progress.name_process(progress.stage_name(request["module"], sys.argv))
     code = run_app(request["module"])
     atexit._run_exitfuncs()  # what a process's own exit runs: ClearML and MLflow flush here
     sys.stdout.flush()
     sys.stderr.flush()
-    connection.send(str(code).encode())
+    # counted by the kernel for this fork alone: its CPU time leaves out the server's imports
+    usage = dataclasses.asdict(progress.own_usage())
+    connection.send(json.dumps({"code": code, "usage": usage}).encode())
     os._exit(code)
 
 
 def run_app(module: str) -> int:
-    """Run a step's Typer app as its own command would; its exit code."""
+    """Run a step's Typer app as its own command would, saying what it does every ~10 s
+    (`progress.heartbeat`); its exit code."""
     try:
-        importlib.import_module(module).app()
+        with progress.heartbeat(progress.stage_name(module, sys.argv)):
+            importlib.import_module(module).app()
     except SystemExit as exit_:
         if exit_.code is None or isinstance(exit_.code, int):
             return exit_.code or 0
