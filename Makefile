@@ -126,7 +126,7 @@ stack-status: env
 doctor: env
 	$(BIN)/mlrig doctor
 
-## Run the benchmarks (bench/) against their baselines; one of them: make bench BENCH=containers
+## Run the benchmarks (bench/) against their baselines; one: make bench BENCH=containers (BENCH=scale BENCH_ROWS=100000,1000000: sizes)
 .PHONY: bench
 bench: env
 	$(BIN)/python -m bench $(BENCH)

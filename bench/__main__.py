@@ -1,7 +1,8 @@
 """`python -m bench [NAME...]` (make bench): the benchmarks, each against its baseline.
 
-NAME is stages, stop, threads, mlflow_logging, dvc_s3 or containers; without one, every
-benchmark runs. All but `stages`, `stop` and `threads` run against the local stack (make stack-up).
+NAME is stages, stop, threads, scale, mlflow_logging, dvc_s3 or containers; without one, every
+benchmark runs. All but `stages`, `stop`, `threads` and `scale` run against the local stack
+(make stack-up). `scale` takes its sizes from BENCH_ROWS (bench/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from bench import (
     bench_containers,
     bench_dvc_s3,
     bench_mlflow_logging,
+    bench_scale,
     bench_stages,
     bench_stop,
     bench_threads,
@@ -28,6 +30,7 @@ def main() -> int:
         "containers": bench_containers,
         "stop": bench_stop,
         "threads": bench_threads,
+        "scale": bench_scale,
     }
     chosen = sys.argv[1:] or list(benchmarks)
     unknown = sorted(set(chosen) - set(benchmarks))
@@ -35,7 +38,12 @@ def main() -> int:
         print(f"Unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(benchmarks)}")
         return 2
     environment: dict[str, str] = {}
-    if set(chosen) - {"stages", "stop", "threads"}:  # the others measure the stack's servers
+    if set(chosen) - {
+        "stages",
+        "stop",
+        "threads",
+        "scale",
+    }:  # the others measure the stack's servers
         try:
             environment = stack_environment()
         except MlrigError as error:
