@@ -1,0 +1,1 @@
+"""`mlrig reproduce`: a registered model trained again from its lineage, and compared."""
