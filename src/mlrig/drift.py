@@ -356,6 +356,10 @@ def log_drift(
 
 
 def drift_experiment(client: Any, settings: Settings) -> str:
+    """The drift checks' experiment; a local store keeps its artifacts in the project's."""
     name = f"{settings.mlflow_experiment}{DRIFT_EXPERIMENT_SUFFIX}"
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = settings.artifact_root.as_uri() if settings.uses_local_mlflow else None
+    return str(client.create_experiment(name, artifact_location=location))
