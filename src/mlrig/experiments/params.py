@@ -242,9 +242,9 @@ class DriftParams(Section):
     """`mlrig drift`: when new data has drifted too far from the champion's training split.
 
     Each column is tested with the method Evidently's data drift preset picks for its type and
-    size (e.g. Kolmogorov-Smirnov for a numeric column of up to 1000 rows, chi-square for a
-    categorical one); `threshold` is the share of drifted columns at which the data as a whole
-    counts as drifted and `mlrig drift` exits 1.
+    size (up to 1000 rows: Kolmogorov-Smirnov for a numeric column, chi-square for a categorical
+    one; above: Wasserstein and Jensen-Shannon distances); `threshold` is the share of drifted
+    columns at which the data as a whole counts as drifted and `mlrig drift` exits 1.
     """
 
     threshold: float = Field(
