@@ -134,7 +134,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_each_kind_of_pipeline_gets_its_jobs(gitlab_ci_local: Path, clone: Path) -> None:
     builds = {f"build: [{step}]" for step in step_names(clone)}
-    every = {"lint", "chart", "test", "data", "pipeline", "report", "release"} | builds
+    every = {"lint", "chart", "test", "data", "pipeline", "report", "drift", "release"} | builds
 
     def made(**variables: str) -> set[str]:
         names = set(jobs(gitlab_ci_local, clone, **variables))
@@ -152,6 +152,9 @@ def test_each_kind_of_pipeline_gets_its_jobs(gitlab_ci_local: Path, clone: Path)
     assert made(**TAG, **CLEARML) == {"lint", "chart", "test", "data", "release"} | builds
     unprotected_tag = TAG | {"CI_COMMIT_REF_PROTECTED": "false"}
     assert made(**unprotected_tag) == {"lint", "chart", "test", "data"}
+    # a schedule with new data to watch: the drift check; without, none
+    assert "drift" in made(CI_PIPELINE_SOURCE="schedule", MLRIG_DRIFT_DATA="data/new.csv")
+    assert "drift" not in made(CI_PIPELINE_SOURCE="schedule")
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_the_params_reference_has_every_key_of_every_section(site: Path) -> None
     keys += [f"params.{key}" for family in FAMILY_PARAMS.values() for key in family.model_fields]
     # resources: keyed by the project's steps and stages, each entry what its pod needs
     keys += [f"resources.<step or stage>.{key}" for key in StageResources.model_fields]
-    assert len(sections) == 8
+    assert len(sections) == 9
     assert [key for key in keys if f"<code>{key}</code>" not in text] == []
     families = [family for family in MODEL_FAMILIES if f"<code>{family}</code>" not in text]
     assert families == []

@@ -5,7 +5,8 @@ the project's steps' files joined make the schema of its params.yaml (`params_sc
 library knows no step's params and a new step needs no edit of this module. Loading validates
 everything up front, so a wrong type or an unknown key is reported with its dotted key (and a
 "did you mean" for a misspelling) before any stage runs. What the library itself owns is here:
-the `tune` section of `mlrig tune`, reading and round-tripping params.yaml, `-S` overrides.
+the `tune` section of `mlrig tune`, `resources`, the `drift` section of `mlrig drift`, reading
+and round-tripping params.yaml, `-S` overrides.
 """
 
 from __future__ import annotations
@@ -237,6 +238,23 @@ class ResourcesParams(Section):
         return own.over(common)
 
 
+class DriftParams(Section):
+    """`mlrig drift`: when new data has drifted too far from the champion's training split.
+
+    Each column is tested with the method Evidently's data drift preset picks for its type and
+    size (up to 1000 rows: Kolmogorov-Smirnov for a numeric column, chi-square for a categorical
+    one; above: Wasserstein and Jensen-Shannon distances); `threshold` is the share of drifted
+    columns at which the data as a whole counts as drifted and `mlrig drift` exits 1.
+    """
+
+    threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of drifted columns (0 to 1) at which the data counts as drifted",
+    )
+
+
 class Params(Section):
     """The whole params.yaml: the base of the schema `params_schema` assembles, whose fields
     are the steps' sections and the library's own (`LIBRARY_SECTIONS`), each by its key."""
@@ -245,7 +263,11 @@ class Params(Section):
 
 
 #: the sections the library owns, not a step: they follow the steps' in the schema
-LIBRARY_SECTIONS: dict[str, type[Section]] = {"tune": TuneParams, "resources": ResourcesParams}
+LIBRARY_SECTIONS: dict[str, type[Section]] = {
+    "tune": TuneParams,
+    "resources": ResourcesParams,
+    "drift": DriftParams,
+}
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
 

@@ -18,6 +18,7 @@ from mlrig.errors import EXIT_BAD_INPUT, ParamsError
 from mlrig.experiments.metrics import is_better, primary_metric
 from mlrig.experiments.params import (
     PRIVATE_MODULE_PREFIX,
+    DriftParams,
     ResourcesParams,
     TuneParams,
     apply_overrides,
@@ -287,7 +288,8 @@ def test_each_step_owns_its_section_in_the_pipelines_order_then_the_librarys() -
     }
 
     assert list(sections) == [
-        "ingest", "validate", "split", "train", "compare", "report", "tune", "resources"
+        "ingest", "validate", "split", "train", "compare", "report", "tune", "resources",
+        "drift",
     ]  # fmt: skip
     # the very classes the steps import: pydantic tells models apart by class
     assert sections["ingest"] is IngestParams
@@ -295,6 +297,7 @@ def test_each_step_owns_its_section_in_the_pipelines_order_then_the_librarys() -
     assert sections["compare"] is CompareParams  # register's, keyed by its SECTION_NAME
     assert sections["tune"] is TuneParams
     assert sections["resources"] is ResourcesParams
+    assert sections["drift"] is DriftParams
     assert section_schema(REPO_ROOT, "split") is SplitParams
 
 

@@ -1,0 +1,159 @@
+"""After the registry: `mlrig drift` against the real champion's training split, and `mlrig
+reproduce` of the champion after two further commits, in a scratch copy of the repository
+(local MLflow SQLite store and DVC remote, as a user's first run makes them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.support.project import FEW_EXPERIMENTS, copy_repository, run_mlrig
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "mlrig-breast_cancer"
+CHAMPION = f"models:/{MODEL}@champion"
+SHIFTED = {"mean radius", "worst texture"}
+IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@mlrig.invalid"]
+
+
+def git(root: Path, *arguments: str) -> None:
+    subprocess.run(["git", *IDENTITY, *arguments], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The pipeline run once, then two commits: its dvc.lock, and a change of no stage."""
+    root = tmp_path_factory.mktemp("clone") / "project"
+    copy_repository(root, FEW_EXPERIMENTS)
+    ran = run_mlrig("run", cwd=root)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    git(root, "commit", "-qam", "the pipeline's dvc.lock")
+    with (root / "README.md").open("a") as readme:
+        readme.write("\nA line no stage reads.\n")
+    git(root, "commit", "-qam", "a change of no stage")
+    yield root
+
+
+def client(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / '.mlrig/mlflow.db'}")
+
+
+def registry_state(root: Path) -> tuple[list[tuple[str, str]], int]:
+    """The model's versions with their runs, and the runs of the training experiment."""
+    store = client(root)
+    versions = sorted((v.version, v.run_id) for v in store.search_model_versions(f"name='{MODEL}'"))
+    experiment = store.get_experiment_by_name("mlrig")
+    return versions, len(store.search_runs([experiment.experiment_id], max_results=1000))
+
+
+def new_data(root: Path, folder: Path, shift: bool) -> Path:
+    """The test split's features as new data; with `shift`, two columns moved."""
+    table = pd.read_parquet(root / "outputs/split/test.parquet").drop(columns=["target"])
+    if shift:
+        table["mean radius"] = table["mean radius"] * 1.6
+        table["worst texture"] = table["worst texture"] + 10
+    path = folder / ("shifted.csv" if shift else "unchanged.csv")
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_reproduce_of_the_champion_after_two_commits_gives_its_metrics_back(project: Path) -> None:
+    before = registry_state(project)
+
+    done = run_mlrig("reproduce", CHAMPION, "--json", cwd=project)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["reproduced"] is True
+    links = {link["name"]: link["state"] for link in result["links"]}
+    assert links == {
+        "commit": "ok", "data": "ok", "image": "ok", "experiment": "ok", "params": "ok"
+    }  # fmt: skip
+    compared = {item["what"]: item for item in result["compared"]}
+    assert {"f1", "accuracy", "roc_auc"} <= set(compared)
+    assert all(item["equal"] for item in compared.values())
+    registered_f1 = (
+        client(project)
+        .get_run(client(project).get_model_version_by_alias(MODEL, "champion").run_id)
+        .data.metrics["f1"]
+    )
+    assert float(compared["f1"]["reproduced"]) == pytest.approx(registered_f1, rel=1e-9)
+    assert "throwaway" in result["rerun_tracking"]
+    # the registry and the experiment are as they were; the scratch worktree is gone
+    assert registry_state(project) == before
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert len(worktrees.stdout.splitlines()) == 1
+
+
+def test_reproduce_says_which_link_is_missing(project: Path) -> None:
+    store = client(project)
+    run_id = store.get_model_version_by_alias(MODEL, "champion").run_id
+    recorded = store.get_run(run_id).data.tags["mlrig.git_commit"]
+    store.set_tag(run_id, "mlrig.git_commit", "0" * 40)
+    try:
+        done = run_mlrig("reproduce", CHAMPION, cwd=project)
+    finally:
+        store.set_tag(run_id, "mlrig.git_commit", recorded)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "NOT reproduced" in done.stdout
+    assert f"commit: missing ({'0' * 12} is not in this repository" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_drift_flags_the_shifted_columns_and_not_the_others(project: Path, tmp_path: Path) -> None:
+    done = run_mlrig(
+        "drift", "--data", str(new_data(project, tmp_path, True)), "--json", cwd=project
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr  # 2 of 30 columns: under 0.5
+    result = json.loads(done.stdout)
+    drifted = {column["column"] for column in result["columns"] if column["drifted"]}
+    assert drifted == SHIFTED
+    assert len(result["columns"]) == 30
+    assert all(column["method"] == "K-S p_value" for column in result["columns"])
+    assert result["share"] == pytest.approx(2 / 30)
+    assert (project / result["report"]).is_file()
+    version = client(project).get_model_version_by_alias(MODEL, "champion")
+    assert float(version.tags["mlrig.drift.share"]) == pytest.approx(2 / 30, abs=1e-4)
+    drift_run = client(project).get_run(version.tags["mlrig.drift.run_id"])
+    assert drift_run.data.metrics["drift_share"] == pytest.approx(2 / 30)
+
+
+def test_drift_exits_1_when_the_share_reaches_the_threshold(project: Path, tmp_path: Path) -> None:
+    params = project / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("  threshold: 0.5", "  threshold: 0.05"))
+    try:
+        shifted = run_mlrig("drift", "--data", str(new_data(project, tmp_path, True)), cwd=project)
+        unchanged = run_mlrig(
+            "drift", "--data", str(new_data(project, tmp_path, False)), cwd=project
+        )
+    finally:
+        params.write_text(original)
+
+    assert shifted.returncode == 1, shifted.stdout + shifted.stderr
+    assert "DRIFTED: 2 of 30 columns drifted" in shifted.stdout
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert "no drift: 0 of 30 columns drifted" in unchanged.stdout
+
+
+def test_drift_names_a_missing_column_of_the_new_data(project: Path, tmp_path: Path) -> None:
+    data = new_data(project, tmp_path, False)
+    pd.read_csv(data).drop(columns=["mean area"]).to_csv(data, index=False)
+
+    done = run_mlrig("drift", "--data", str(data), cwd=project)
+
+    assert done.returncode == 2
+    assert "lacks the column(s) mean area" in done.stderr
+    assert "Traceback" not in done.stderr
