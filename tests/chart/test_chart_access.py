@@ -3,6 +3,8 @@ GitOps render that names what to create, and NetworkPolicies that close egress."
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,6 +151,32 @@ def test_a_step_pod_holds_only_the_pipelines_identities(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     assert step_pod(rendered).secret_refs() == PIPELINE_SECRETS
+
+
+def test_the_pipeline_env_helper_gives_the_pipelines_identities_only(
+    kube_tools: KubeTools, tmp_path: Path
+) -> None:
+    """`mlrig.pipelineEnv`, what the step pod template is to include, rendered in a pod."""
+    chart = tmp_path / "mlrig"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-pipeline-env-pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\nspec:\n  containers:\n"
+        "    - name: step\n      image: step\n      env:\n"
+        '        {{- include "mlrig.pipelineEnv" . | nindent 8 }}\n'
+    )
+    result = kube_tools.helm_run(
+        "template", "mlrig", str(chart), "--namespace", "mlrig", *values_arguments(FIRST_INSTALL),
+        "--show-only", "templates/zz-pipeline-env-pod.yaml",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pod = yaml.safe_load(result.stdout)
+    probe = PodTemplate("Pod/probe", {}, pod["spec"])
+    assert probe.secret_refs() == PIPELINE_SECRETS
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_USERNAME"] == "pipeline"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlrig-mlflow:5000"
+    assert env["AWS_ENDPOINT_URL"] == "http://mlrig-s3:8333"
+    assert not [name for name in env if name.startswith("CLEARML_")]
 
 
 def test_a_step_pod_already_gets_the_pipelines_s3_keys_not_the_root_ones(
