@@ -29,9 +29,9 @@ KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 CHECKOV = "checkov==3.3.30"
 #: kinds of CRDs the chart may render: not in the Kubernetes schemas (checked by their own test)
 CUSTOM_KINDS = {"ServiceMonitor"}
-#: the glue and its task pods are the QUEUES part of issue 20 (agent-*.yaml templates); their
-#: images and the task pod's workspace volume are theirs to pin and bound
-QUEUES_OWNED = ("Deployment/mlrig-agent", "ConfigMap/mlrig-agent:template.yaml")
+#: the step pod template's image is a placeholder: the glue replaces it with each task's own,
+#: which it starts only under the trusted prefix by digest (test_agent.py)
+TASK_IMAGE_COMPONENTS = {"step"}
 
 # Keys mlrig passes to the official clearml chart (helm/clearml-server-values.yaml, its second
 # release), each documented in its values.yaml: github.com/clearml/clearml-helm-charts,
@@ -212,7 +212,6 @@ def test_every_empty_dir_has_a_size_limit(
         f"{source}: {pod.name} volume {volume['name']}"
         for source, objects in [*rendered.items(), *kustomized.items()]
         for pod in pod_templates(objects)
-        if pod.name not in QUEUES_OWNED
         for volume in pod.spec.get("volumes", [])
         if "emptyDir" in volume and not volume["emptyDir"].get("sizeLimit")
     ]
@@ -226,7 +225,7 @@ def test_every_image_of_the_chart_runs_by_digest(
         f"{source}: {pod.name} {container['image']}"
         for source, objects in rendered.items()
         for pod in pod_templates(objects)
-        if pod.name not in QUEUES_OWNED
+        if pod.component not in TASK_IMAGE_COMPONENTS
         for container in pod.containers()
         if not re.search(r"@sha256:[0-9a-f]{64}$", container["image"])
     ]
@@ -241,7 +240,7 @@ def test_a_registry_mirror_pull_secrets_and_a_workload_identity_reach_every_serv
     assert account["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlrig"
     }
-    pods = [pod for pod in pod_templates(objects) if pod.name not in QUEUES_OWNED]
+    pods = list(pod_templates(objects))
     assert {pod.component for pod in pods} == {
         "mlflow", "postgresql", "seaweedfs", "bucket-init", "mlflow-users"
     }  # fmt: skip

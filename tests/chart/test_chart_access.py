@@ -107,11 +107,15 @@ def cronjob(kustomized: dict[str, list[dict[str, Any]]]) -> PodTemplate:
     return pod
 
 
+def step_pods(rendered: dict[str, list[dict[str, Any]]]) -> list[PodTemplate]:
+    """The step pod template of each queue of the glue (agent-values.yaml has two queues)."""
+    pods = [pod for pod in pod_templates(rendered["agent-values.yaml"]) if pod.component == "step"]
+    assert len(pods) == 2, [pod.name for pod in pods]
+    return pods
+
+
 def step_pod(rendered: dict[str, list[dict[str, Any]]]) -> PodTemplate:
-    (pod,) = [
-        pod for pod in pod_templates(rendered["agent-values.yaml"]) if pod.component == "step"
-    ]
-    return pod
+    return step_pods(rendered)[0]
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -123,7 +127,7 @@ def test_each_server_role_reads_only_its_own_secrets(
     found = {pod.component: pod.secret_refs() for pod in pod_templates(first_install(rendered))}
     assert found == SECRETS_BY_ROLE
     glue = [pod for pod in pod_templates(rendered["agent-values.yaml"]) if pod.component == "agent"]
-    assert [pod.secret_refs() for pod in glue] == [{"clearml-agent-keys"}]
+    assert [pod.secret_refs() for pod in glue] == [{"clearml-agent-keys"}] * 2  # one per queue
 
 
 def test_the_cronjob_runs_as_the_pipeline_never_an_admin(
@@ -141,16 +145,20 @@ def test_the_cronjob_runs_as_the_pipeline_never_an_admin(
     assert pod.labels.items() >= RELEASE_LABELS.items()  # the chart's policies apply to it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the step pod template (agent-configmap.yaml) is the QUEUES helper's: it still reads "
-    "the MLflow admin password and the agent's ClearML keys. Its env becomes "
-    '`include "mlrig.pipelineEnv" .` (in _helpers.tpl); then drop this mark',
-)
 def test_a_step_pod_holds_only_the_pipelines_identities(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    assert step_pod(rendered).secret_refs() == PIPELINE_SECRETS
+    """No MLflow admin password, no S3 root keys, no agent's ClearML keys (the glue adds the
+    task's own token): whoever enqueues a task gets the pipeline's rights and no more."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for pod in step_pods(rendered):
+        assert pod.secret_refs() == PIPELINE_SECRETS, pod.name
+        (step,) = pod.spec["containers"]
+        env = {e["name"]: e.get("value") for e in step["env"]}
+        assert env["MLFLOW_TRACKING_USERNAME"] == values["mlflow"]["pipelineUser"]["username"]
+        assert not {"CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"} & set(env), pod.name
+        assert env["CLEARML_API_HOST"] == "https://api.clearml.example.com"
+        assert pod.spec["automountServiceAccountToken"] is False, pod.name
 
 
 def test_the_pipeline_env_helper_gives_the_pipelines_identities_only(
@@ -177,15 +185,6 @@ def test_the_pipeline_env_helper_gives_the_pipelines_identities_only(
     assert env["MLFLOW_TRACKING_URI"] == "http://mlrig-mlflow:5000"
     assert env["AWS_ENDPOINT_URL"] == "http://mlrig-s3:8333"
     assert not [name for name in env if name.startswith("CLEARML_")]
-
-
-def test_a_step_pod_already_gets_the_pipelines_s3_keys_not_the_root_ones(
-    rendered: dict[str, list[dict[str, Any]]],
-) -> None:
-    """Through mlrig.objectStore.secretName, which now names the pipeline's keys."""
-    refs = step_pod(rendered).secret_refs()
-    assert "mlrig-s3-pipeline" in refs
-    assert "mlrig-s3" not in refs
 
 
 def test_generated_secrets_are_kept_when_the_release_is_uninstalled(
@@ -318,12 +317,15 @@ def test_the_glue_reaches_the_api_server_and_the_clearml_release(
     assert any(selects(s, fileserver) for s in step_peers)
     assert not any(selects(s, fileserver) for s in clearml)  # the glue needs the API only
     (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "glue.py" in o["data"]]
-    (deployment,) = [
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlrig-agent"
+    glues = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"].startswith("mlrig-agent-")
     ]
-    env = {
-        e["name"]: e.get("value")
-        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert env["CLEARML_API_HOST"] == "http://mlrig-clearml-apiserver:8008"
+    assert len(glues) == 2  # one per queue, each selected by the glue's policy
+    for deployment in glues:
+        pod = deployment["spec"]["template"]
+        assert applying(objects, pod["metadata"]["labels"], "Egress")
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["CLEARML_API_HOST"] == "http://mlrig-clearml-apiserver:8008"
     assert configmap

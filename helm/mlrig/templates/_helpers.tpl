@@ -291,7 +291,7 @@ stringData:
 {{- end }}
 {{- end }}
 
-{{/* Every image of the chart's own servers and hooks, for validateValues (JSON list of {value, repository, digest}). */}}
+{{/* Every image of the chart's own servers, hooks and glue, for validateValues (JSON list of {value, repository, digest}). */}}
 {{- define "mlrig.images" -}}
 {{- $images := list (dict "value" "mlflow.image" "image" .Values.mlflow.image) }}
 {{- if not .Values.postgresql.external.enabled }}
@@ -302,6 +302,9 @@ stringData:
 {{- else if eq .Values.objectStore.provider "minio" }}
 {{- $images = append $images (dict "value" "objectStore.minio.image" "image" .Values.objectStore.minio.image) }}
 {{- $images = append $images (dict "value" "objectStore.minio.clientImage" "image" .Values.objectStore.minio.clientImage) }}
+{{- end }}
+{{- if .Values.agent.enabled }}
+{{- $images = append $images (dict "value" "agent.image" "image" .Values.agent.image) }}
 {{- end }}
 {{- $listed := list }}
 {{- range $images }}
