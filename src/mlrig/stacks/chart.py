@@ -57,6 +57,10 @@ LOCAL_IMAGES = {
     "postgresql.image": ("postgresql", "image"),
 }
 HOOK_TIMEOUT = 600.0
+#: seconds one podman removal (kube down, pod rm, volume rm) may take before `down` gives up
+REMOVE_TIMEOUT = 120.0
+#: seconds a played container gets to stop before podman kills it
+STOP_SECONDS = 10
 
 
 class PlayLayout:
@@ -198,13 +202,20 @@ def podman(
     env = None
     if conf is not None:
         env = dict(os.environ) | {"CONTAINERS_CONF": str(conf)}
-    result = subprocess.run(
-        ["podman", "--runtime", "runc", *arguments],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+    try:
+        result = subprocess.run(
+            ["podman", "--runtime", "runc", *arguments],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise MlrigError(
+            f"podman {' '.join(arguments[:3])} did not finish within {timeout:.0f}s. See what is "
+            "left with `podman pod ls` and `podman ps -a`, remove it with `podman pod rm -f "
+            "<pod>`, then run the command again."
+        ) from None
     if check and result.returncode != 0:
         raise MlrigError(f"podman {' '.join(arguments[:2])} failed: {result.stderr.strip()}")
     return result.stdout
@@ -252,6 +263,16 @@ def play_up(layout: PlayLayout, rendered: Rendered) -> float:
     # pods and volumes of these names left by another checkout (or a killed play) would make
     # `kube play` refuse: "volume ... already exists"
     remove_workloads(layout)
+    left = [
+        name
+        for name in volume_names([*rendered.claims, *rendered.workloads])
+        if volume_exists(name)
+    ]
+    if left:
+        raise MlrigError(
+            f"podman volume rm left {', '.join(left)}: a container still uses it (`podman ps -a "
+            f"--filter volume={left[0]}`). Remove that container, then run the command again."
+        )
     for name, values in rendered.secrets.items():
         create_secret(name, values, layout.folder)
     # kept for `down` and for the client settings (git-ignored, owner-only)
@@ -263,18 +284,47 @@ def play_up(layout: PlayLayout, rendered: Rendered) -> float:
     return time.monotonic() - started
 
 
-def remove_volumes(objects: list[dict[str, Any]]) -> None:
+def remove_pods(workloads: list[dict[str, Any]]) -> None:
+    """The pods kube play made of played Deployments (`<name>-pod-<replica>`), stopped and
+    removed with their containers."""
+    for item in workloads:
+        if item["kind"] != "Deployment":
+            continue
+        replicas = int(item.get("spec", {}).get("replicas", 1))
+        pods = [f"{item['metadata']['name']}-pod-{replica}" for replica in range(replicas)]
+        podman(
+            "pod", "rm", "--force", "--ignore", "--time", str(STOP_SECONDS), *pods,
+            check=False, timeout=REMOVE_TIMEOUT,
+        )  # fmt: skip
+
+
+def volume_names(objects: list[dict[str, Any]]) -> list[str]:
     """The podman volumes of played objects: their claims, and what kube play makes a named
     volume of (ConfigMaps, emptyDirs)."""
+    names = []
     for item in objects:
         if item["kind"] == "PersistentVolumeClaim":
-            podman("volume", "rm", "--force", item["metadata"]["name"], check=False)
+            names.append(item["metadata"]["name"])
         for volume in item.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
             name = volume.get("configMap", {}).get("name") or (
                 volume["name"] if "emptyDir" in volume else None
             )
             if name:
-                podman("volume", "rm", "--force", name, check=False)
+                names.append(name)
+    return names
+
+
+def remove_volumes(objects: list[dict[str, Any]]) -> None:
+    """Remove the podman volumes of played objects (their pods already gone)."""
+    for name in volume_names(objects):
+        podman("volume", "rm", "--force", name, check=False, timeout=REMOVE_TIMEOUT)
+
+
+def volume_exists(name: str) -> bool:
+    result = subprocess.run(
+        ["podman", "volume", "exists", name], capture_output=True, timeout=REMOVE_TIMEOUT
+    )
+    return result.returncode == 0
 
 
 def play_down(layout: PlayLayout) -> None:
@@ -282,17 +332,24 @@ def play_down(layout: PlayLayout) -> None:
     remove_workloads(layout)
     if layout.secrets.exists():
         for name in json.loads(layout.secrets.read_text()):
-            podman("secret", "rm", name, check=False)
+            podman("secret", "rm", name, check=False, timeout=REMOVE_TIMEOUT)
         layout.secrets.unlink()
     # the credentials of pods that are gone
     layout.client_env.unlink(missing_ok=True)
 
 
 def remove_workloads(layout: PlayLayout) -> None:
-    """Remove the pods of the played YAML and their volumes, whoever started them."""
+    """Remove the pods of the played YAML and their volumes, whoever started them: the pods
+    first (a volume in use does not go), each podman call bounded (REMOVE_TIMEOUT)."""
     if layout.workloads.exists():
-        podman("kube", "down", str(layout.workloads), conf=layout.containers_conf, check=False)
-        remove_volumes([item for item in yaml.safe_load_all(layout.workloads.read_text()) if item])
+        played = [item for item in yaml.safe_load_all(layout.workloads.read_text()) if item]
+        podman(
+            "kube", "down", str(layout.workloads),
+            conf=layout.containers_conf, check=False, timeout=REMOVE_TIMEOUT,
+        )  # fmt: skip
+        # what kube down left (a pod it failed to stop, another checkout's) goes before its volumes
+        remove_pods(played)
+        remove_volumes(played)
 
 
 def client_environment(
