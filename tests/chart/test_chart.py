@@ -187,10 +187,14 @@ def test_every_pod_passes_pod_security_restricted(
             "type": "RuntimeDefault"
         }:
             problems.append(f"{name}: pod runAsNonRoot/seccompProfile")
+        if pod.get("runAsUser") == 0:
+            problems.append(f"{name}: pod runAsUser 0")
         if spec.get("hostNetwork"):
             problems.append(f"{name}: hostNetwork")
         for container in spec["containers"] + spec.get("initContainers", []):
             context = container.get("securityContext", {})
+            if context.get("runAsUser") == 0 or context.get("runAsNonRoot") is False:
+                problems.append(f"{name}/{container['name']}: runs as root")
             if context.get("allowPrivilegeEscalation") is not False:
                 problems.append(f"{name}/{container['name']}: allowPrivilegeEscalation")
             if context.get("capabilities", {}).get("drop") != ["ALL"]:
