@@ -29,7 +29,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -464,10 +464,10 @@ class Played:
     hooks: list[str]
     play_seconds: float
     ready_seconds: float
-    #: the pipeline's identity (client.env): what a step pod gets
-    environment: dict[str, str]
+    #: the pipeline's identity (client.env): what a step pod gets (never in a repr: a log)
+    environment: dict[str, str] = field(repr=False)
     #: every Secret the chart made, by name (the admin's among them: for checks, never a client)
-    secrets: dict[str, dict[str, str]]
+    secrets: dict[str, dict[str, str]] = field(repr=False)
 
 
 def up(root: Path) -> Played:
