@@ -77,6 +77,12 @@ def played(kube_tools: KubeTools, step_images: tuple[Engine, list[ImageBuild]]) 
         yield up(REPO_ROOT)
     finally:
         play_down(layout)
+    # nothing of the play is left: no pod, no volume, no Secret (the next play starts clean)
+    pods = podman("pod", "ls", "--format", "{{.Name}}").split()
+    volumes = podman("volume", "ls", "--format", "{{.Name}}").split()
+    secrets = podman("secret", "ls", "--format", "{{.Name}}").split()
+    left = [name for name in [*pods, *volumes, *secrets] if "mlrig-" in name]
+    assert not left, f"the play left {left}"
 
 
 def admin_auth(played: Played) -> tuple[str, str]:

@@ -330,6 +330,10 @@ def volume_exists(name: str) -> bool:
 def play_down(layout: PlayLayout) -> None:
     """Remove the played pods, their volumes and the Secrets."""
     remove_workloads(layout)
+    # the volumes kube play made of the ConfigMaps the hook pods mounted (gone with their pods)
+    for path in sorted(layout.folder.glob("configmap-*.yaml")):
+        name = path.stem.removeprefix("configmap-")
+        podman("volume", "rm", "--force", name, check=False, timeout=REMOVE_TIMEOUT)
     if layout.secrets.exists():
         for name in json.loads(layout.secrets.read_text()):
             podman("secret", "rm", name, check=False, timeout=REMOVE_TIMEOUT)
