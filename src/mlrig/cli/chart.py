@@ -24,15 +24,17 @@ def chart_play_command() -> None:
     from mlrig.stacks.chart import PlayLayout, up
 
     settings = load_settings()
-    with console.status("podman kube play of the chart, then waiting for MLflow"):
+    with console.status("podman kube play of the chart, then MLflow and the hooks"):
         played = up(settings.root)
     typer.echo(
-        f"Played {', '.join(played.workloads)} in {played.play_seconds}s "
-        f"(MLflow ready after {played.ready_seconds}s); not played: {', '.join(played.skipped)}"
+        f"Played {', '.join(played.workloads)} in {played.play_seconds}s, then the hooks "
+        f"{', '.join(played.hooks)} (ready after {played.ready_seconds}s); "
+        f"not played: {', '.join(played.skipped)}"
     )
     typer.echo(
         f"MLflow {played.environment['MLFLOW_TRACKING_URI']}, S3 "
-        f"{played.environment['AWS_ENDPOINT_URL']}; client settings in "
+        f"{played.environment['AWS_ENDPOINT_URL']}; the pipeline's settings (its MLflow user "
+        f"{played.environment['MLFLOW_TRACKING_USERNAME']}, its S3 keys) in "
         f"{PlayLayout(settings.root).client_env}"
     )
 

@@ -34,8 +34,8 @@ BASE = "base"
 STEP_IMAGE = "step"
 #: images of the Helm chart's servers, each FROM the bare OS image (not the mlrig base), with
 #: the locked dependency group named here (None: no Python packages); `make server-images`
-#: builds them. s3-seaweedfs and postgresql-debian stand in for MinIO and the official
-#: PostgreSQL image where no registry can be reached (`podman kube play` of the chart on one
+#: builds them. s3-seaweedfs and postgresql-debian stand in for the official SeaweedFS and
+#: PostgreSQL images where no registry can be reached (`podman kube play` of the chart on one
 #: machine).
 SERVER_IMAGES: dict[str, str | None] = {
     "mlflow-server": "server-mlflow",
