@@ -39,9 +39,16 @@ def serve_entrypoint(
             help="Serve this version of the model (set by a rollout); empty: the alias's.",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(envvar="MLRIG_SERVE_HOST")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(envvar="MLRIG_SERVE_PORT")] = DEFAULT_PORT,
-    workers: Annotated[int, typer.Option(envvar="MLRIG_SERVE_WORKERS", min=1)] = 1,
+    host: Annotated[
+        str, typer.Option(envvar="MLRIG_SERVE_HOST", help="Address to listen on.")
+    ] = "0.0.0.0",
+    port: Annotated[
+        int, typer.Option(envvar="MLRIG_SERVE_PORT", help="Port to listen on.")
+    ] = DEFAULT_PORT,
+    workers: Annotated[
+        int,
+        typer.Option(envvar="MLRIG_SERVE_WORKERS", min=1, help="uvicorn worker processes."),
+    ] = 1,
 ) -> None:
     """Serve a registered model with MLflow's scoring server (/invocations, /ping, /version)."""
     from mlrig.errors import ConfigError
@@ -64,4 +71,5 @@ def serve_entrypoint(
 
 
 def main() -> None:
+    """The `mlrig-serve` console script."""
     typer.run(serve_entrypoint)

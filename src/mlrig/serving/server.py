@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,7 +116,7 @@ def download_model(model: ServedModel, into: Path) -> Path:
 def create_app() -> FastAPI:
     """The scoring app of one uvicorn worker (uvicorn's factory): MLflow's app on the model the
     server process downloaded, with `/version` and a header naming the version."""
-    from fastapi import Request
+    from fastapi import Request, Response
     from fastapi.responses import JSONResponse
     from mlflow.pyfunc import scoring_server
     from mlflow.version import VERSION as MLFLOW_VERSION
@@ -135,7 +135,9 @@ def create_app() -> FastAPI:
         return JSONResponse(described)
 
     @app.middleware("http")
-    async def name_the_version(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def name_the_version(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         response = await call_next(request)
         response.headers[VERSION_HEADER] = version
         response.headers[NAME_HEADER] = name
