@@ -49,6 +49,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     (root / "dvc.yaml").write_text("stages: {}\n")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # the artifacts in the test's folder too (MLflow's default is ./mlruns of the working folder)
+    mlflow.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
     mlflow.set_experiment("serving")
     frame = load_breast_cancer(as_frame=True)
     features, target = frame.data, frame.target
