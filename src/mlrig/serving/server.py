@@ -161,6 +161,12 @@ def serve(
     """
     import uvicorn
 
+    from mlrig.tracking.step_run import MLFLOW_PROXIED_DOWNLOADS
+
+    # through the tracking server, not the presigned S3 URLs it would hand out: those name the
+    # store as the server reaches it, and a serving pod may be allowed to reach MLflow only
+    for name, value in MLFLOW_PROXIED_DOWNLOADS.items():
+        os.environ.setdefault(name, value)
     model = resolve_model(uri, version_pin or None)
     # under $TMPDIR: the chart's emptyDir, the root filesystem being read-only
     download_dir = Path(tempfile.mkdtemp(prefix="mlrig-serve-"))
