@@ -186,8 +186,9 @@ def run(stack_env: dict[str, str]) -> str:
         raise ConfigError(
             "No champion to serve: run the pipeline on the stack first (mlrig run --stack local)"
         )
-    env = os.environ | stack_env
     bin_dir = Path(sys.executable).parent
+    # mlflow models serve execs `uvicorn` by name: the venv's, on PATH
+    env = os.environ | stack_env | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     uri = f"models:/{champion.registered_model}@champion"
     baseline = [str(bin_dir / "mlflow"), "models", "serve", "--env-manager", "local",
                 "-m", uri, "--host", "127.0.0.1"]  # fmt: skip
