@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mlrig.serving.rollout import VERSION_ANNOTATION, version_patch
-from tests.chart.conftest import CHART, KubeTools
+from tests.chart.conftest import CHART, FIRST_INSTALL, KubeTools, values_arguments
 
 SERVING_VALUES = CHART / "ci" / "serving-values.yaml"
 KSERVE_SCHEMA = Path(__file__).parent / "kserve-inferenceservice-v1beta1.schema.json"
@@ -44,7 +44,7 @@ def serving(kube_tools: KubeTools) -> dict[str, dict[str, Any]]:
 
 
 def test_nothing_is_served_unless_asked(kube_tools: KubeTools) -> None:
-    assert by_kind(kube_tools.render()) == {}
+    assert by_kind(kube_tools.render(*values_arguments(FIRST_INSTALL))) == {}
 
 
 def test_serving_renders_its_workload_and_what_guards_it(
@@ -137,8 +137,15 @@ def test_only_the_ingress_controller_and_named_namespaces_may_call_it(
 
 def test_missing_serving_values_are_reported_together(kube_tools: KubeTools) -> None:
     result = kube_tools.template(
-        "--set", "serving.enabled=true,serving.ingress.enabled=true,serving.kserve.enabled=true"
-    )
+        *values_arguments(FIRST_INSTALL),
+        "--set", "serving.enabled=true,serving.ingress.enabled=true",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "serving.image.digest is empty" in result.stderr
+    result = kube_tools.template(
+        *values_arguments(FIRST_INSTALL),
+        "--set", "serving.enabled=true,serving.ingress.enabled=true,serving.kserve.enabled=true",
+    )  # fmt: skip
     assert result.returncode != 0
     for problem in (
         "serving.enabled needs serving.model",

@@ -453,6 +453,9 @@ podSelector:
 {{- if not $serving.model }}
 {{- $errors = append $errors "serving.enabled needs serving.model (the registered model whose champion is served)" }}
 {{- end }}
+{{- if and (not $serving.kserve.enabled) (not $serving.image.digest) }}
+{{- $errors = append $errors (printf "serving.image.digest is empty: the chart runs every image by digest (the sha256 digest its registry gives %s)" $serving.image.repository) }}
+{{- end }}
 {{- if not $serving.existingSecret }}
 {{- $errors = append $errors "serving.enabled needs serving.existingSecret (a Secret with the serving identity's mlflow-username and mlflow-password, read-only)" }}
 {{- end }}
