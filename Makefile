@@ -68,6 +68,11 @@ report: env
 ui: env
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db --port 5000
 
+## Serve the local champion with MLflow's scoring server on http://127.0.0.1:8080 (as images/serve)
+.PHONY: serve
+serve: env
+	$(BIN)/mlrig serve
+
 ## Run the pipeline against the local stack (make stack-up first)
 .PHONY: run-stack
 run-stack: env
@@ -87,7 +92,7 @@ run-containers: env
 images: env
 	$(BIN)/mlrig images build
 
-## Build the Helm chart's server images (images/mlflow-server), FROM the bare OS image
+## Build the Helm chart's server images (images/mlflow-server, ...) and the scoring server (images/serve)
 .PHONY: server-images
 server-images: env
 	$(BIN)/mlrig images servers

@@ -1,7 +1,7 @@
 """`python -m bench [NAME...]` (make bench): the benchmarks, each against its baseline.
 
-NAME is stages, stop, threads, scale, mlflow_logging, dvc_s3 or containers; without one, every
-benchmark runs. All but `stages`, `stop`, `threads` and `scale` run against the local stack
+NAME is stages, stop, threads, scale, mlflow_logging, dvc_s3, containers or serve; without one,
+every benchmark runs. All but `stages`, `stop`, `threads` and `scale` run against the local stack
 (make stack-up). `scale` takes its sizes from BENCH_ROWS (bench/bench_scale.py).
 """
 
@@ -14,6 +14,7 @@ from bench import (
     bench_dvc_s3,
     bench_mlflow_logging,
     bench_scale,
+    bench_serve,
     bench_stages,
     bench_stop,
     bench_threads,
@@ -31,6 +32,7 @@ def main() -> int:
         "stop": bench_stop,
         "threads": bench_threads,
         "scale": bench_scale,
+        "serve": bench_serve,
     }
     chosen = sys.argv[1:] or list(benchmarks)
     unknown = sorted(set(chosen) - set(benchmarks))

@@ -82,6 +82,7 @@ MERGE_REQUEST = {
 }
 TAG = {"CI_COMMIT_TAG": "v1.2.3", "CI_COMMIT_REF_PROTECTED": "true", "CI_COMMIT_BRANCH": ""}
 CLEARML = {"CLEARML_API_HOST": "http://clearml.invalid:8008", "CLEARML_QUEUE": "cpu"}
+SERVING = {"KUBECONFIG": "/dev/null", "MLRIG_SERVING_DEPLOYMENT": "mlrig-serving"}
 
 
 def jobs(gitlab_ci_local: Path, root: Path, **variables: str) -> list[str]:
@@ -134,7 +135,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_each_kind_of_pipeline_gets_its_jobs(gitlab_ci_local: Path, clone: Path) -> None:
     builds = {f"build: [{step}]" for step in step_names(clone)}
-    every = {"lint", "chart", "test", "data", "pipeline", "report", "drift", "release"} | builds
+    every = {"lint", "chart", "test", "data", "pipeline", "deploy", "report", "drift", "release"}
+    every |= builds
 
     def made(**variables: str) -> set[str]:
         names = set(jobs(gitlab_ci_local, clone, **variables))
@@ -146,6 +148,14 @@ def test_each_kind_of_pipeline_gets_its_jobs(gitlab_ci_local: Path, clone: Path)
     # the protected default branch: every image to the trusted path, then the cluster by digest
     assert made(**MAIN, **CLEARML) == {"lint", "test", "data", "pipeline"} | builds
     assert made(**MAIN) == {"lint", "test", "data"} | builds  # no ClearML server: no pipeline
+    # a serving Deployment to roll out: the deploy job, after the pipeline job where there is one
+    assert (
+        made(**MAIN, **CLEARML, **SERVING)
+        == {"lint", "test", "data", "pipeline", "deploy"} | builds
+    )
+    assert made(**MAIN, **SERVING) == {"lint", "test", "data", "deploy"} | builds
+    assert made(**SERVING) == {"lint", "test", "data"}  # never from an unprotected branch
+    assert "deploy" not in made(**MERGE_REQUEST, **CLEARML, **SERVING)
     # a merge request changing no image or chart input: no build, no chart, never the cluster
     assert made(**MERGE_REQUEST, **CLEARML) == {"lint", "test", "data", "report"}
     # a protected tag: the chart checked and packaged, the images' digests published

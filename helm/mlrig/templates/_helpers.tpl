@@ -433,3 +433,42 @@ podSelector:
     {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The MLflow the scoring server reads the model from: serving.trackingUri, else the chart's. */}}
+{{- define "mlrig.serving.trackingUri" -}}
+{{- default (include "mlrig.mlflow.uri" .) .Values.serving.trackingUri }}
+{{- end }}
+
+{{/* The version the serving pods pin: serving.version, else the one a rollout set on the live Deployment (lookup), else none (the alias's at start). */}}
+{{- define "mlrig.serving.version" -}}
+{{- $live := lookup "apps/v1" "Deployment" .Release.Namespace (include "mlrig.componentName" (dict "root" . "component" "serving")) }}
+{{- $annotations := dig "spec" "template" "metadata" "annotations" (dict) $live }}
+{{- default (get $annotations "mlrig.io/model-version") .Values.serving.version }}
+{{- end }}
+
+{{/* Fails with every error in the serving values at once. */}}
+{{- define "mlrig.serving.validateValues" -}}
+{{- $serving := .Values.serving }}
+{{- $errors := list }}
+{{- if not $serving.model }}
+{{- $errors = append $errors "serving.enabled needs serving.model (the registered model whose champion is served)" }}
+{{- end }}
+{{- if and (not $serving.kserve.enabled) (not $serving.image.digest) }}
+{{- $errors = append $errors (printf "serving.image.digest is empty: the chart runs every image by digest (the sha256 digest its registry gives %s)" $serving.image.repository) }}
+{{- end }}
+{{- if not $serving.existingSecret }}
+{{- $errors = append $errors "serving.enabled needs serving.existingSecret (a Secret with the serving identity's mlflow-username and mlflow-password, read-only)" }}
+{{- end }}
+{{- if and $serving.ingress.enabled (not $serving.ingress.host) }}
+{{- $errors = append $errors "serving.ingress.enabled needs serving.ingress.host" }}
+{{- end }}
+{{- if and $serving.kserve.enabled (not $serving.kserve.storageUri) }}
+{{- $errors = append $errors "serving.kserve.enabled needs serving.kserve.storageUri (the model version's artifact location)" }}
+{{- end }}
+{{- if and $serving.autoscaling.enabled (lt (int $serving.autoscaling.maxReplicas) (int $serving.autoscaling.minReplicas)) }}
+{{- $errors = append $errors "serving.autoscaling.maxReplicas is below serving.autoscaling.minReplicas" }}
+{{- end }}
+{{- if $errors }}
+{{- fail (printf "\n\nmlrig: invalid serving values:\n  - %s\n" (join "\n  - " $errors)) }}
+{{- end }}
+{{- end }}

@@ -63,6 +63,11 @@ chart_app = typer.Typer(
 app.add_typer(chart_app, name="chart")
 ci_app = typer.Typer(no_args_is_help=True, help="What the GitLab CI jobs run (.gitlab-ci.yml).")
 app.add_typer(ci_app, name="ci")
+serve_app = typer.Typer(
+    no_args_is_help=False,
+    help="The champion's scoring server: here (mlrig serve), its status, rollouts on Kubernetes.",
+)
+app.add_typer(serve_app, name="serve")
 console = Console(stderr=True)
 
 

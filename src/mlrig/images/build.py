@@ -42,6 +42,10 @@ SERVER_IMAGES: dict[str, str | None] = {
     "s3-seaweedfs": "server-s3-seaweedfs",
     "postgresql-debian": None,
 }
+#: the champion's scoring server (images/serve, `mlrig-serve`): FROM the mlrig base like a step
+#: image, with this locked dependency group; `make server-images` builds it after the servers
+SERVE_IMAGE = "serve"
+SERVE_GROUP = "serve"
 #: the image `make base-image` makes where no registry can be reached
 LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -198,6 +202,7 @@ def export_requirements(layout: BuildLayout, steps: list[str], servers: bool = F
             for server, group in SERVER_IMAGES.items()
             if group and servers
         }
+        | ({SERVE_IMAGE: ["--only-group", SERVE_GROUP, *unused]} if servers else {})
     )
     for name, selection in groups.items():
         # written aside, then renamed: a build reading the list never sees it half-written
@@ -222,6 +227,7 @@ def make_wheelhouse(layout: BuildLayout) -> int:
     uv = find_uv()
     steps = step_names(layout.root)
     names = [f"step-{step}" for step in steps] + [g for g in SERVER_IMAGES.values() if g]
+    names.append(SERVE_GROUP)
     groups = [argument for group in names for argument in ("--group", group)]
     run_logged(
         [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups",
@@ -439,9 +445,19 @@ def build_images(
         )
     wanted = steps or all_steps
     prepare_build_inputs(settings, all_steps)
-    os_reference, os_fingerprint = os_base(settings, engine)
     on_image(BASE)
-    base = build_image(
+    base = build_base_image(settings, engine, no_cache)
+    results = [base]
+    for step in wanted:
+        on_image(step)
+        results.append(build_step_image(settings, engine, step, base.reference, no_cache))
+    return results
+
+
+def build_base_image(settings: Settings, engine: Engine, no_cache: bool = False) -> ImageBuild:
+    """The mlrig base image (images/base) on the OS base, unless its content tag exists."""
+    os_reference, os_fingerprint = os_base(settings, engine)
+    return build_image(
         settings,
         engine,
         BASE,
@@ -449,11 +465,34 @@ def build_images(
         {"BASE_IMAGE": os_reference} if os_reference else {},
         no_cache,
     )
-    results = [base]
-    for step in wanted:
-        on_image(step)
-        results.append(build_step_image(settings, engine, step, base.reference, no_cache))
-    return results
+
+
+def serve_tag(settings: Settings, base_reference: str) -> str:
+    """The serving image's content tag: its base, Dockerfile, requirements and mlrig sources."""
+    layout = BuildLayout(settings.root)
+    root = settings.root
+    return content_tag(
+        base_reference,
+        layout.dockerfile(SERVE_IMAGE).read_text(),
+        layout.requirements(SERVE_IMAGE).read_text(),
+        tree_digest([root / "src" / "mlrig", root / "pyproject.toml"], root),
+    )
+
+
+def build_serve_image(settings: Settings, engine: Engine, no_cache: bool = False) -> ImageBuild:
+    """The champion's scoring server (images/serve) FROM the base image, built first if need be.
+
+    Needs the build inputs (prepare_build_inputs) and the serve group's requirement list
+    (export_requirements with servers).
+    """
+    layout = BuildLayout(settings.root)
+    base = build_base_image(settings, engine, no_cache)
+    build_args = {
+        "BASE_IMAGE": base.reference,
+        "REQUIREMENTS": layout.requirements_by_content(SERVE_IMAGE),
+    }
+    tag = serve_tag(settings, base.reference)
+    return build_image(settings, engine, SERVE_IMAGE, tag, build_args, no_cache)
 
 
 def step_labels(settings: Settings, step: str) -> dict[str, str]:
@@ -545,10 +584,11 @@ def current_step_images(settings: Settings, engine: Engine) -> dict[str, str]:
 def build_server_images(
     settings: Settings, engine: Engine, on_image: Callable[[str], None] = lambda name: None
 ) -> list[ImageBuild]:
-    """Build the chart's server images (SERVER_IMAGES) whose inputs changed.
+    """Build the chart's server images (SERVER_IMAGES, then SERVE_IMAGE) whose inputs changed.
 
-    Each is built FROM the bare OS image (the debootstrap one where `make base-image` made it),
-    tagged with a content hash of that base, its Dockerfile and its locked requirements.
+    Each server is built FROM the bare OS image (the debootstrap one where `make base-image`
+    made it), tagged with a content hash of that base, its Dockerfile and its locked
+    requirements; the scoring server FROM the mlrig base (built first when missing).
     """
     layout = BuildLayout(settings.root)
     prepare_build_inputs(settings, step_names(settings.root))
@@ -565,4 +605,6 @@ def build_server_images(
         )
         build_args = {"BASE_IMAGE": os_reference} if os_reference else {}
         results.append(build_image(settings, engine, name, tag, build_args))
+    on_image(SERVE_IMAGE)
+    results.append(build_serve_image(settings, engine))
     return results
