@@ -31,6 +31,7 @@ def run_stage_here(name: str | None, force: bool) -> None:
     """
     from mlrig.errors import ConfigError
     from mlrig.executors.clearml.pod import run_step_task, step_of_pod
+    from mlrig.executors.timeline import WORKSPACE_TIMELINE, Timeline, process_started
     from mlrig.executors.workspace import require_settings, run_stage
     from mlrig.run import exclusive_run
     from mlrig.settings import load_settings
@@ -43,9 +44,13 @@ def run_stage_here(name: str | None, force: bool) -> None:
         return
     if name is None:
         raise ConfigError("Name the stage to run, e.g. mlrig stage train@knn (dvc.yaml has them).")
+    timeline = Timeline()
+    timeline.mark("process start", at=process_started())
+    timeline.mark("imports")
     settings = load_settings()
     with exclusive_run(settings, "mlrig stage"):
-        run_stage(settings, name, force=force, on_phase=typer.echo)
+        run_stage(settings, name, force=force, on_phase=typer.echo, timeline=timeline)
+    timeline.save(settings.root / WORKSPACE_TIMELINE)
 
 
 @exits_cleanly

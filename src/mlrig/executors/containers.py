@@ -26,6 +26,12 @@ from mlrig.dvc.repo import check_out_from, is_stage_changed
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
+from mlrig.executors.timeline import (
+    BEGIN,
+    WORKSPACE_TIMELINE,
+    Timeline,
+    append_timeline,
+)
 from mlrig.images.build import current_step_images, no_image_error
 from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import Settings
@@ -170,7 +176,10 @@ class ContainerRun:
             StageFailed: the container exited non-zero.
         """
         image = self.images[step_of(stage)]
+        timeline = Timeline()
+        timeline.mark(BEGIN)
         workspace = self.workspace(stage)
+        timeline.mark("copy workspace")
         log_path = self.run_dir / f"{stage.replace('@', '-')}.log"
         environment = {**self.environment, "MLRIG_IMAGE": image}
         names = [name for name in (*PASSED_SETTINGS, "MLRIG_IMAGE") if environment.get(name)]
@@ -184,10 +193,14 @@ class ContainerRun:
         started = time.monotonic()
         code = run_logged(command, log_path, env=environment)
         seconds = round(time.monotonic() - started, 2)
+        timeline.mark("engine exit")
         if code != 0:
             raise StageFailed(stage, image, code, log_path)
+        timeline.marks |= Timeline.load(workspace / WORKSPACE_TIMELINE).marks
         self.take_results(stage, workspace)
+        timeline.mark("merge lock, check out")
         remove_workspace(workspace, self.engine)
+        append_timeline(self.run_dir / "timelines.jsonl", stage, timeline)
         return None if RESTORED_FROM_RUN_CACHE in log_path.read_text() else seconds
 
     def take_results(self, stage: str, workspace: Path) -> None:

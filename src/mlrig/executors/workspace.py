@@ -15,6 +15,7 @@ from mlrig.dvc.commands import dvc_in_process
 from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, local_config_commands, stage_remote
 from mlrig.dvc.stages import stage_inputs
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.executors.timeline import Timeline
 from mlrig.settings import Settings
 
 #: what a stage container must be given, and what each setting is for
@@ -84,24 +85,33 @@ def run_stage(
     *,
     force: bool = False,
     on_phase: Callable[[str], None] = lambda phase: None,
+    timeline: Timeline | None = None,
 ) -> None:
     """Pull the stage's inputs, run it (or restore it from the run-cache), push its outputs.
+
+    Args:
+        timeline: marked as each phase ends (where the stage's time goes).
 
     Raises:
         ConfigError: a setting is missing, or the stage does not exist.
         MlrigError: pulling, running or pushing failed; the message says which.
     """
+    marks = timeline or Timeline()
     require_settings()
     configure_workspace(settings)
+    marks.mark("dvc import, remote config")
     pull_inputs(settings, name, on_phase)
+    marks.mark("pull inputs")
     on_phase(f"running {name}")
     # --pull: a stage in the remote run-cache is restored instead of run
     repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]
     if dvc_in_process(*repro) != 0:
         raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
+    marks.mark("run stage")
     on_phase(f"pushing the outputs of {name}")
     if dvc_in_process("push", "--run-cache", "--remote", STAGE_REMOTE_NAME, name) != 0:
         raise MlrigError(
             f"Stage {name!r} ran, but pushing its outputs to {settings.dvc_remote_url} failed.",
             exit_code=EXIT_FAILED,
         )
+    marks.mark("push outputs")
