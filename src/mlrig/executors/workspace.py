@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from mlrig.dvc.commands import dvc_in_process
 from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, local_config_commands, stage_remote
-from mlrig.dvc.stages import stage_inputs
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.executors.timeline import Timeline
 from mlrig.settings import Settings
@@ -51,6 +50,8 @@ def require_settings() -> None:
 def configure_workspace(settings: Settings) -> None:
     """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
     commands = local_config_commands(stage_remote(settings), default=True)
+    # no analytics report: each dvc command would start a daemon process to send it
+    commands.append(["config", "--local", "core.analytics", "false"])
     if not (settings.root / ".git").exists():  # a workspace copy, not a clone
         commands.insert(0, ["config", "--local", "core.no_scm", "true"])
     for command in commands:
@@ -61,19 +62,20 @@ def configure_workspace(settings: Settings) -> None:
 def pull_inputs(
     settings: Settings, name: str, on_phase: Callable[[str], None] = lambda phase: None
 ) -> None:
-    """Pull the stage's inputs from the workspace's remote (`configure_workspace` set it).
+    """Pull the stage's inputs from the workspace's remote (`configure_workspace` set it), in
+    this process, reading dvc.yaml and dvc.lock once (see `mlrig.dvc.outputs`).
 
     Raises:
         ConfigError: the stage does not exist.
         MlrigError: pulling failed.
     """
-    inputs = stage_inputs(settings.root, name)
-    if not inputs:  # `dvc pull` with no target would pull everything
-        return
-    on_phase(f"pulling {', '.join(inputs)}")
-    if dvc_in_process("pull", "--remote", STAGE_REMOTE_NAME, *inputs) != 0:
+    from mlrig.dvc.outputs import pull_stage_inputs
+
+    on_phase(f"pulling the inputs of {name}")
+    missing = pull_stage_inputs(settings.root, name, STAGE_REMOTE_NAME)
+    if missing:
         raise MlrigError(
-            f"Could not pull the inputs of stage {name!r} ({', '.join(inputs)}) from "
+            f"Could not pull the inputs of stage {name!r} ({', '.join(missing)}) from "
             f"{settings.dvc_remote_url}. Were the stages before it run and pushed there?",
             exit_code=EXIT_FAILED,
         )
@@ -103,8 +105,9 @@ def run_stage(
     pull_inputs(settings, name, on_phase)
     marks.mark("pull inputs")
     on_phase(f"running {name}")
-    # --pull: a stage in the remote run-cache is restored instead of run
-    repro = ["repro", "--pull", "--single-item", *(["--force"] if force else []), name]
+    # --pull: a stage in the remote run-cache is restored instead of run; a forced stage is
+    # not restored, and --pull would download the remote's whole run-cache for nothing
+    repro = ["repro", "--single-item", *(["--force"] if force else ["--pull"]), name]
     if dvc_in_process(*repro) != 0:
         raise MlrigError(f"Stage {name!r} failed (see the log above).", exit_code=EXIT_FAILED)
     marks.mark("run stage")
