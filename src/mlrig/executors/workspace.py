@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 from mlrig.dvc.commands import dvc_in_process
-from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, local_config_commands, stage_remote
+from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, stage_remote, write_workspace_config
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.executors.timeline import Timeline
 from mlrig.settings import Settings
@@ -48,15 +48,22 @@ def require_settings() -> None:
 
 
 def configure_workspace(settings: Settings) -> None:
-    """Point the workspace at the remote from the environment (.dvc/config.local, not the image)."""
-    commands = local_config_commands(stage_remote(settings), default=True)
-    # no analytics report: each dvc command would start a daemon process to send it
-    commands.append(["config", "--local", "core.analytics", "false"])
-    if not (settings.root / ".git").exists():  # a workspace copy, not a clone
-        commands.insert(0, ["config", "--local", "core.no_scm", "true"])
-    for command in commands:
-        if dvc_in_process(*command) != 0:
-            raise ConfigError(f"Could not configure the DVC workspace: dvc {' '.join(command)}")
+    """Point the workspace at the remote from the environment (.dvc/config.local, not the image).
+
+    Raises:
+        ConfigError: DVC refuses the remote's settings.
+    """
+    from dvc.exceptions import DvcException
+
+    remote = stage_remote(settings)
+    try:
+        # a workspace copy, not a clone: no git
+        write_workspace_config(settings.root, remote, no_scm=not (settings.root / ".git").exists())
+    except DvcException as error:
+        raise ConfigError(
+            f"Could not point the workspace at the DVC remote {remote.url}: {error}. Check "
+            "MLRIG_DVC_REMOTE_URL and AWS_ENDPOINT_URL."
+        ) from None
 
 
 def pull_inputs(

@@ -15,6 +15,7 @@ from mlrig.dvc.remote import (
     resolve_remote,
     shared_remote,
     stage_remote,
+    write_workspace_config,
 )
 from mlrig.errors import EXIT_BAD_INPUT, ConfigError
 from mlrig.settings import Settings
@@ -151,3 +152,18 @@ def test_a_stage_container_gets_the_remote_through_its_environment(with_remotes:
     }
     in_container = stage_remote(Settings(project_dir=with_remotes, **environment))
     assert (in_container.url, in_container.endpoint) == (bucket.url, bucket.endpoint)
+
+
+def test_a_stage_workspace_gets_its_remote_in_one_write(project: Path) -> None:
+    dvc(project, "remote", "add", "--local", "mlrig", "s3://old-bucket")
+    committed = (project / ".dvc" / "config").read_text()
+    remote = DvcRemote(name="mlrig", url="s3://mlrig-dvc/project", endpoint=ENDPOINT)
+
+    write_workspace_config(project, remote, no_scm=True)
+
+    listed = dvc(project, "remote", "list").split()
+    assert listed == ["mlrig", "s3://mlrig-dvc/project", "(default)"]
+    assert dvc(project, "config", "remote.mlrig.endpointurl").strip() == ENDPOINT
+    assert dvc(project, "config", "core.analytics").strip() == "False"
+    assert dvc(project, "config", "core.no_scm").strip() == "True"
+    assert (project / ".dvc" / "config").read_text() == committed  # the shared file is untouched
