@@ -52,7 +52,7 @@ def run_logged(command: list[str], log_path: Path, **popen: Any) -> int:
     """
     from mlrig import stopping
 
-    with log_path.open("w") as log:
+    with log_path.open("w", buffering=1) as log:  # line by line: the log can be followed
         # its own process group, stopped with the run (a signal, or mlrig's death)
         # errors="replace": a tool's stray non-UTF-8 byte must not end the command's log
         process = stopping.start(

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mlrig.dvc.dag import stage_graph
+from mlrig.executors.step_containers import RUN_LABEL
 from mlrig.images.build import ImageBuild
 from mlrig.images.engine import Engine
 from tests.support.executors import assert_runs_its_plan
@@ -81,6 +85,21 @@ print(json.dumps({stage: sorted(parents) for stage, parents in plan.items()}))
 """
 
 
+def containers_left(engine: Engine, root: Path) -> list[str]:
+    """The containers (running or not) of the pipeline runs of the project at `root`."""
+    listing = subprocess.run(
+        engine.command(
+            "ps", "--all", "--filter", f"label={RUN_LABEL}",
+            "--format", f'{{{{.Names}}}} {{{{index .Labels "{RUN_LABEL}"}}}}',
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    runs = {path.name for path in (root / ".mlrig/containers").glob("*")}
+    return [line.split()[0] for line in listing.splitlines() if line.split()[-1] in runs]
+
+
 def test_the_containers_executor_runs_its_plan(stack: Stack, container_run: dict) -> None:
     """The executor contract (tests/e2e/test_executors.py) for the containers executor."""
     result = subprocess.run(
@@ -98,11 +117,16 @@ def test_the_containers_executor_runs_its_plan(stack: Stack, container_run: dict
 
 
 def test_every_stage_ran_in_a_container_and_the_checkout_is_clean(
-    stack: Stack, container_run: dict
+    stack: Stack, container_run: dict, step_images: tuple[Engine, list[ImageBuild]]
 ) -> None:
     assert set(container_run["stages_run"]) == set(stage_graph(stack.root))
     logs = list((stack.root / ".mlrig/containers" / container_run["pipeline_run_id"]).glob("*.log"))
     assert {log.stem for log in logs} >= {"ingest", "train-knn", "report"}
+    # one step container per image served the run, and none outlives it
+    servers = {log.name for log in logs if log.name.endswith(".server.log")}
+    steps = {stage.split("@")[0] for stage in container_run["stages_run"]}
+    assert servers == {f"{step}.server.log" for step in steps}
+    assert containers_left(step_images[0], stack.root) == []
     assert "up to date" in stack.dvc("status").stdout
     cloud = stack.dvc("status", "--cloud", "--remote", "stack", **stack.client_env())
     assert "in sync" in cloud.stdout, cloud.stdout + cloud.stderr
@@ -158,7 +182,7 @@ def test_a_second_run_starts_no_container(stack: Stack, container_run: dict) -> 
 
 
 def test_a_failing_container_stops_the_pipeline_naming_the_stage(
-    stack: Stack, container_run: dict
+    stack: Stack, container_run: dict, step_images: tuple[Engine, list[ImageBuild]]
 ) -> None:
     champion = (stack.root / "outputs/register/champion.json").read_bytes()
     # valid params that fail only when the model runs: more neighbours than training rows
@@ -172,6 +196,7 @@ def test_a_failing_container_stops_the_pipeline_naming_the_stage(
     assert "exit code" in result.stderr and "n_neighbors" in result.stderr
     assert (stack.root / "outputs/register/champion.json").read_bytes() == champion
     assert "register" not in result.stdout
+    assert containers_left(step_images[0], stack.root) == []  # the failed run's are gone too
 
 
 def test_a_stage_in_the_run_cache_is_restored_not_run(stack: Stack, container_run: dict) -> None:
@@ -197,6 +222,85 @@ def test_a_stage_in_the_run_cache_is_restored_not_run(stack: Stack, container_ru
     log = stack.root / ".mlrig/containers" / back["pipeline_run_id"] / "train-knn.log"
     assert "is cached - skipping run" in log.read_text()
     assert "up to date" in stack.dvc("status").stdout
+
+
+#: what the train stages of a held copy wait on: they run until the test stops the pipeline
+HOLD = "while [ -e hold ]; do sleep 0.1; done; "
+
+
+@pytest.fixture
+def held_copy(stack: Stack, container_run: dict, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the project on the same stack, whose train stages wait while a file `hold`
+    is in their workspace; and the environment to run mlrig there."""
+    root = tmp_path / "held"
+    copy_repository(root, FEW_EXPERIMENTS)
+    pipeline = (root / "dvc.yaml").read_text()
+    held = pipeline.replace("cmd: python -m steps.train", f"cmd: {HOLD}python -m steps.train")
+    assert held != pipeline
+    (root / "dvc.yaml").write_text(held)
+    subprocess.run(["git", "commit", "-qam", "hold train"], cwd=root, check=True)
+    shutil.copy2(stack.root / ".dvc/config.local", root / ".dvc/config.local")
+    (root / "hold").touch()  # an untracked file: every stage's workspace gets a copy
+    return root, clean_environment(root) | stack.client_env()
+
+
+def start_held_run(root: Path, environment: dict[str, str]) -> subprocess.Popen:
+    """`mlrig run --executor containers` in a held copy, once both train stages are running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlrig", "run", "--executor", "containers"],
+        cwd=root,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def train_stages_running() -> bool:
+        logs = list((root / ".mlrig/containers").glob("*/train-*.log"))
+        return len(logs) == 2 and all("Running stage" in log.read_text() for log in logs)
+
+    wait_for(train_stages_running, "both train stages to run", process)
+    return process
+
+
+def wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + 600
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"mlrig ended before {what}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_sigterm_stops_the_running_stages_and_their_containers(
+    held_copy: tuple[Path, dict[str, str]], step_images: tuple[Engine, list[ImageBuild]]
+) -> None:
+    root, environment = held_copy
+    process = start_held_run(root, environment)
+    assert len(containers_left(step_images[0], root)) >= 2  # train's, and those started next
+
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=120)
+    stderr = process.stderr.read()
+
+    assert code == 143, stderr
+    assert "Stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert "Stopped: train@knn, train@linear_c0_1." in stderr
+    assert containers_left(step_images[0], root) == []
+
+
+def test_a_killed_run_leaves_no_container_behind(
+    held_copy: tuple[Path, dict[str, str]], step_images: tuple[Engine, list[ImageBuild]]
+) -> None:
+    """mlrig itself is killed (no handler runs): its watchdog stops the containers."""
+    root, environment = held_copy
+    process = start_held_run(root, environment)
+
+    process.kill()
+    process.wait(timeout=60)
+
+    wait_for(lambda: containers_left(step_images[0], root) == [], "the containers to be gone")
 
 
 def test_a_scaffolded_step_runs_in_its_own_image(stack: Stack, container_run: dict) -> None:

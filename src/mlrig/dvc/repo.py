@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,26 +135,41 @@ def is_stage_changed(root: Path, stage: str) -> bool:
         return bool(repo.status(targets=[stage]))
 
 
-def check_out_from(cache: Path, root: Path, stage: str) -> bool:
-    """Copy the objects of another DVC cache (a stage workspace's) that this project's cache
-    lacks, then check the stage's outputs out.
+def local_cache_dir(root: Path) -> Path:
+    """The folder of the project's DVC cache (above files/md5 and runs)."""
+    with open_repo(root) as repo:
+        return Path(repo.cache.local_cache_dir)
+
+
+def copy_cache_objects(cache: Path, destination: Path) -> None:
+    """Copy the objects of a DVC cache (a stage workspace's) that the cache `destination`
+    lacks (`local_cache_dir`)."""
+    for source in cache.rglob("*") if cache.is_dir() else []:
+        target = destination / source.relative_to(cache)
+        if source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
+def check_out_stages(root: Path, stages: Iterable[str]) -> list[str]:
+    """Check out the outputs of `stages` from the project's cache, reading dvc.yaml and
+    dvc.lock once for all of them (`dvc checkout` reads both again for every target).
 
     Returns:
-        False when that could not be done (no such cache, an object missing): pull instead.
+        The stages whose outputs could not all be checked out (an object not in the cache):
+        pull those instead.
     """
     from dvc.exceptions import DvcException
 
-    if not cache.is_dir():
-        return False
-    try:
-        with open_repo(root) as repo:
-            local = Path(repo.cache.local_cache_dir)  # above files/md5 and runs
-            for source in cache.rglob("*"):
-                target = local / source.relative_to(cache)
-                if source.is_file() and not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
-            repo.checkout(targets=[stage])
-    except (DvcException, OSError):
-        return False
-    return True
+    wanted = set(stages)
+    failed: set[str] = set()
+    with open_repo(root) as repo, repo.lock:
+        for out in repo.index.outs:
+            stage = out.stage.addressing
+            if stage not in wanted or not out.use_cache:
+                continue
+            try:
+                out.checkout()
+            except (DvcException, OSError):  # OSError: a file's object is missing
+                failed.add(stage)
+    return sorted(failed)

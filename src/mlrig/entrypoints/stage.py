@@ -1,13 +1,18 @@
 """`mlrig-stage [STAGE]`: a step image's entrypoint, one stage as a container or a pod runs it.
 
-A step image's `ENTRYPOINT` is `tini -- mlrig-stage`. The containers executor passes the stage
-(and `--force`); a ClearML step's pod passes nothing, and its environment names the stage
-(`MLRIG_STAGE`, `MLRIG_INPUT_KEY`). `mlrig stage` is the same command for a user.
+A step image's `ENTRYPOINT` is `tini -- mlrig-stage`. A ClearML step's pod passes nothing, and
+its environment names the stage (`MLRIG_STAGE`, `MLRIG_INPUT_KEY`). The containers executor
+starts one container per step image for a run, `mlrig-stage --serve SOCKET`: a step server
+(`mlrig.executors.warm`) that imports DVC and the step's libraries once; each stage is then
+`mlrig-stage STAGE [--force]` run in that container (`podman exec`) with `MLRIG_WARM_SOCKET`
+set, which hands itself to the server and runs as a forked child of it, in its own workspace.
+`mlrig stage` is the same command for a user.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +25,11 @@ STAGE_HELP = (
     "(MLRIG_STAGE)."
 )
 FORCE_HELP = "Run it even if DVC finds it unchanged."
+SERVE_HELP = (
+    "Serve the stages of a containers run at this UNIX socket instead: import DVC and the "
+    "step's libraries once, then run each `mlrig-stage STAGE` handed over (MLRIG_WARM_SOCKET) "
+    "in a forked child."
+)
 
 
 def run_stage_here(name: str | None, force: bool) -> None:
@@ -53,20 +63,43 @@ def run_stage_here(name: str | None, force: bool) -> None:
     timeline.save(settings.root / WORKSPACE_TIMELINE)
 
 
+def serve_stages(socket_path: Path) -> None:
+    """Be the step server of a containers run: stages (and their steps' commands) handed over
+    at `socket_path` run in forked children of this process, which imported their libraries."""
+    from mlrig.executors.warm import PRELOAD, STAGE_PRELOAD, serve
+
+    serve(socket_path, (*STAGE_PRELOAD, *PRELOAD))
+
+
 @exits_cleanly
 def stage_entrypoint(
     name: Annotated[str | None, typer.Argument(help=STAGE_HELP)] = None,
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+    serve: Annotated[Path | None, typer.Option(help=SERVE_HELP, metavar="SOCKET")] = None,
 ) -> None:
     """Run one stage as a step container does: pull its inputs, run it, push its outputs.
 
     Settings come from the environment (see `mlrig stage --help`)."""
-    run_stage_here(name, force)
+    if serve is not None:
+        serve_stages(serve)
+    else:
+        run_stage_here(name, force)
+
+
+def app() -> None:
+    """Run `mlrig-stage` in this process (what the step server's child runs)."""
+    typer.run(stage_entrypoint)
 
 
 def main() -> None:
-    """The `mlrig-stage` console script."""
-    typer.run(stage_entrypoint)
+    """The `mlrig-stage` console script: handed to its container's step server when
+    MLRIG_WARM_SOCKET names one that answers, else run here."""
+    from mlrig.executors.warm import SOCKET_VARIABLE, run_in_server
+
+    code = run_in_server(os.environ.get(SOCKET_VARIABLE), "mlrig.entrypoints.stage")
+    if code is not None:
+        sys.exit(code)
+    app()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """`mlrig run --executor containers`: every stage in its own step image, as pods will run them.
 
 The executor walks dvc.yaml's DAG (DVC's own graph) and starts a stage once every stage it
-depends on is done, up to `jobs` at a time. A container gets a fresh workspace (the project's
-files, no data) and its settings as environment variables; inside, `mlrig stage` pulls the
-inputs from the DVC remote, runs the stage and pushes its outputs and run-cache. Back on the
-host, the stage's dvc.lock entry is merged and its outputs pulled, so the checkout ends as
-after a local run. A stage DVC finds unchanged is not started at all.
+depends on is done, up to `jobs` at a time. Each step image has one container for the run
+(`mlrig.executors.step_containers`), started ahead of its first stage, one after another in the
+order the stages can start. A stage gets a fresh workspace (the project's files, no
+data) and runs in its step's container: `mlrig stage` pulls its inputs from the DVC remote,
+runs it and pushes its outputs and run-cache. Back on the host, the stage's dvc.lock entry is
+merged and its outputs checked out, so the checkout ends as after a local run. A stage DVC
+finds unchanged is not started at all.
 """
 
 from __future__ import annotations
@@ -14,18 +16,24 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from mlrig.dvc.dag import stage_graph, step_of
+from mlrig.dvc.dag import stage_graph, step_of, topological_order
+from mlrig.dvc.lockfile import HeldLock, lock_entry
 from mlrig.dvc.remote import DvcRemote, shared_remote
-from mlrig.dvc.repo import check_out_from, is_stage_changed
+from mlrig.dvc.repo import (
+    check_out_stages,
+    copy_cache_objects,
+    is_stage_changed,
+    local_cache_dir,
+)
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
+from mlrig.executors.step_containers import StepContainers, hand_over, remove_workspace
 from mlrig.executors.timeline import (
     BEGIN,
     WORKSPACE_TIMELINE,
@@ -36,13 +44,13 @@ from mlrig.images.build import current_step_images, no_image_error
 from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import Settings
 
-CONTAINER_WORKSPACE = "/workspace"
-CONTAINER_UID = 1001
 LOG_TAIL_LINES = 25
 #: what `dvc repro` says of a stage it restores from the run-cache instead of running it
 RESTORED_FROM_RUN_CACHE = "is cached - skipping run"
-#: settings a stage container gets when they are set here; values travel in the environment
-#: of the engine process, never on its command line
+#: a stage's share of the CPUs (mlrig.run.thread_limits), which libraries read at import
+THREAD_SETTINGS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: settings a stage gets when they are set here; values travel in the environment of the
+#: engine process, never on its command line
 PASSED_SETTINGS = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",
@@ -57,9 +65,7 @@ PASSED_SETTINGS = (
     "MLRIG_PIPELINE_RUN_ID",
     "MLRIG_GIT_COMMIT",
     "MLRIG_DVC_REMOTE_URL",
-    "OMP_NUM_THREADS",  # pipeline.thread_limits: a stage's share of the CPUs
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
+    *THREAD_SETTINGS,
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -103,29 +109,8 @@ def copy_project_files(root: Path, destination: Path) -> None:
         shutil.copy2(root / name, destination / name)
 
 
-def hand_over(path: Path, engine: Engine) -> None:
-    """Make `path` writable by the container's user (uid 1001)."""
-    if os.geteuid() == 0:
-        for folder, _, files in os.walk(path):
-            os.chown(folder, CONTAINER_UID, 0)
-            for file in files:
-                os.chown(os.path.join(folder, file), CONTAINER_UID, 0)
-    elif engine.name == "podman":  # rootless: uid 1001 in the container is a subuid here
-        subprocess.run(
-            ["podman", "unshare", "chown", "-R", f"{CONTAINER_UID}:0", str(path)], check=True
-        )
-    else:
-        path.chmod(0o777)
-
-
-def remove_workspace(path: Path, engine: Engine) -> None:
-    if os.geteuid() != 0 and engine.name == "podman":
-        subprocess.run(["podman", "unshare", "rm", "-rf", str(path)], check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class StageFailed(MlrigError):
-    """A stage's container exited non-zero."""
+    """A stage exited non-zero in its step's container."""
 
     def __init__(self, stage: str, image: str, code: int, log_path: Path) -> None:
         tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
@@ -141,12 +126,18 @@ class ContainerRun:
     """One pipeline run in containers: what it needs, and the host state it keeps current."""
 
     settings: Settings
-    engine: Engine
-    images: dict[str, str]
-    environment: dict[str, str]
-    run_dir: Path
+    containers: StepContainers
+    environment: dict[str, str]  # the run's settings, for each stage (PASSED_SETTINGS)
+    lock: HeldLock  # the checkout's dvc.lock, which this run alone writes
+    host_cache: Path  # the checkout's DVC cache
+    graph: dict[str, set[str]]
     forced: set[str]  # stages to run even if DVC finds them unchanged
     host_lock: threading.Lock
+    unchecked: list[str] = field(default_factory=list)  # finished, outputs not checked out
+
+    @property
+    def run_dir(self) -> Path:
+        return self.containers.run_dir
 
     def must_force(self, stage: str) -> bool:
         return stage in self.forced
@@ -154,75 +145,84 @@ class ContainerRun:
     def stage_changed(self, stage: str) -> bool:
         if self.must_force(stage):
             return True
+        self.check_out_results()  # DVC compares the stage's deps here with dvc.lock
         with self.host_lock:
             return is_stage_changed(self.settings.root, stage)
 
     def workspace(self, stage: str) -> Path:
-        """A fresh copy of the project's files (no data) for one stage's container."""
-        root = self.settings.root
-        path = self.run_dir / stage.replace("@", "-")
-        with self.host_lock:  # dvc.lock is rewritten by merges; copy a consistent one
-            copy_project_files(root, path)
-        hand_over(path, self.engine)
+        """A fresh copy of the project's files (no data) for one stage. Its dvc.lock holds
+        the entries of the stage and of the stages whose outputs it reads, all it needs: DVC
+        parses dvc.lock about a dozen times in a stage, and the whole pipeline's lock cost
+        most of a second of every stage."""
+        path = self.containers.workspaces / stage.replace("@", "-")
+        with self.host_lock:  # dvc.lock is rewritten by merges; take a consistent one
+            copy_project_files(self.settings.root, path)
+            self.lock.write_part(path / "dvc.lock", {stage, *self.graph[stage]})
+        hand_over(path, self.containers.engine)
         return path
 
     def run_stage(self, stage: str) -> float | None:
-        """Run one stage in its image.
+        """Run one stage in its step's container.
 
         Returns:
             Its wall time in seconds, or None when DVC restored it from the run-cache.
 
         Raises:
-            StageFailed: the container exited non-zero.
+            StageFailed: the stage exited non-zero.
+            StepContainerFailed: its step's container ended before it could run the stage.
         """
-        image = self.images[step_of(stage)]
         timeline = Timeline()
         timeline.mark(BEGIN)
         workspace = self.workspace(stage)
         timeline.mark("copy workspace")
+        container = self.containers.ready(step_of(stage), stage)
+        timeline.mark("start step container")
         log_path = self.run_dir / f"{stage.replace('@', '-')}.log"
-        environment = {**self.environment, "MLRIG_IMAGE": image}
+        environment = self.environment | {"MLRIG_IMAGE": container.image}
         names = [name for name in (*PASSED_SETTINGS, "MLRIG_IMAGE") if environment.get(name)]
-        command = self.engine.command(
-            "run", "--rm", *self.engine.host_flags(),
-            "--network", "host",
-            "--volume", f"{workspace}:{CONTAINER_WORKSPACE}",
-            *(flag for name in names for flag in ("--env", name)),
-            image, stage, *(["--force"] if self.must_force(stage) else []),
-        )  # fmt: skip
-        started = time.monotonic()
+        command = self.containers.stage_command(
+            container, stage, workspace, names, force=self.must_force(stage)
+        )
         code = run_logged(command, log_path, env=environment)
-        seconds = round(time.monotonic() - started, 2)
-        timeline.mark("engine exit")
+        timeline.mark("stage exit")
         if code != 0:
-            raise StageFailed(stage, image, code, log_path)
+            raise StageFailed(stage, container.image, code, log_path)
         timeline.marks |= Timeline.load(workspace / WORKSPACE_TIMELINE).marks
         self.take_results(stage, workspace)
-        timeline.mark("merge lock, check out")
-        remove_workspace(workspace, self.engine)
+        timeline.mark("merge lock, copy cache")
+        remove_workspace(workspace, self.containers.engine)
         append_timeline(self.run_dir / "timelines.jsonl", stage, timeline)
+        seconds = round(timeline.marks["stage exit"] - timeline.marks[BEGIN], 2)
         return None if RESTORED_FROM_RUN_CACHE in log_path.read_text() else seconds
 
     def take_results(self, stage: str, workspace: Path) -> None:
-        """Merge the stage's dvc.lock entry, check its outputs out here, keep its ClearML
-        sessions.
+        """Merge the stage's dvc.lock entry, copy its outputs' objects into this checkout's
+        cache, keep its ClearML sessions; its outputs are checked out with the others'
+        (`check_out_results`), once for all of them.
 
-        The outputs come from the objects the container left in its workspace's cache (a
-        folder of this machine), not from the remote it also pushed them to: a `dvc pull`
-        per stage cost seconds, one stage at a time.
+        The objects come from the workspace's cache (a folder of this machine), not from the
+        remote the stage also pushed them to: a `dvc pull` per stage cost seconds, one stage
+        at a time.
         """
-        from mlrig.dvc.lockfile import lock_entry, merge_lock_entries
-
-        root = self.settings.root
         entry = lock_entry(workspace, stage)
         sessions = workspace / ".mlrig" / "clearml" / "offline"
         self.settings.clearml_sessions_dir.mkdir(parents=True, exist_ok=True)
         for session in sessions.glob("*.zip") if sessions.is_dir() else []:
             shutil.copy2(session, self.settings.clearml_sessions_dir / session.name)
+        copy_cache_objects(workspace / WORKSPACE_CACHE, self.host_cache)
         with self.host_lock:
-            merge_lock_entries(root / "dvc.lock", {stage: entry})
-            if not check_out_from(workspace / WORKSPACE_CACHE, root, stage):
-                self.pull_outputs(stage)
+            self.lock.merge({stage: entry})
+            self.unchecked.append(stage)
+
+    def check_out_results(self) -> None:
+        """Check out here the outputs of the stages that finished since the last time (DVC's
+        status of a stage needs its upstream outputs here; the run ends with all of them).
+        A stage whose objects did not all come back is pulled from the remote instead."""
+        with self.host_lock:
+            stages, self.unchecked = self.unchecked, []
+            if stages:
+                for stage in check_out_stages(self.settings.root, stages):
+                    self.pull_outputs(stage)
 
     def pull_outputs(self, stage: str) -> None:
         from mlrig.dvc.commands import remote_arguments, run_dvc
@@ -234,6 +234,17 @@ class ContainerRun:
 
 #: where a stage's container keeps DVC's cache: the default, inside the workspace
 WORKSPACE_CACHE = Path(".dvc") / "cache"
+
+
+def steps_in_order(request: StageRequest) -> list[str]:
+    """The steps of the stages that may run (changed, forced, or after one of those), in the
+    order their first stage can start."""
+    may_run = set(request.changed | request.forced)
+    for stage in topological_order(request.graph):
+        if request.graph[stage] & may_run:
+            may_run.add(stage)
+    order = [stage for stage in topological_order(request.graph) if stage in may_run]
+    return list(dict.fromkeys(step_of(stage) for stage in order))
 
 
 @dataclass(frozen=True)
@@ -271,6 +282,7 @@ class ContainersExecutor:
     settings: Settings
     needs_dvc_remote: ClassVar[bool] = True
     container_plan: ContainerPlan | None = None
+    containers: StepContainers | None = None
 
     def plan(self) -> dict[str, set[str]]:
         return self.checked_plan().graph
@@ -283,8 +295,33 @@ class ContainersExecutor:
     def prepare(
         self, servers: ExitStack, environment: dict[str, str], log_path: Path, stages_may_run: bool
     ) -> None:
-        """Check the images, the engine, the remote and the MLflow server before any stage."""
-        self.checked_plan()
+        """Check the images, the engine, the remote and the MLflow server before any stage;
+        when a stage may run, start the containers of the first stages now: their servers
+        import while the run asks what changed (`log_path` is .mlrig/logs/<run id>.log)."""
+        plan = self.checked_plan()
+        if stages_may_run:
+            containers = self.step_containers(servers, log_path.stem, environment)
+            first = sorted(stage for stage, parents in plan.graph.items() if not parents)
+            containers.warm(dict.fromkeys(step_of(stage) for stage in first))
+
+    def step_containers(
+        self, servers: ExitStack, run_id: str, environment: dict[str, str]
+    ) -> StepContainers:
+        """The run's step containers, stopped when `servers` closes, however the run ends."""
+        if self.containers is None:
+            plan = self.checked_plan()
+            self.containers = StepContainers(
+                engine=plan.engine,
+                run_id=run_id,
+                run_dir=self.settings.state_dir / "containers" / run_id,
+                images=plan.images,
+                # their libraries size their thread pools at import
+                server_environment={
+                    name: environment[name] for name in THREAD_SETTINGS if name in environment
+                },
+            )
+            servers.callback(self.containers.close)
+        return self.containers
 
     def run_stages(self, request: StageRequest, servers: ExitStack) -> dict[str, float]:
         """Run every changed stage in its step image, in dependency order, `jobs` at a time.
@@ -294,24 +331,30 @@ class ContainersExecutor:
             container's wall time in seconds.
 
         Raises:
-            StageFailed: a container failed; the stages after it were not started.
+            StageFailed: a stage failed; the stages after it were not started.
         """
         from mlrig.lineage import git_commit
 
         plan = self.checked_plan()
-        run_dir = self.settings.state_dir / "containers" / request.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
+        containers = self.step_containers(servers, request.run_id, request.environment)
+        containers.run_dir.mkdir(parents=True, exist_ok=True)
+        containers.warm(steps_in_order(request))
+        environment = {
+            **request.environment,
+            **plan.remote.stage_environment(),
+            "MLRIG_GIT_COMMIT": git_commit(self.settings.root),
+        }
         run = ContainerRun(
             settings=self.settings,
-            engine=plan.engine,
-            images=plan.images,
-            environment={
-                **request.environment,
-                **plan.remote.stage_environment(),
-                "MLRIG_GIT_COMMIT": git_commit(self.settings.root),
-            },
-            run_dir=run_dir,
+            containers=containers,
+            environment=environment,
+            lock=HeldLock.read(self.settings.root / "dvc.lock"),
+            host_cache=local_cache_dir(self.settings.root),
+            graph=request.graph,
             forced=request.forced,
             host_lock=threading.Lock(),
         )
-        return schedule(request.graph, run, request.jobs, request.on_stage)
+        try:
+            return schedule(request.graph, run, request.jobs, request.on_stage)
+        finally:  # however it ends, what finished is here, as after a local run
+            run.check_out_results()

@@ -71,6 +71,23 @@ PRELOAD = (
     "mlrig.experiments.tables",
     "mlrig.tracking.step_run",
 )
+#: what a stage in a step container imports besides its step's libraries (`serve_stages`):
+#: DVC with its S3 filesystem, and the stage's own code in mlrig
+STAGE_PRELOAD = (
+    "dvc.cli",
+    "dvc.commands.config",
+    "dvc.commands.data_sync",
+    "dvc.commands.remote",
+    "dvc.commands.repro",
+    "dvc.repo",
+    "dvc.repo.reproduce",
+    "dvc.stage.cache",
+    "dvc_s3",
+    "s3fs",
+    "mlrig.dvc.outputs",
+    "mlrig.entrypoints.stage",
+    "mlrig.executors.workspace",
+)
 
 
 # --- the step's command ---------------------------------------------------------------------
@@ -111,8 +128,9 @@ def run_in_server(socket_path: str | None, module: str) -> int | None:
 # --- the server --------------------------------------------------------------------------------
 
 
-def preload() -> dict[str, str]:
-    """Import the steps' libraries, then do once what each step's first calls would redo.
+def preload(modules: tuple[str, ...] = PRELOAD) -> dict[str, str]:
+    """Import the steps' libraries (`modules`), then do once what each step's first calls
+    would redo.
 
     - ClearML parses its configuration (HOCON, about 1 s) on its first use in a process; here it
       is read as the steps read it (`configure_clearml`, from this run's environment);
@@ -125,7 +143,7 @@ def preload() -> dict[str, str]:
     """
     import inspect  # here: the steps' commands import this module and must start fast
 
-    for name in PRELOAD:
+    for name in modules:
         with contextlib.suppress(ImportError):  # a library this environment lacks
             importlib.import_module(name)
     environment = clearml_environment(os.environ)
@@ -164,9 +182,10 @@ def forget_clearml_configuration() -> None:
         ConfigSDKWrapper._config_sdk = None
 
 
-def serve(socket_path: Path) -> None:
-    """Import the steps' libraries, then fork a child for every step command that connects."""
-    preloaded_with = preload()
+def serve(socket_path: Path, modules: tuple[str, ...] = PRELOAD) -> None:
+    """Import `modules`, then fork a child for every command that connects (a step's, or in a
+    step container a stage's: `mlrig-stage`)."""
+    preloaded_with = preload(modules)
     preloaded_in = os.getcwd()
     progress.name_process("mlrig-warm", title="mlrig warm server (forks the steps)")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children are reaped by the kernel

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dvc.repo import changed_stages, check_out_from, is_stage_changed, open_repo
+from mlrig.dvc.repo import (
+    changed_stages,
+    check_out_stages,
+    copy_cache_objects,
+    is_stage_changed,
+    local_cache_dir,
+    open_repo,
+)
 from tests.support.dvc_project import dvc, make_dvc_project
 
 
@@ -56,7 +63,8 @@ def test_a_stage_is_checked_out_from_another_cache(project: Path, tmp_path: Path
     shutil.rmtree(project / ".dvc" / "cache")
     shutil.rmtree(project / "out")
 
-    assert check_out_from(other_cache, project, "make")
+    copy_cache_objects(other_cache, local_cache_dir(project))
+    assert check_out_stages(project, ["make"]) == []
 
     assert (project / "out" / "a.txt").read_text() == "a,b\n1,2\n"
     assert (project / "out" / "b.txt").read_text() == "first version\n"
@@ -81,5 +89,7 @@ def test_a_stage_whose_objects_the_other_cache_lacks_is_not_checked_out(
     os.chmod(b_object, 0o644)
     b_object.unlink()
 
-    assert not check_out_from(other_cache, project, "make")  # the caller pulls instead
-    assert not check_out_from(tmp_path / "no-such-cache", project, "make")
+    copy_cache_objects(tmp_path / "no-such-cache", local_cache_dir(project))  # nothing to copy
+    copy_cache_objects(other_cache, local_cache_dir(project))
+    assert check_out_stages(project, ["make"]) == ["make"]  # the caller pulls instead
+    assert not (project / "used.txt").exists()  # a stage not asked for is not checked out
