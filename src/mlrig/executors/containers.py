@@ -110,12 +110,15 @@ def copy_project_files(root: Path, destination: Path) -> None:
 
 
 class StageFailed(MlrigError):
-    """A stage exited non-zero in its step's container."""
+    """A stage exited non-zero in its step's container, or ended without finishing."""
 
-    def __init__(self, stage: str, image: str, code: int, log_path: Path) -> None:
+    def __init__(
+        self, stage: str, image: str, code: int, log_path: Path, unfinished: bool = False
+    ) -> None:
         tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        how = "ended before it finished" if unfinished else "failed"
         super().__init__(
-            f"Stage {stage!r} failed in its container ({image}, exit code {code}); no stage "
+            f"Stage {stage!r} {how} in its container ({image}, exit code {code}); no stage "
             f"after it ran. Full log: {log_path}\n" + "\n".join(f"  | {line}" for line in tail),
             exit_code=EXIT_FAILED,
         )
@@ -187,6 +190,10 @@ class ContainerRun:
         timeline.mark("stage exit")
         if code != 0:
             raise StageFailed(stage, container.image, code, log_path)
+        # a finished stage leaves its marks; an engine's exec process that was signalled
+        # exits 0 (podman's does) while the stage goes on, or is stopped with the container
+        if not (workspace / WORKSPACE_TIMELINE).is_file():
+            raise StageFailed(stage, container.image, code, log_path, unfinished=True)
         timeline.marks |= Timeline.load(workspace / WORKSPACE_TIMELINE).marks
         self.take_results(stage, workspace)
         timeline.mark("merge lock, copy cache")
@@ -225,8 +232,11 @@ class ContainerRun:
                     self.pull_outputs(stage)
 
     def pull_outputs(self, stage: str) -> None:
+        from mlrig import stopping
         from mlrig.dvc.commands import remote_arguments, run_dvc
 
+        if stopping.GROUPS.stopping:  # nothing starts now: the next run pulls or runs it
+            return
         root = self.settings.root
         arguments = ["pull", *remote_arguments(self.settings), stage]
         run_dvc(arguments, root, dict(os.environ), self.run_dir / "pull.log", lambda s: None)

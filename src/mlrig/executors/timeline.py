@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-#: where a stage's own marks are left in its workspace, for the host to read
+#: where a stage leaves its own marks in its workspace once it finished, for the host to read
 WORKSPACE_TIMELINE = Path(".mlrig") / "stage-timeline.json"
 #: the first mark of every timeline: when the host began the stage (not a phase)
 BEGIN = "begin"
