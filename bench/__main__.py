@@ -1,8 +1,9 @@
 """`python -m bench [NAME...]` (make bench): the benchmarks, each against its baseline.
 
-NAME is stages, stop, threads, scale, mlflow_logging, dvc_s3, containers or serve; without one,
-every benchmark runs. All but `stages`, `stop`, `threads` and `scale` run against the local stack
-(make stack-up). `scale` takes its sizes from BENCH_ROWS (bench/bench_scale.py).
+NAME is stages, stop, threads, scale, mlflow_logging, dvc_s3, images, containers or serve;
+without one, every benchmark runs. `mlflow_logging`, `dvc_s3` and `serve` run against the local
+stack (make stack-up); `containers` starts a stack of its own. `scale` takes its sizes from
+BENCH_ROWS (bench/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from bench import (
     bench_containers,
     bench_dvc_s3,
+    bench_images,
     bench_mlflow_logging,
     bench_scale,
     bench_serve,
@@ -28,6 +30,7 @@ def main() -> int:
         "stages": bench_stages,
         "mlflow_logging": bench_mlflow_logging,
         "dvc_s3": bench_dvc_s3,
+        "images": bench_images,
         "containers": bench_containers,
         "stop": bench_stop,
         "threads": bench_threads,
@@ -40,12 +43,8 @@ def main() -> int:
         print(f"Unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(benchmarks)}")
         return 2
     environment: dict[str, str] = {}
-    if set(chosen) - {
-        "stages",
-        "stop",
-        "threads",
-        "scale",
-    }:  # the others measure the stack's servers
+    # the others measure the stack's servers (containers starts one of its own)
+    if set(chosen) - {"stages", "stop", "threads", "scale", "images", "containers"}:
         try:
             environment = stack_environment()
         except MlrigError as error:

@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_containers import scratch_project
-from bench.common import Timings, report
+from bench.common import Timings, report, scratch_project
 from mlrig.settings import load_settings
 
 TRACKING_VARIABLES = ("MLFLOW_TRACKING_URI", "MLRIG_PROJECT_DIR", "CLEARML_CACHE_DIR")

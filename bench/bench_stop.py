@@ -22,9 +22,8 @@ from pathlib import Path
 import psutil
 import yaml
 
-from bench.bench_containers import scratch_project
 from bench.bench_stages import local_environment
-from bench.common import Timings, report
+from bench.common import Timings, report, scratch_project
 from mlrig.settings import load_settings
 
 EXPERIMENTS = ("knn", "linear_c0_1")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlrig.errors import ConfigError
+from mlrig.executors.containers import copy_project_files
 from mlrig.settings import load_settings
 
 
@@ -23,6 +26,15 @@ def stack_environment() -> dict[str, str]:
     if not all(service.healthy for service in stack_status(settings)):
         raise ConfigError("The local stack is not healthy. Start it first: make stack-up")
     return load_stack_environment(settings)
+
+
+def scratch_project(root: Path, destination: Path) -> Path:
+    """A git checkout of this project's files, as a fresh clone has them."""
+    copy_project_files(root, destination)
+    identity = ["-c", "user.name=mlrig bench", "-c", "user.email=bench@mlrig.invalid"]
+    for command in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "bench"]):
+        subprocess.run(["git", *command], cwd=destination, check=True, capture_output=True)
+    return destination
 
 
 @dataclass
