@@ -2,12 +2,12 @@
 
 The executor walks dvc.yaml's DAG (DVC's own graph) and starts a stage once every stage it
 depends on is done, up to `jobs` at a time. Each step image has one container for the run
-(`mlrig.executors.step_containers`), started ahead of its first stage, one after another in the
-order the stages can start. A stage gets a fresh workspace (the project's files, no
-data) and runs in its step's container: `mlrig stage` pulls its inputs from the DVC remote,
-runs it and pushes its outputs and run-cache. Back on the host, the stage's dvc.lock entry is
-merged and its outputs checked out, so the checkout ends as after a local run. A stage DVC
-finds unchanged is not started at all.
+(`mlrig.executors.step_containers`; steps whose images hold the same content share one),
+started ahead of its first stage, one after another in the order the stages can start. A
+stage gets a fresh workspace (the project's files, no data) and runs in its step's container:
+`mlrig stage` pulls its inputs from the DVC remote, runs it and pushes its outputs and
+run-cache. Back on the host, the stage's dvc.lock entry is merged and its outputs checked out,
+so the checkout ends as after a local run. A stage DVC finds unchanged is not started at all.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ from mlrig.dvc.repo import (
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError, run_logged
 from mlrig.executors.base import StageRequest
 from mlrig.executors.scheduler import schedule
-from mlrig.executors.step_containers import StepContainers, hand_over, remove_workspace
+from mlrig.executors.step_containers import (
+    StepContainers,
+    hand_over,
+    image_contents,
+    remove_workspace,
+    serving_steps,
+)
 from mlrig.executors.timeline import (
     BEGIN,
     WORKSPACE_TIMELINE,
@@ -178,10 +184,11 @@ class ContainerRun:
         timeline.mark(BEGIN)
         workspace = self.workspace(stage)
         timeline.mark("copy workspace")
+        image = self.containers.images[step_of(stage)]  # its container may be another step's
         container = self.containers.ready(step_of(stage), stage)
         timeline.mark("start step container")
         log_path = self.run_dir / f"{stage.replace('@', '-')}.log"
-        environment = self.environment | {"MLRIG_IMAGE": container.image}
+        environment = self.environment | {"MLRIG_IMAGE": image}
         names = [name for name in (*PASSED_SETTINGS, "MLRIG_IMAGE") if environment.get(name)]
         command = self.containers.stage_command(
             container, stage, workspace, names, force=self.must_force(stage)
@@ -189,11 +196,11 @@ class ContainerRun:
         code = run_logged(command, log_path, env=environment)
         timeline.mark("stage exit")
         if code != 0:
-            raise StageFailed(stage, container.image, code, log_path)
+            raise StageFailed(stage, image, code, log_path)
         # a finished stage leaves its marks; an engine's exec process that was signalled
         # exits 0 (podman's does) while the stage goes on, or is stopped with the container
         if not (workspace / WORKSPACE_TIMELINE).is_file():
-            raise StageFailed(stage, container.image, code, log_path, unfinished=True)
+            raise StageFailed(stage, image, code, log_path, unfinished=True)
         timeline.marks |= Timeline.load(workspace / WORKSPACE_TIMELINE).marks
         self.take_results(stage, workspace)
         timeline.mark("merge lock, copy cache")
@@ -265,6 +272,7 @@ class ContainerPlan:
     images: dict[str, str]
     remote: DvcRemote
     graph: dict[str, set[str]]
+    serving: dict[str, str]  # step -> the step whose container runs its stages
 
 
 def plan_containers(settings: Settings) -> ContainerPlan:
@@ -282,7 +290,10 @@ def plan_containers(settings: Settings) -> ContainerPlan:
     no_image = sorted({step_of(stage) for stage in graph} - set(images))
     if no_image:
         raise no_image_error(no_image)
-    return ContainerPlan(engine=engine, images=images, remote=remote, graph=graph)
+    # in the order the steps run: the first of those sharing an image serves the others
+    order = dict.fromkeys([*(step_of(stage) for stage in topological_order(graph)), *images])
+    serving = serving_steps(image_contents(engine, {step: images[step] for step in order}))
+    return ContainerPlan(engine, images, remote, graph, serving)
 
 
 @dataclass
@@ -325,6 +336,7 @@ class ContainersExecutor:
                 run_id=run_id,
                 run_dir=self.settings.state_dir / "containers" / run_id,
                 images=plan.images,
+                serving=plan.serving,
                 # their libraries size their thread pools at import
                 server_environment={
                     name: environment[name] for name in THREAD_SETTINGS if name in environment

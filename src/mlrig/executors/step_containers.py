@@ -12,6 +12,10 @@ Each container is the child of an attached `<engine> run` started as a process g
 (`mlrig.stopping`): a stop signal reaches it (the engine passes it to tini, which passes it to
 the server's process group, every stage and step running there included), and so does the
 watchdog's when mlrig itself dies. However the run ends, `close` stops and removes them all.
+
+Steps whose images hold the same files and run the same way (the same layers, entrypoint,
+environment and user: steps that lock the same packages, which differ only in their labels) share
+one container (`serving_steps`): its server imports their libraries once for all of them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ STOP_GRACE_SECONDS = 10.0
 LOG_TAIL_LINES = 25
 #: the label every container of a run carries, with the run's id
 RUN_LABEL = "io.mlrig.run"
+#: what makes two images run a stage the same way: their files and how they start (not labels)
+IMAGE_CONTENT = (
+    "{{json .RootFS.Layers}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} "
+    "{{json .Config.Env}} {{.Config.User}} {{.Config.WorkingDir}}"
+)
 
 
 class StepContainerFailed(MlrigError):
@@ -89,6 +98,8 @@ class StepContainers:
     run_dir: Path
     images: dict[str, str]  # each step's image
     server_environment: dict[str, str]
+    serving: dict[str, str] = field(default_factory=dict)  # step -> the step whose container
+    # serves it (`serving_steps`); a step not named here has its own
     started: dict[str, StepContainer] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     to_warm: queue.SimpleQueue[str | None] = field(default_factory=queue.SimpleQueue)
@@ -105,7 +116,9 @@ class StepContainers:
 
     def start(self, step: str) -> StepContainer | None:
         """The step's container, started now unless it was (it may still be importing);
-        None once the run's containers are closed."""
+        None once the run's containers are closed. Steps with the same image content share
+        one (`serving`)."""
+        step = self.serving.get(step, step)
         with self.lock:
             if self.closed:
                 return None
@@ -175,7 +188,7 @@ class StepContainers:
             raise StepContainerFailed(stage, self.images[step], "was stopped", self.run_dir)
         why = waited_for(container.socket, container)
         if why:
-            raise StepContainerFailed(stage, container.image, why, container.log_path)
+            raise StepContainerFailed(stage, self.images[step], why, container.log_path)
         return container
 
     def stage_command(
@@ -222,6 +235,32 @@ class StepContainers:
         shutil.rmtree(self.servers, ignore_errors=True)
         if self.workspaces.is_dir() and not any(self.workspaces.iterdir()):
             os.rmdir(self.workspaces)
+
+
+def serving_steps(contents: dict[str, str]) -> dict[str, str]:
+    """For each step, the step whose container serves it: the first (in `contents`' order) of
+    those whose image has the same content (`IMAGE_CONTENT`); a step with no content known
+    (an empty one) serves itself."""
+    first: dict[str, str] = {}
+    serving = {}
+    for step, content in contents.items():
+        serving[step] = first.setdefault(content, step) if content else step
+    return serving
+
+
+def image_contents(engine: Engine, images: dict[str, str]) -> dict[str, str]:
+    """Each step's image content (`IMAGE_CONTENT`), in one call of the engine; none known
+    (empty) when the engine's answer cannot be read, so that each step has its own container."""
+    result = subprocess.run(
+        engine.command("image", "inspect", "--format", IMAGE_CONTENT, *images.values()),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) != len(images):
+        return dict.fromkeys(images, "")
+    return dict(zip(images, lines, strict=True))
 
 
 def waited_for(path: Path, container: StepContainer) -> str | None:
