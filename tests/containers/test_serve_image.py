@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,6 +26,7 @@ from mlrig.images.build import (
 )
 from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import Settings
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import checkout_lock
 from tests.support.stack import Stack, start_stack
 
@@ -59,12 +59,6 @@ def stack(serve_image: tuple[Engine, ImageBuild]) -> Iterator[Stack]:
         run = started.mlrig("run", "--stack", "local")
         assert run.returncode == 0, run.stdout + run.stderr
         yield started
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

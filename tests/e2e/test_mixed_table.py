@@ -9,7 +9,6 @@ The tests share one scratch copy and run in file order.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from mlrig.errors import EXIT_BAD_INPUT
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import clean_environment, copy_repository, run_mlrig
 from tests.support.tables import mixed_table
 
@@ -119,12 +119,6 @@ def test_the_champions_signature_has_the_raw_columns(project: Path, first_run) -
         "amount": "double",
         "visits": "double",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

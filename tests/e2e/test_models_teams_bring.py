@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
@@ -216,14 +217,6 @@ def test_an_unusable_estimator_stops_at_preflight_and_changes_nothing(
         versions_before
     )
     assert not (project.root / "outputs/train/own").exists()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def post_when_up(server: subprocess.Popen, port: int, body: str) -> list:

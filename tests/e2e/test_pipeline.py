@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
@@ -411,12 +411,6 @@ def test_a_second_run_on_the_same_checkout_is_refused(project: Project, first_ru
         result = project.run("run")
     assert result.returncode == 1
     assert "Another pipeline run" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_mlflow_serves_the_champion(project: Project, first_run) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlrig.dvc.dag import stage_graph
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import FEW_EXPERIMENTS, clean_environment, copy_repository, run_mlrig
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,6 @@ CANARIES = {
 URI_USER, URI_PASSWORD = "canary-uri-user-6e02", "canary-uri-password-d3b5"
 #: an uncommitted edit of the tracked .dvc/config: ClearML stored `git diff` in every task
 DVC_CONFIG_SECRET = "canary-dvc-config-secret-90fa"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(url: str, server: subprocess.Popen[bytes], timeout: float = 600.0) -> None:

@@ -5,7 +5,6 @@ and `mlrig serve status` and `rollout --dry-run` read the same registry."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mlrig.stacks.local.processes import free_port
 from tests.support.project import clean_environment, run_mlrig
 
 pytestmark = pytest.mark.integration
@@ -64,12 +64,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     MlflowClient(uri).set_registered_model_alias(MODEL, "champion", "2")
     mlflow.set_tracking_uri(None)
     return Registry(root, uri, features.to_dict(orient="records"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
