@@ -12,9 +12,26 @@ from typing import Any
 import pytest
 
 from mlrig.settings import Settings
+from tests.support.mlflow_uris import mlflow_uris_kept
 from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
 from tests.support.s3 import S3Server, s3_answers
 from tests.support.scheduling import priority_of_tier, set_priority
+
+
+@pytest.fixture(autouse=True, scope="module")
+def mlflow_uris_kept_per_file() -> Iterator[None]:
+    """What a file's fixtures set as MLflow's tracking or registry URI ends with the file."""
+    with mlflow_uris_kept():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_kept_per_test() -> Iterator[None]:
+    """What a test sets as MLflow's tracking or registry URI (`mlflow.set_tracking_uri`,
+    mlrig's `setup_mlflow`) ends with it: in a test worker the next files run in this process,
+    and MLflow's global would win over the MLFLOW_TRACKING_URI they set (issue 19)."""
+    with mlflow_uris_kept():
+        yield
 
 
 @pytest.fixture
