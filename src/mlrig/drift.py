@@ -5,7 +5,9 @@ The reference is the very file the champion was trained on: its run's `mlrig.dat
 the training split's MD5, and the DVC data version holding it (`mlrig.dvc.versions`) gives that
 file and its meta.json back. Each feature column (and the target, when the new data has it) is
 tested with the method Evidently picks for its type and size; the share of drifted columns is
-logged to MLflow and the data counts as drifted when it reaches `drift.threshold`.
+logged to MLflow and the data counts as drifted when it reaches `drift.threshold`. Evidently's
+HTML report goes to reports/drift/, beside the main report, which lists the champion's latest
+checks (`mlrig.tracking.drift_checks` reads them back).
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ from mlrig.errors import EXIT_FAILED, DataError, MlrigError
 from mlrig.experiments.params import PARAMS_FILE, DriftParams, load_section
 from mlrig.experiments.tables import TableMeta
 from mlrig.settings import Settings
+from mlrig.tracking.drift_checks import (
+    DRIFT_REPORTS_DIR,
+    METRIC_DRIFTED_COLUMNS,
+    METRIC_SHARE,
+    PARAM_THRESHOLD,
+    TAG_CHECKED,
+    TAG_DATA,
+    TAG_DRIFTED,
+    TAG_MODEL,
+    TAG_MODEL_VERSION,
+    TAG_REPORT,
+    drift_experiment_name,
+)
 from mlrig.tracking.registered import (
     SPLIT_DIR,
     SPLIT_META_FILE,
@@ -33,17 +48,11 @@ from mlrig.tracking.registered import (
 if TYPE_CHECKING:
     import pandas as pd
 
-#: where the HTML reports go: not reports/, the report stage's DVC output (DVC would take a file
-#: added there for a change of that output, and remove it when the stage runs again)
-DRIFT_REPORTS_DIR = "drift-reports"
-#: the MLflow experiment of the drift checks, beside the training runs' own
-DRIFT_EXPERIMENT_SUFFIX = "-drift"
-TAG_MODEL = "mlrig.model"
-TAG_MODEL_VERSION = "mlrig.model_version"
+#: the latest check, as tags of the model version it tested (with TAG_DRIFTED and TAG_CHECKED)
 TAG_DRIFT_SHARE = "mlrig.drift.share"
-TAG_DRIFT_DRIFTED = "mlrig.drift.drifted"
 TAG_DRIFT_RUN = "mlrig.drift.run_id"
-TAG_DRIFT_CHECKED = "mlrig.drift.checked"
+#: a report's name: `<model>-v<version>-<when, UTC>.html`, one per check
+REPORT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 VALUE_DRIFT_METRIC = "evidently:metric_v2:ValueDrift"
 DRIFTED_COUNT_METRIC = "evidently:metric_v2:DriftedColumnsCount"
 FAILED = "FAIL"
@@ -72,7 +81,8 @@ class DriftResult(BaseModel):
     share: float
     threshold: float
     drifted: bool  # the share reached the threshold
-    report: str  # the HTML report
+    report: str  # the HTML report, relative to the project's root
+    checked: str  # when, UTC, ISO 8601 to the second
     mlflow_run_id: str | None = None
 
 
@@ -286,7 +296,8 @@ def check_drift(settings: Settings, data_path: Path, model_uri: str) -> DriftRes
         meta = TableMeta.model_validate_json(meta_path.read_text())
     current = conform(new_data, reference, meta, data_path)
     columns, share, drifted, evaluation = compare(reference, current, meta, threshold)
-    report = write_report(settings, lineage, evaluation)
+    checked = datetime.now(UTC).replace(microsecond=0)
+    report = write_report(settings, lineage, evaluation, checked)
     result = DriftResult(
         model=lineage.label,
         reference=described,
@@ -297,17 +308,36 @@ def check_drift(settings: Settings, data_path: Path, model_uri: str) -> DriftRes
         share=share,
         threshold=threshold,
         drifted=drifted,
-        report=str(report.relative_to(settings.root)),
+        report=report.relative_to(settings.root).as_posix(),
+        checked=checked.isoformat(),
     )
     result.mlflow_run_id = log_drift(settings, lineage, result, data_path, report)
     return result
 
 
-def write_report(settings: Settings, lineage: ModelLineage, evaluation: Any) -> Path:
-    """Evidently's HTML report in drift-reports/, named by the model version."""
+def report_path(settings: Settings, lineage: ModelLineage, checked: datetime) -> Path:
+    """`reports/drift/<model>-v<version>-<when>.html`: one file per check, an earlier one kept
+    (two checks in one second get `-2`, `-3`...)."""
     folder = settings.root / DRIFT_REPORTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{lineage.name}-v{lineage.version}.html"
+    stem = f"{lineage.name}-v{lineage.version}-{checked.strftime(REPORT_TIME_FORMAT)}"
+    path, count = folder / f"{stem}.html", 1
+    while path.exists():
+        count += 1
+        path = folder / f"{stem}-{count}.html"
+    return path
+
+
+def write_report(
+    settings: Settings, lineage: ModelLineage, evaluation: Any, checked: datetime
+) -> Path:
+    """Evidently's HTML report in reports/drift/, named by the model version and the time.
+
+    reports/ is the folder of the main report, which links it; dvc.yaml lists the report
+    stage's outputs file by file, so DVC neither takes this file for a change of that stage
+    nor deletes it when the stage runs again.
+    """
+    path = report_path(settings, lineage, checked)
+    path.parent.mkdir(parents=True, exist_ok=True)
     evaluation.save_html(str(path))
     return path
 
@@ -315,8 +345,8 @@ def write_report(settings: Settings, lineage: ModelLineage, evaluation: Any) -> 
 def log_drift(
     settings: Settings, lineage: ModelLineage, result: DriftResult, data: Path, report: Path
 ) -> str:
-    """A run in the `<experiment>-drift` experiment (share, columns, the HTML and the per
-    column results), and the latest share as tags of the model version.
+    """A run in the `<experiment>-drift` experiment (share, columns, verdict, time, the HTML
+    and the per column results), and the latest share as tags of the model version.
 
     Returns:
         The run's id.
@@ -327,28 +357,34 @@ def log_drift(
 
     client = MlflowClient(settings.tracking_uri)
     experiment_id = drift_experiment(client, settings)
+    drifted = json.dumps(result.drifted)
     run = client.create_run(
         experiment_id,
         run_name=f"drift {lineage.label}",
         tags={
             TAG_MODEL: lineage.name,
             TAG_MODEL_VERSION: lineage.version,
-            "mlrig.drift.data": data.name,
+            TAG_DATA: data.name,
             "mlrig.drift.data_md5": file_md5(data),
+            TAG_DRIFTED: drifted,
+            TAG_CHECKED: result.checked,
+            TAG_REPORT: result.report,
         },
     )
     run_id = run.info.run_id
-    client.log_param(run_id, "drift.threshold", result.threshold)
-    client.log_metric(run_id, "drift_share", result.share)
-    client.log_metric(run_id, "drifted_columns", sum(column.drifted for column in result.columns))
+    client.log_param(run_id, PARAM_THRESHOLD, result.threshold)
+    client.log_metric(run_id, METRIC_SHARE, result.share)
+    client.log_metric(
+        run_id, METRIC_DRIFTED_COLUMNS, sum(column.drifted for column in result.columns)
+    )
     client.log_text(run_id, result.model_dump_json(indent=2), "drift.json")
     client.log_artifact(run_id, str(report))
     client.set_terminated(run_id)
     tags = {
         TAG_DRIFT_SHARE: f"{result.share:.4f}",
-        TAG_DRIFT_DRIFTED: json.dumps(result.drifted),
+        TAG_DRIFTED: drifted,
         TAG_DRIFT_RUN: run_id,
-        TAG_DRIFT_CHECKED: datetime.now(UTC).isoformat(timespec="seconds"),
+        TAG_CHECKED: result.checked,
     }
     for key, value in tags.items():
         client.set_model_version_tag(lineage.name, lineage.version, key, value)
@@ -357,7 +393,7 @@ def log_drift(
 
 def drift_experiment(client: Any, settings: Settings) -> str:
     """The drift checks' experiment; a local store keeps its artifacts in the project's."""
-    name = f"{settings.mlflow_experiment}{DRIFT_EXPERIMENT_SUFFIX}"
+    name = drift_experiment_name(settings)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
