@@ -29,6 +29,7 @@ from mlrig.progress import phase
 from mlrig.tracking.tuned import TunedSearch
 from steps.evaluate import PER_CLASS_FILE
 from steps.report.data import DataSection, data_section
+from steps.report.drift import DriftSection, drift_section
 from steps.report.figures import build_figures, margin_rows, png_bytes
 from steps.report.params import ReportParams
 from steps.split import TEST_FILE, TRAIN_FILE
@@ -86,6 +87,7 @@ class ReportInputs(BaseModel):
     per_class: dict[str, PerClass] = {}
     tuning: list[TunedSearch] = []
     clearml: ClearmlSection | None = None
+    drift: DriftSection | None = None  # None: no drift check of the champion version
 
     @property
     def commit_text(self) -> str:
@@ -267,8 +269,11 @@ class Folders(NamedTuple):
     register: Path
 
 
-def gather_inputs(settings: Settings, params: Path, folders: Folders) -> ReportInputs:
-    """What the report shows, from the steps' outputs, the settings and the MLflow store."""
+def gather_inputs(
+    settings: Settings, params: Path, folders: Folders, out_dir: Path
+) -> ReportInputs:
+    """What the report shows, from the steps' outputs, the settings and the MLflow store
+    (`out_dir`: where the report goes, which its links are relative to)."""
     from mlrig.lineage import git_commit
     from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command
     from mlrig.tracking.step_run import setup_mlflow
@@ -303,6 +308,7 @@ def gather_inputs(settings: Settings, params: Path, folders: Folders) -> ReportI
         per_class=read_per_class(folders.evaluate, names),
         tuning=latest_searches(settings, names, train_md5),
         clearml=clearml_section(settings, results),
+        drift=drift_section(settings, read_champion(folders.register), out_dir),
     )
 
 
@@ -332,6 +338,7 @@ def main(
         settings,
         params,
         Folders(table_dir, validation_dir, split_dir, train_dir, evaluate_dir, register_dir),
+        out_dir,
     )
     phase("drawing the figures and rendering the report")
     figures = build_figures(inputs, evaluate_dir)
