@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from mlrig.drift import compare, conform, read_new_data
+from mlrig.drift import compare, conform, read_new_data, write_report
 from mlrig.errors import DataError
 from mlrig.experiments.tables import ColumnInfo, TableMeta
+from mlrig.settings import Settings
+from mlrig.tracking.registered import ModelLineage
+from tests.support.dvc_project import dvc
+from tests.support.project import REPO_ROOT
 
 ROWS = 400
 
@@ -102,3 +111,66 @@ def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "new.json").write_text("{}")
     with pytest.raises(DataError, match=r"neither a \.csv nor a \.parquet"):
         read_new_data(tmp_path / "new.json")
+
+
+def report_project(root: Path) -> Path:
+    """A git + DVC project whose `report` stage has the outputs of this repository's report
+    stage (dvc.yaml) and writes the files the report step writes; its .dvcignore too."""
+    outs = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["report"]["outs"]
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    shutil.copy(REPO_ROOT / ".dvcignore", root / ".dvcignore")
+    (root / "inputs.txt").write_text("the upstream outputs\n")
+    written = ("report.md", "report.html", "figures/metrics.png")
+    stage = {
+        "cmd": "mkdir -p reports/figures && "
+        + " && ".join(f"cp inputs.txt reports/{name}" for name in written),
+        "deps": ["inputs.txt"],
+        "outs": outs,
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"report": stage}}))
+    dvc(root, "repro", "-q")
+    return root
+
+
+def drift_report(root: Path) -> Path:
+    """A real Evidently report written where `mlrig drift` writes it."""
+    lineage = ModelLineage(
+        name="mlrig-toy",
+        version="3",
+        run_id="0" * 32,
+        model_uri="models:/mlrig-toy/3",
+        experiment="toy",
+        family="linear",
+        data_md5=None,
+        commit=None,
+        image=None,
+    )
+    *_, evaluation = compare(table(seed=1), table(seed=2, height_shift=15), META, 0.5)
+    checked = datetime(2026, 12, 7, 17, 46, 9, tzinfo=UTC)
+    return write_report(Settings(project_dir=root), lineage, evaluation, checked)
+
+
+def test_a_drift_report_in_reports_is_no_change_of_the_report_stage(tmp_path: Path) -> None:
+    """reports/drift/ is beside the report stage's outputs, not in them: `dvc status` stays
+    clean, and neither a re-run of the stage nor a checkout deletes the report."""
+    root = report_project(tmp_path / "project")
+
+    report = drift_report(root)
+
+    assert report == root / "reports/drift/mlrig-toy-v3-20261207T174609Z.html"
+    assert report.read_text().lstrip().lower().startswith("<!doctype html>")
+    assert json.loads(dvc(root, "status", "--json", "report")) == {}
+    dvc(root, "repro", "-q", "--force", "report")
+    dvc(root, "checkout", "-q", "--force", "report")
+    assert report.is_file()
+    assert json.loads(dvc(root, "status", "--json", "report")) == {}
+
+
+def test_a_second_check_in_the_same_second_keeps_the_first_report(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+
+    first, second = drift_report(root), drift_report(root)
+
+    assert first.is_file() and second == first.with_name(f"{first.stem}-2.html")
