@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.support.project import FEW_EXPERIMENTS, copy_repository, run_mlrig
+from tests.support.project import (
+    FEW_EXPERIMENTS,
+    clean_environment,
+    copy_repository,
+    run_mlrig,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +58,19 @@ def registry_state(root: Path) -> tuple[list[tuple[str, str]], int]:
     versions = sorted((v.version, v.run_id) for v in store.search_model_versions(f"name='{MODEL}'"))
     experiment = store.get_experiment_by_name("mlrig")
     return versions, len(store.search_runs([experiment.experiment_id], max_results=1000))
+
+
+def dvc(root: Path, *arguments: str) -> str:
+    """`dvc ARGS` as a user's shell in `root` runs it; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments],
+        cwd=root,
+        env=clean_environment(root),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def new_data(root: Path, folder: Path, shift: bool) -> Path:
@@ -123,7 +142,10 @@ def test_drift_flags_the_shifted_columns_and_not_the_others(project: Path, tmp_p
     assert len(result["columns"]) == 30
     assert all(column["method"] == "K-S p_value" for column in result["columns"])
     assert result["share"] == pytest.approx(2 / 30)
+    # beside the main report, and no change of the report stage for DVC
+    assert result["report"].startswith(f"reports/drift/{MODEL}-v")
     assert (project / result["report"]).is_file()
+    assert json.loads(dvc(project, "status", "--json", "report")) == {}
     version = client(project).get_model_version_by_alias(MODEL, "champion")
     assert float(version.tags["mlrig.drift.share"]) == pytest.approx(2 / 30, abs=1e-4)
     drift_run = client(project).get_run(version.tags["mlrig.drift.run_id"])
@@ -157,3 +179,24 @@ def test_drift_names_a_missing_column_of_the_new_data(project: Path, tmp_path: P
     assert done.returncode == 2
     assert "lacks the column(s) mean area" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_report_lists_the_champions_drift_checks_and_links_them(
+    project: Path, tmp_path: Path
+) -> None:
+    done = run_mlrig(
+        "drift", "--data", str(new_data(project, tmp_path, True)), "--json", cwd=project
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    check = json.loads(done.stdout)
+
+    # the report stage depends on no MLflow state: a check shows when the stage runs again
+    dvc(project, "repro", "--force", "--single-item", "report")
+
+    drift = (project / "reports/report.md").read_text().split("\n## Drift\n")[1]
+    rows = [line for line in drift.split("\n## ")[0].splitlines() if line.startswith("| 20")]
+    link = check["report"].removeprefix("reports/")  # relative to the report
+    assert f"| [{link}]({link}) |" in rows[0]  # the newest check first
+    assert "| 0.0667 | 0.5 | no drift |" in rows[0]
+    assert (project / "reports" / link).is_file()
+    assert json.loads(dvc(project, "status", "--json", "report")) == {}
