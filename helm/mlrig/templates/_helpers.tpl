@@ -254,6 +254,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- uniq $buckets | join "," }}
 {{- end }}
 
+{{/* The bucket an s3:// URL names. */}}
+{{- define "mlrig.s3Bucket" -}}
+{{- regexReplaceAll "^s3://([^/]+).*$" . "${1}" }}
+{{- end }}
+
+{{/* What the store's start script and the bucket-init hook need for the scoped identities (env entries): the request log's bucket and prefix, the drift data's bucket. */}}
+{{- define "mlrig.objectStore.scopedIdentities" -}}
+{{- if include "mlrig.serving.logsRequests" . }}
+- name: MLRIG_REQUESTS_BUCKET
+  value: {{ .Values.serving.logRequests.bucket | quote }}
+- name: MLRIG_REQUESTS_PREFIX
+  value: {{ trimAll "/" .Values.serving.logRequests.prefix | quote }}
+{{- end }}
+{{- if and .Values.drift.schedule.enabled (include "mlrig.drift.data" .) }}
+- name: MLRIG_DRIFT_DATA_BUCKET
+  value: {{ include "mlrig.s3Bucket" (include "mlrig.drift.data" .) | quote }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret of the pipeline's MLflow user's `password`. */}}
 {{- define "mlrig.mlflow.pipelineSecretName" -}}
 {{- default (include "mlrig.componentName" (dict "root" . "component" "mlflow-pipeline")) .Values.mlflow.pipelineUser.existingSecret }}
