@@ -31,7 +31,7 @@ user() {  # role, access key, secret key, bucket (or, with a fifth argument, the
     *"\"mlrig-$1\""*) ;;
     *) mc admin policy attach store "mlrig-$1" --user "$2";;
   esac
-  echo "user of $1: bucket $4 only"
+  if [ -n "${5:-}" ]; then echo "user of $1: its policy (/tmp/$1.json)"; else echo "user of $1: bucket $4 only"; fi
 }
 user pipeline "$PIPELINE_ACCESS_KEY" "$PIPELINE_SECRET_KEY" "$DVC_BUCKET"
 user mlflow "$MLFLOW_ACCESS_KEY" "$MLFLOW_SECRET_KEY" "$MLFLOW_BUCKET"
