@@ -202,7 +202,7 @@ def read_new_data(path: Path) -> pd.DataFrame:
 
 
 def conform(
-    data: pd.DataFrame, reference: pd.DataFrame, meta: TableMeta, path: Path
+    data: pd.DataFrame, reference: pd.DataFrame, meta: TableMeta, path: Path | str
 ) -> pd.DataFrame:
     """The new data's tested columns in the types of the training split.
 
@@ -223,7 +223,7 @@ def conform(
 
 
 def conform_column(
-    values: pd.Series, reference: pd.Series, meta: TableMeta, path: Path
+    values: pd.Series, reference: pd.Series, meta: TableMeta, path: Path | str
 ) -> pd.Series:
     """One column in its role's type: numbers for numeric, text for categorical/boolean."""
     import pandas as pd
@@ -277,42 +277,80 @@ def training_split(
     return train, meta, f"{version.path} (MD5 {version.md5}, dvc.lock of {version.where})"
 
 
-def check_drift(settings: Settings, data_path: Path, model_uri: str) -> DriftResult:
-    """Compare `data_path` with the training split of the model version `model_uri` names,
-    write the HTML report and log the result to MLflow.
+def new_data_file(data: str | Path, scratch: Path) -> Path:
+    """The new data as a local file: `data` itself, or what an s3:// URL names, fetched into
+    `scratch`: a .csv or .parquet object, or else a prefix of the scoring server's request log
+    (every line under it, as one table).
+
+    Raises:
+        ConfigError: a malformed s3:// URL.
+        DataError: S3 refuses it, or the prefix holds no logged request.
+    """
+    from mlrig.serving.request_log import fetch_s3_object, read_request_log
+
+    text = str(data)
+    if not text.startswith("s3://"):
+        return Path(data)
+    if text.lower().endswith(READABLE_SUFFIXES):
+        return fetch_s3_object(text, scratch / Path(text).name)
+    path = scratch / "requests.parquet"
+    read_request_log(text).to_parquet(path, index=False)
+    return path
+
+
+def check_drift(
+    settings: Settings, data: str | Path, model_uri: str, record: bool = True
+) -> DriftResult:
+    """Compare the new data with the training split of the model version `model_uri` names,
+    write the HTML report and, with `record`, log the result to MLflow.
+
+    Args:
+        data: a CSV or Parquet file, or an s3:// URL: of such a file, or a prefix of the
+            scoring server's request log (MLRIG_SERVE_REQUEST_LOG).
+        record: log a drift run and tag the model version (False: only read MLflow, as a
+            read-only identity can).
 
     Raises:
         DataError: the new data cannot be read or lacks a column or a type (exit 2).
         MlrigError: the model version or its training split cannot be found.
     """
+    threshold = drift_params(settings).threshold
+    with tempfile.TemporaryDirectory(prefix="mlrig-drift-") as scratch:
+        data_path = new_data_file(data, Path(scratch))
+        new_data = read_new_data(data_path)
+        lineage = model_lineage(settings, model_uri)
+        reference, meta, described = read_training_split(lineage, settings, Path(scratch))
+        current = conform(new_data, reference, meta, data)
+        columns, share, drifted, evaluation = compare(reference, current, meta, threshold)
+        checked = datetime.now(UTC).replace(microsecond=0)
+        report = write_report(settings, lineage, evaluation, checked)
+        result = DriftResult(
+            model=lineage.label,
+            reference=described,
+            data=str(data),
+            reference_rows=len(reference),
+            rows=len(current),
+            columns=columns,
+            share=share,
+            threshold=threshold,
+            drifted=drifted,
+            report=report.relative_to(settings.root).as_posix(),
+            checked=checked.isoformat(),
+        )
+        if record:
+            result.mlflow_run_id = log_drift(settings, lineage, result, data_path, report)
+    return result
+
+
+def read_training_split(
+    lineage: ModelLineage, settings: Settings, scratch: Path
+) -> tuple[pd.DataFrame, TableMeta, str]:
+    """The champion's training split, its meta.json and where it was found."""
     import pandas as pd
 
-    threshold = drift_params(settings).threshold
-    new_data = read_new_data(data_path)
-    lineage = model_lineage(settings, model_uri)
-    with tempfile.TemporaryDirectory(prefix="mlrig-drift-") as scratch:
-        train_path, meta_path, described = training_split(lineage, settings, Path(scratch))
-        reference = pd.read_parquet(train_path)
-        meta = TableMeta.model_validate_json(meta_path.read_text())
-    current = conform(new_data, reference, meta, data_path)
-    columns, share, drifted, evaluation = compare(reference, current, meta, threshold)
-    checked = datetime.now(UTC).replace(microsecond=0)
-    report = write_report(settings, lineage, evaluation, checked)
-    result = DriftResult(
-        model=lineage.label,
-        reference=described,
-        data=str(data_path),
-        reference_rows=len(reference),
-        rows=len(current),
-        columns=columns,
-        share=share,
-        threshold=threshold,
-        drifted=drifted,
-        report=report.relative_to(settings.root).as_posix(),
-        checked=checked.isoformat(),
-    )
-    result.mlflow_run_id = log_drift(settings, lineage, result, data_path, report)
-    return result
+    train_path, meta_path, described = training_split(lineage, settings, scratch)
+    reference = pd.read_parquet(train_path)
+    return reference, TableMeta.model_validate_json(meta_path.read_text()), described
 
 
 def report_path(settings: Settings, lineage: ModelLineage, checked: datetime) -> Path:
@@ -364,7 +402,7 @@ def log_drift(
         tags={
             TAG_MODEL: lineage.name,
             TAG_MODEL_VERSION: lineage.version,
-            TAG_DATA: data.name,
+            TAG_DATA: result.data if "://" in result.data else data.name,
             "mlrig.drift.data_md5": file_md5(data),
             TAG_DRIFTED: drifted,
             TAG_CHECKED: result.checked,

@@ -7,18 +7,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.support.project import (
-    FEW_EXPERIMENTS,
-    clean_environment,
-    copy_repository,
-    run_mlrig,
-)
+from mlrig.stacks.local.processes import free_port
+from tests.support.project import FEW_EXPERIMENTS, clean_environment, copy_repository, run_mlrig
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -200,3 +200,59 @@ def test_the_report_lists_the_champions_drift_checks_and_links_them(
     assert "| 0.0667 | 0.5 | no drift |" in rows[0]
     assert (project / "reports" / link).is_file()
     assert json.loads(dvc(project, "status", "--json", "report")) == {}
+
+
+def test_drift_reads_what_the_served_champion_saw_from_its_request_log(
+    project: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The champion served with request logging to S3 (a real SeaweedFS), the shifted rows
+    sent to it in a few requests, the server stopped with SIGTERM, then `mlrig drift --data
+    s3://<bucket>/<prefix>/` on what it logged: the same two columns drift."""
+    s3_server.create_bucket("mlrig-requests")
+    prefix = f"s3://mlrig-requests/e2e-{uuid.uuid4().hex[:8]}"
+    rows = pd.read_csv(new_data(project, tmp_path, True)).to_dict(orient="records")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlrig", "serve", "--port", str(port)],
+        cwd=project,
+        env=clean_environment(project) | s3_server.env() | {"MLRIG_SERVE_REQUEST_LOG": prefix},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_served(url, server)
+        for start in range(0, len(rows), 50):
+            body = json.dumps({"dataframe_records": rows[start : start + 50]}).encode()
+            request = urllib.request.Request(
+                f"{url}/invocations", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 200
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+
+    done = run_mlrig(
+        "drift", "--data", prefix + "/", "--json", "--no-record", cwd=project, **s3_server.env()
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr + output
+    result = json.loads(done.stdout)
+    assert result["rows"] == len(rows)
+    assert {column["column"] for column in result["columns"] if column["drifted"]} == SHIFTED
+    assert result["data"] == prefix + "/"
+    assert result["mlflow_run_id"] is None  # --no-record: MLflow only read
+
+
+def wait_until_served(url: str, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.communicate()[0]
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("the champion was not served in time")

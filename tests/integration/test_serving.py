@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from mlrig.stacks.local.processes import free_port
 from tests.support.project import clean_environment, run_mlrig
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +207,87 @@ def test_status_of_no_server_says_how_to_start_one(registry: Registry) -> None:
     )
     assert result.returncode == 1
     assert "mlrig serve" in result.stderr and "Traceback" not in result.stderr
+
+
+LOG_BUCKET = "mlrig-requests"
+
+
+def test_requests_are_logged_to_s3_in_batches_and_flushed_on_sigterm(
+    registry: Registry, start, s3_server: S3Server
+) -> None:
+    from mlrig.serving.request_log import read_request_log
+
+    s3_server.create_bucket(LOG_BUCKET)
+    prefix = f"s3://{LOG_BUCKET}/serving-{uuid.uuid4().hex[:8]}"
+    server = start(
+        MLRIG_SERVE,
+        **s3_server.env(),
+        MLRIG_SERVE_REQUEST_LOG=prefix,
+        MLRIG_SERVE_REQUEST_LOG_BATCH_REQUESTS="2",
+    )
+    sent = [registry.features[:3], registry.features[3:4], registry.features[4:9]]
+    predicted = [invoke(server.url, rows)[0] for rows in sent]
+    client = s3_client(s3_server)
+    # two requests filled a batch: uploaded while the server runs
+    deadline = time.monotonic() + 30
+    while not log_objects(client, prefix) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(log_objects(client, prefix)) == 1
+    server.process.terminate()  # SIGTERM, as Kubernetes stops a pod: the rest is flushed
+    output, _ = server.process.communicate(timeout=60)
+    keys = log_objects(client, prefix)
+    assert len(keys) == 2, output
+    assert all(key.split("/")[1:3] == [MODEL, "v2"] for key in keys)
+
+    with pytest.MonkeyPatch.context() as patched:
+        for name, value in s3_server.env().items():
+            patched.setenv(name, value)
+        table = read_request_log(prefix + "/")
+    rows = [row for rows in sent for row in rows]
+    features = list(registry.features[0])
+    assert table[features].to_dict(orient="records") == rows
+    assert table["prediction"].tolist() == [p for answer in predicted for p in answer]
+    assert set(table["model_version"]) == {"2"}
+    assert s3_server.secret_key not in output
+
+
+def test_a_refused_upload_is_reported_once_and_requests_are_still_answered(
+    registry: Registry, start, s3_server: S3Server
+) -> None:
+    s3_server.create_bucket(LOG_BUCKET)
+    wrong = {**s3_server.env(), "AWS_SECRET_ACCESS_KEY": "wrong-secret-" + uuid.uuid4().hex}
+    server = start(
+        MLRIG_SERVE,
+        **wrong,
+        MLRIG_SERVE_REQUEST_LOG=f"s3://{LOG_BUCKET}/refused",
+        MLRIG_SERVE_REQUEST_LOG_BATCH_REQUESTS="1",
+    )
+    for _ in range(3):
+        predictions, _ = invoke(server.url, registry.features[:2])
+        assert len(predictions) == 2
+    time.sleep(2)  # the uploads of the three batches fail meanwhile
+    server.process.terminate()
+    output, _ = server.process.communicate(timeout=60)
+    assert output.count("request log: could not upload") == 1, output
+    assert "SignatureDoesNotMatch" in output or "AccessDenied" in output or "Invalid" in output
+    assert "3 failed uploads" in output
+    assert wrong["AWS_SECRET_ACCESS_KEY"] not in output
+    assert "Traceback" not in output
+
+
+def s3_client(server: S3Server):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+    )
+
+
+def log_objects(client, prefix: str) -> list[str]:
+    bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=key_prefix + "/")
+    return sorted(item["Key"] for item in listed.get("Contents", []))

@@ -142,6 +142,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and (eq $store.provider "external") (include "mlrig.serving.logsRequests" .) (not $store.identities.serving.existingSecret) }}
+{{- $errors = append $errors (printf "serving.logRequests with objectStore.provider external needs objectStore.identities.serving.existingSecret (a Secret with access-key and secret-key that read the %s bucket and write under s3://%s/%s/ only)" $store.buckets.mlflow .Values.serving.logRequests.bucket .Values.serving.logRequests.prefix) }}
+{{- end }}
+{{- if and (eq $store.provider "external") .Values.drift.schedule.enabled (not $store.identities.drift.existingSecret) }}
+{{- $errors = append $errors (printf "drift.schedule.enabled with objectStore.provider external needs objectStore.identities.drift.existingSecret (a Secret with access-key and secret-key that only read the %s bucket and the new data's)" $store.buckets.dvc) }}
+{{- end }}
 {{- if and .Values.postgresql.external.enabled (not .Values.postgresql.external.host) }}
 {{- $errors = append $errors "postgresql.external.enabled needs postgresql.external.host" }}
 {{- end }}
@@ -219,6 +225,54 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "mlrig.componentName" (dict "root" . "component" "s3-mlflow")) .Values.objectStore.identities.mlflow.existingSecret }}
 {{- end }}
 
+{{/* The Secret of the scoring server's S3 keys (read the MLflow bucket, write the request log's prefix). */}}
+{{- define "mlrig.objectStore.servingSecretName" -}}
+{{- default (include "mlrig.componentName" (dict "root" . "component" "s3-serving")) .Values.objectStore.identities.serving.existingSecret }}
+{{- end }}
+
+{{/* The Secret of the drift CronJob's S3 keys (read the DVC and request-log buckets). */}}
+{{- define "mlrig.objectStore.driftSecretName" -}}
+{{- default (include "mlrig.componentName" (dict "root" . "component" "s3-drift")) .Values.objectStore.identities.drift.existingSecret }}
+{{- end }}
+
+{{/* "true" when the scoring server Deployment logs its requests (serving.logRequests), else empty. */}}
+{{- define "mlrig.serving.logsRequests" -}}
+{{- if and .Values.serving.enabled .Values.serving.logRequests.enabled (not .Values.serving.kserve.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* The request log's location: s3://<bucket>/<prefix>. */}}
+{{- define "mlrig.serving.requestLog" -}}
+{{- printf "s3://%s/%s" .Values.serving.logRequests.bucket (trimAll "/" .Values.serving.logRequests.prefix) }}
+{{- end }}
+
+{{/* The buckets the bucket-init hook creates: the DVC and MLflow buckets, and the request log's when the scoring server logs to the chart's store. */}}
+{{- define "mlrig.objectStore.bucketList" -}}
+{{- $buckets := list .Values.objectStore.buckets.dvc .Values.objectStore.buckets.mlflow }}
+{{- if include "mlrig.serving.logsRequests" . }}
+{{- $buckets = append $buckets .Values.serving.logRequests.bucket }}
+{{- end }}
+{{- uniq $buckets | join "," }}
+{{- end }}
+
+{{/* The bucket an s3:// URL names. */}}
+{{- define "mlrig.s3Bucket" -}}
+{{- regexReplaceAll "^s3://([^/]+).*$" . "${1}" }}
+{{- end }}
+
+{{/* What the store's start script and the bucket-init hook need for the scoped identities (env entries): the request log's bucket and prefix, the drift data's bucket. */}}
+{{- define "mlrig.objectStore.scopedIdentities" -}}
+{{- if include "mlrig.serving.logsRequests" . }}
+- name: MLRIG_REQUESTS_BUCKET
+  value: {{ .Values.serving.logRequests.bucket | quote }}
+- name: MLRIG_REQUESTS_PREFIX
+  value: {{ trimAll "/" .Values.serving.logRequests.prefix | quote }}
+{{- end }}
+{{- if and .Values.drift.schedule.enabled (include "mlrig.drift.data" .) }}
+- name: MLRIG_DRIFT_DATA_BUCKET
+  value: {{ include "mlrig.s3Bucket" (include "mlrig.drift.data" .) | quote }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret of the pipeline's MLflow user's `password`. */}}
 {{- define "mlrig.mlflow.pipelineSecretName" -}}
 {{- default (include "mlrig.componentName" (dict "root" . "component" "mlflow-pipeline")) .Values.mlflow.pipelineUser.existingSecret }}
@@ -252,6 +306,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if not $store.identities.mlflow.existingSecret }}
 {{- $secrets = append $secrets (dict "component" "s3-mlflow" "keys" (dict "access-key" 20 "secret-key" 40) "value" "objectStore.identities.mlflow.existingSecret") }}
+{{- end }}
+{{- if and (include "mlrig.serving.logsRequests" .) (not $store.identities.serving.existingSecret) }}
+{{- $secrets = append $secrets (dict "component" "s3-serving" "keys" (dict "access-key" 20 "secret-key" 40) "value" "objectStore.identities.serving.existingSecret") }}
+{{- end }}
+{{- if and .Values.drift.schedule.enabled (not $store.identities.drift.existingSecret) }}
+{{- $secrets = append $secrets (dict "component" "s3-drift" "keys" (dict "access-key" 20 "secret-key" 40) "value" "objectStore.identities.drift.existingSecret") }}
 {{- end }}
 {{- end }}
 {{- if and .Values.clearmlServer.enabled .Values.clearmlServer.createSecret }}
@@ -465,10 +525,65 @@ podSelector:
 {{- if and $serving.kserve.enabled (not $serving.kserve.storageUri) }}
 {{- $errors = append $errors "serving.kserve.enabled needs serving.kserve.storageUri (the model version's artifact location)" }}
 {{- end }}
+{{- if and $serving.kserve.enabled $serving.logRequests.enabled }}
+{{- $errors = append $errors "serving.logRequests needs the chart's scoring server: KServe's (serving.kserve.enabled) does not run mlrig's request log" }}
+{{- end }}
 {{- if and $serving.autoscaling.enabled (lt (int $serving.autoscaling.maxReplicas) (int $serving.autoscaling.minReplicas)) }}
 {{- $errors = append $errors "serving.autoscaling.maxReplicas is below serving.autoscaling.minReplicas" }}
 {{- end }}
 {{- if $errors }}
 {{- fail (printf "\n\nmlrig: invalid serving values:\n  - %s\n" (join "\n  - " $errors)) }}
+{{- end }}
+{{- end }}
+
+{{/* The registered model the drift CronJob checks: drift.schedule.model, else serving.model. */}}
+{{- define "mlrig.drift.model" -}}
+{{- default .Values.serving.model .Values.drift.schedule.model }}
+{{- end }}
+
+{{/* The drift CronJob's new data: drift.schedule.data, else the request log of its model. */}}
+{{- define "mlrig.drift.data" -}}
+{{- if .Values.drift.schedule.data }}
+{{- .Values.drift.schedule.data }}
+{{- else if .Values.serving.logRequests.enabled }}
+{{- printf "%s/%s/" (include "mlrig.serving.requestLog" .) (include "mlrig.drift.model" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The drift CronJob's image: drift.schedule.image, else the scoring server's (it holds the drift group). */}}
+{{- define "mlrig.drift.image" -}}
+{{- if .Values.drift.schedule.image.repository }}{{ toJson .Values.drift.schedule.image }}{{ else }}{{ toJson .Values.serving.image }}{{ end }}
+{{- end }}
+
+{{/* The Secret of the drift CronJob's read-only MLflow user. */}}
+{{- define "mlrig.drift.mlflowSecretName" -}}
+{{- default .Values.serving.existingSecret .Values.drift.schedule.existingSecret }}
+{{- end }}
+
+{{/* Fails with every error in the drift CronJob's values at once. */}}
+{{- define "mlrig.drift.validateValues" -}}
+{{- $schedule := .Values.drift.schedule }}
+{{- $errors := list }}
+{{- if not (include "mlrig.drift.model" .) }}
+{{- $errors = append $errors "drift.schedule.enabled needs drift.schedule.model or serving.model (the registered model whose champion is checked)" }}
+{{- end }}
+{{- if not (include "mlrig.drift.data" .) }}
+{{- $errors = append $errors "drift.schedule.enabled needs drift.schedule.data (an s3:// prefix or file) or serving.logRequests.enabled (its request log)" }}
+{{- end }}
+{{- if not $schedule.source.gitUrl }}
+{{- $errors = append $errors "drift.schedule.enabled needs drift.schedule.source.gitUrl (the project to check out: params.yaml and dvc.lock)" }}
+{{- end }}
+{{- if not (include "mlrig.drift.mlflowSecretName" .) }}
+{{- $errors = append $errors "drift.schedule.enabled needs drift.schedule.existingSecret or serving.existingSecret (a Secret with mlflow-username and mlflow-password of a user that may READ the registered model)" }}
+{{- end }}
+{{- $image := include "mlrig.drift.image" . | fromJson }}
+{{- if not $image.digest }}
+{{- $errors = append $errors (printf "the drift image (drift.schedule.image, else serving.image) needs its digest: the chart runs every image by digest (the sha256 digest its registry gives %s)" $image.repository) }}
+{{- end }}
+{{- if not $schedule.gitImage.digest }}
+{{- $errors = append $errors "drift.schedule.gitImage.digest is empty: the chart runs every image by digest" }}
+{{- end }}
+{{- if $errors }}
+{{- fail (printf "\n\nmlrig: invalid drift values:\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
 {{- end }}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,7 +18,12 @@ if TYPE_CHECKING:
 @exits_cleanly
 def drift(
     data: Annotated[
-        Path, typer.Option("--data", help="The new data: a CSV or Parquet file of the features.")
+        str,
+        typer.Option(
+            "--data",
+            help="The new data: a CSV or Parquet file of the features, or an s3:// URL of one, "
+            "or an s3:// prefix of the scoring server's request log (every line under it).",
+        ),
     ],
     model: Annotated[
         str | None,
@@ -29,6 +33,13 @@ def drift(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="Log the check to MLflow (a run in <experiment>-drift, tags on the model "
+            "version). --no-record only reads MLflow: what a read-only identity may do.",
+        ),
+    ] = True,
 ) -> None:
     """Test each column of new data for drift from the champion's training split; exit 1 when
     the share of drifted columns reaches drift.threshold (params.yaml), so a schedule alerts."""
@@ -39,7 +50,7 @@ def drift(
     settings = load_settings()
     uri = model if model and model.startswith("models:/") else champion_uri(settings, model)
     with console.status(f"Testing {data} for drift from {uri}'s training split"):
-        result = check_drift(settings, data, uri)
+        result = check_drift(settings, data, uri, record)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
@@ -67,6 +78,12 @@ def print_result(result: DriftResult) -> None:
         f"{verdict}: {drifted} of {len(result.columns)} columns drifted (share "
         f"{result.share:.2f}, drift.threshold {result.threshold:g})\n"
         f"Reference: {result.reference}, {result.reference_rows} rows; new data: {result.rows} "
-        f"rows\nReport:    {result.report}\nMLflow:    drift run {result.mlflow_run_id}; "
-        f"the share is tagged on {result.model} (mlrig.drift.share)"
+        f"rows\nReport:    {result.report}"
     )
+    if result.mlflow_run_id:
+        typer.echo(
+            f"MLflow:    drift run {result.mlflow_run_id}; the share is tagged on "
+            f"{result.model} (mlrig.drift.share)"
+        )
+    else:
+        typer.echo("MLflow:    not recorded (--no-record)")

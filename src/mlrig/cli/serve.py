@@ -55,6 +55,14 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    log_requests: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLRIG_SERVE_REQUEST_LOG",
+            help="s3://<bucket>/<prefix>: log each request's features and prediction there as "
+            "JSON lines, for `mlrig drift --data s3://<bucket>/<prefix>/`.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the champion (models:/<model>@champion) with MLflow's scoring server, as the
     serving image does: POST /invocations, GET /ping, GET /version. Ctrl-C stops it."""
@@ -75,8 +83,11 @@ def serve_command(
         port,
         workers,
         on_ready=lambda served: typer.echo(
-            f"Serving {served.uri} on http://{host}:{port} (POST /invocations)", err=True
+            f"Serving {served.uri} on http://{host}:{port} (POST /invocations)"
+            + (f", logging requests to {log_requests}" if log_requests else ""),
+            err=True,
         ),
+        request_log=log_requests,
     )
 
 

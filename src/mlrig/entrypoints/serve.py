@@ -3,7 +3,8 @@
 The serving image's `ENTRYPOINT` is `tini -- mlrig-serve`. Every setting comes from the
 environment (the chart sets them): the model (MLRIG_SERVE_MODEL_URI, default the champion of
 MLRIG_SERVE_MODEL), the version a rollout pinned (MLRIG_SERVE_VERSION_PIN), MLflow
-(MLFLOW_TRACKING_URI and its credentials) and S3 (AWS_*, MLFLOW_S3_ENDPOINT_URL).
+(MLFLOW_TRACKING_URI and its credentials), S3 (AWS_*, MLFLOW_S3_ENDPOINT_URL) and the
+request log (MLRIG_SERVE_REQUEST_LOG, an s3:// prefix; unset: none).
 `mlrig serve` is the same server for a user, on the local champion.
 """
 
@@ -49,6 +50,14 @@ def serve_entrypoint(
         int,
         typer.Option(envvar="MLRIG_SERVE_WORKERS", min=1, help="uvicorn worker processes."),
     ] = 1,
+    log_requests: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLRIG_SERVE_REQUEST_LOG",
+            help="s3://<bucket>/<prefix>: log each request's features and prediction there as "
+            "JSON lines (batched; MLRIG_SERVE_REQUEST_LOG_BATCH_REQUESTS, _BATCH_SECONDS).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered model with MLflow's scoring server (/invocations, /ping, /version)."""
     from mlrig.errors import ConfigError
@@ -67,6 +76,7 @@ def serve_entrypoint(
         workers,
         version_pin,
         on_ready=lambda served: typer.echo(f"serving {served.uri} on {host}:{port}", err=True),
+        request_log=log_requests,
     )
 
 

@@ -43,9 +43,12 @@ SERVER_IMAGES: dict[str, str | None] = {
     "postgresql-debian": None,
 }
 #: the champion's scoring server (images/serve, `mlrig-serve`): FROM the mlrig base like a step
-#: image, with this locked dependency group; `make server-images` builds it after the servers
+#: image, with these locked dependency groups; `make server-images` builds it after the servers.
+#: The drift group too: the chart's drift CronJob runs `mlrig drift` in this image, beside the
+#: request log it reads
 SERVE_IMAGE = "serve"
 SERVE_GROUP = "serve"
+SERVE_GROUPS = (SERVE_GROUP, "drift")
 #: the image `make base-image` makes where no registry can be reached
 LOCAL_OS_IMAGE = "localhost/mlrig/debian-python:3.11-bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -202,7 +205,11 @@ def export_requirements(layout: BuildLayout, steps: list[str], servers: bool = F
             for server, group in SERVER_IMAGES.items()
             if group and servers
         }
-        | ({SERVE_IMAGE: ["--only-group", SERVE_GROUP, *unused]} if servers else {})
+        | (
+            {SERVE_IMAGE: [*(f"--only-group={group}" for group in SERVE_GROUPS), *unused]}
+            if servers
+            else {}
+        )
     )
     for name, selection in groups.items():
         # written aside, then renamed: a build reading the list never sees it half-written
@@ -227,7 +234,7 @@ def make_wheelhouse(layout: BuildLayout) -> int:
     uv = find_uv()
     steps = step_names(layout.root)
     names = [f"step-{step}" for step in steps] + [g for g in SERVER_IMAGES.values() if g]
-    names.append(SERVE_GROUP)
+    names.extend(SERVE_GROUPS)
     groups = [argument for group in names for argument in ("--group", group)]
     run_logged(
         [uv, "export", "--frozen", "--no-emit-project", "--no-header", "--no-default-groups",

@@ -5,7 +5,9 @@ At start the alias (`models:/<name>@champion`) is resolved to one version, that 
 downloaded once, and only then does uvicorn open its port: a readiness probe on `/ping` answers
 only once the model is loaded. Each worker loads the downloaded copy, as `mlflow models serve`
 does with `--env-manager local` (the model's libraries are this environment's). `/version` and
-the `X-Mlrig-Model-Version` header of every response name the version served.
+the `X-Mlrig-Model-Version` header of every response name the version served. With
+MLRIG_SERVE_REQUEST_LOG set, each request and its prediction is also logged to S3
+(request_log.py).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def create_app() -> FastAPI:
     name, version = os.environ[MODEL_NAME_ENV], os.environ[MODEL_VERSION_ENV]
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_PATH_ENV])
     app = scoring_server.init(model)
+    log_requests(app, name, version, model.metadata.get_input_schema())
     # MLflow's /version names MLflow's version; this one names the model's (and MLflow's)
     app.router.routes = [
         route for route in app.router.routes if getattr(route, "path", None) != "/version"
@@ -146,6 +149,24 @@ def create_app() -> FastAPI:
     return app
 
 
+def log_requests(app: FastAPI, name: str, version: str, input_schema: object) -> None:
+    """With MLRIG_SERVE_REQUEST_LOG set, log each /invocations request and its prediction to
+    S3 (request_log.py): a middleware around the whole app, MLflow's own routes unchanged."""
+    from mlrig.serving.request_log import (
+        RequestLogConfig,
+        RequestLogMiddleware,
+        request_log_for,
+        show_log_messages,
+    )
+
+    config = RequestLogConfig.from_env()
+    if config is None:
+        return
+    show_log_messages()
+    request_log = request_log_for(config, name, version, input_schema)
+    app.add_middleware(RequestLogMiddleware, request_log=request_log)
+
+
 def serve(
     uri: str,
     host: str,
@@ -153,15 +174,26 @@ def serve(
     workers: int = 1,
     version_pin: str | None = None,
     on_ready: Callable[[ServedModel], None] | None = None,
+    request_log: str | None = None,
 ) -> None:
     """Resolve, download, then serve `uri` until stopped; `on_ready` gets the version first.
 
+    Args:
+        request_log: `s3://<bucket>/<prefix>` to log each request and its prediction to
+            (MLRIG_SERVE_REQUEST_LOG); None or empty: no log.
+
     Raises:
+        ConfigError: `request_log` (or its batch settings) is malformed.
         MlrigError: the model cannot be found or downloaded (nothing listens then).
     """
     import uvicorn
 
+    from mlrig.serving.request_log import REQUEST_LOG_ENV, RequestLogConfig
     from mlrig.tracking.step_run import MLFLOW_PROXIED_DOWNLOADS
+
+    if request_log:
+        os.environ[REQUEST_LOG_ENV] = request_log
+    RequestLogConfig.from_env()  # a malformed setting stops here, before any download
 
     # through the tracking server, not the presigned S3 URLs it would hand out: those name the
     # store as the server reaches it, and a serving pod may be allowed to reach MLflow only
