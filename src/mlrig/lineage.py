@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -22,19 +23,51 @@ def file_md5(path: Path) -> str:
 def git_commit(root: Path) -> str:
     """The checked-out commit, `-dirty` if tracked files but dvc.lock changed; else `unknown`."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # dvc.lock is rewritten by the run itself; it does not make the code dirty
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            # no index refresh: it takes .git/index.lock, which a `git add` beside it needs
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        ).stdout.strip()
+        commit = git_output(root, "rev-parse", "HEAD")
+        dirty = git_dirty(root)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+def code_commit(root: Path) -> tuple[str, str | None]:
+    """The newest commit that changed more than dvc.lock (the code, params and data the
+    results come from: a commit of the lock a run wrote changes none of them), `-dirty` like
+    `git_commit`, and its date in UTC; (`unknown`, None) outside a git checkout."""
+    try:
+        commit, _, timestamp = git_output(
+            root, "log", "-1", "--format=%H %ct", "--", ".", ":!dvc.lock"
+        ).partition(" ")
+        dirty = git_dirty(root)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", None
+    if not commit:
+        return "unknown", None
+    date = datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{commit}-dirty" if dirty else commit), date
+
+
+def git_dirty(root: Path) -> bool:
+    """True when tracked files other than dvc.lock have uncommitted changes."""
+    # dvc.lock is rewritten by the run itself; it does not make the code dirty
+    return bool(
+        git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+    )
+
+
+def git_output(root: Path, *arguments: str) -> str:
+    """What a git command prints, stripped.
+
+    Raises:
+        OSError: git is not installed.
+        subprocess.CalledProcessError: git failed (`root` is no checkout).
+    """
+    return subprocess.run(
+        ["git", *arguments],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        # no index refresh: it takes .git/index.lock, which a `git add` beside it needs
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+    ).stdout.strip()

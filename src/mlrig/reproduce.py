@@ -35,6 +35,7 @@ from mlrig.tracking.registered import (
     ModelLineage,
     model_lineage,
 )
+from mlrig.tracking.step_run import TAG_EXPERIMENT, TAG_STEP
 
 #: how far a reproduced metric or prediction may be from the registered one, relative to its
 #: size (at least 1): sklearn's families are seeded and exact on one machine; xgboost and
@@ -48,7 +49,6 @@ TRAIN_OUTPUTS = "outputs/train"
 EVALUATE_OUTPUTS = "outputs/evaluate"
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
-RUN_FILE = "run.json"
 #: what the rerun must not inherit: the caller's tracking and pipeline settings
 INHERITED_SETTINGS = (
     "MLFLOW_TRACKING_URI",
@@ -283,9 +283,15 @@ def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
     """The rerun's logged params against the registered run's."""
     from mlflow import MlflowClient
 
-    record = json.loads((worktree / TRAIN_OUTPUTS / experiment / RUN_FILE).read_text())
     client = MlflowClient(f"sqlite:///{worktree / RERUN_STORE}")
-    rerun = client.get_run(record["mlflow_run_id"]).data.params
+    # the throwaway store holds the rerun's runs only: its newest train run of the experiment
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()],
+        filter_string=f"tags.`{TAG_STEP}` = 'train' and tags.`{TAG_EXPERIMENT}` = '{experiment}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    rerun = runs[0].data.params if runs else {}
     keys = sorted(set(rerun) | set(lineage.params))
     changed = [key for key in keys if rerun.get(key) != lineage.params.get(key)]
     if not changed:

@@ -17,7 +17,7 @@ import typer
 
 from mlrig.errors import exits_cleanly
 from mlrig.experiments.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from mlrig.experiments.results import METRICS_FILE, RUN_FILE, TrainRecord
+from mlrig.experiments.results import METRICS_FILE, RUN_FILE, TrainOutput
 from mlrig.experiments.tables import TableMeta, read_meta, read_output, read_parquet
 from mlrig.progress import phase
 from mlrig.text import natural_order
@@ -263,21 +263,23 @@ def main(
 ) -> None:
     """Evaluate the experiment, write metrics and plots, add them to its MLflow run."""
     from mlrig.settings import load_settings
-    from mlrig.tracking.step_run import TAG_EXPERIMENT, require_mlflow_run, tracked_step
+    from mlrig.tracking.step_run import TAG_EXPERIMENT, tracked_step
+    from mlrig.tracking.train_runs import find_train_run
 
     settings = load_settings()
     meta = read_meta(split_dir)
-    record = TrainRecord.model_validate_json(read_output(model_dir / RUN_FILE))
+    output = TrainOutput.model_validate_json(read_output(model_dir / RUN_FILE))
     evaluation = evaluate(
         str(model_dir / MODEL_DIR), read_parquet(split_dir / TEST_FILE), meta, experiment
     )
-    resume = require_mlflow_run(settings, record.mlflow_run_id)
+    # the run that logged this model; a store without it (another one) gets a run of its own
+    train_run = find_train_run(settings, output)
     with tracked_step(
         settings,
         "evaluate",
         f"evaluate@{experiment}",
-        mlflow_run_id=record.mlflow_run_id if resume else None,
-        new_mlflow_run=not resume,
+        mlflow_run_id=train_run.mlflow_run_id if train_run else None,
+        new_mlflow_run=train_run is None,
         tags={TAG_EXPERIMENT: experiment},
     ) as run:
         phase("logging the metrics and plots")

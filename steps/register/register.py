@@ -31,6 +31,7 @@ from mlrig.experiments.results import (
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from mlrig.progress import phase
 from mlrig.tracking.recorded import CHAMPION_ALIAS
+from mlrig.tracking.train_runs import TAG_MODEL_MD5
 from steps.evaluate import HeldOutPredictions, predict_test
 from steps.register.margin import bootstrap_margin, judge
 from steps.register.params import SECTION_NAME, CompareParams
@@ -158,6 +159,14 @@ class Decision:
     margin: Margin | None = None  # the best against the champion, when it was re-scored
 
 
+def holds(version: ModelVersion, result: ExperimentResult) -> bool:
+    """True when the registered version is the experiment's model: logged by its run, or the
+    same bytes (the same inputs fit it again in a later run)."""
+    return version.run_id == result.record.mlflow_run_id or (
+        version.tags.get(TAG_MODEL_MD5) == result.record.model_md5
+    )
+
+
 def decide(
     client: MlflowClient,
     best: ExperimentResult,
@@ -171,7 +180,7 @@ def decide(
     incumbent = current_champion(client, name)
     if incumbent is None:
         return Decision(True, None, f"first champion of {name}")
-    if incumbent.run_id == best.record.mlflow_run_id:
+    if holds(incumbent, best):
         return Decision(
             False, incumbent, f"{best.name} is already the champion (version {incumbent.version})"
         )
@@ -226,6 +235,7 @@ def register(
         "mlrig.experiment": best.name,
         f"mlrig.metric.{metric}": f"{best.metrics[metric]:.6f}",
         "mlrig.data.md5": best.record.train_md5,
+        TAG_MODEL_MD5: best.record.model_md5,
         "mlrig.pipeline_run_id": pipeline_run_id or "",
         "mlrig.decision": decision.reason,
         **margin_tags("mlrig.margin", decision.margin),
@@ -324,11 +334,9 @@ def compare_and_register(
         experiment=best.name,
         metric=test.metric,
         value=best.metrics[test.metric],
-        mlflow_run_id=best.record.mlflow_run_id,
         registered_model=name,
         registered=decision.promote,
-        is_champion=decision.promote
-        or (incumbent is not None and incumbent.run_id == best.record.mlflow_run_id),
+        is_champion=decision.promote or (incumbent is not None and holds(incumbent, best)),
         version=version,
         previous_version=str(incumbent.version) if decision.promote and incumbent else None,
         reason=decision.reason,
@@ -372,13 +380,14 @@ def main(
 
     from mlrig.settings import load_settings
     from mlrig.tracking.step_run import setup_mlflow, tracked_step
+    from mlrig.tracking.train_runs import run_finder
 
     settings = load_settings()
     section = load_section(params, SECTION_NAME, CompareParams)
     names = list(load_section(params, "train", TrainParams).experiments)
     meta = read_meta(split_dir)
-    results = load_results(train_dir, evaluate_dir, names)
     setup_mlflow(settings)
+    results = load_results(train_dir, evaluate_dir, names, run_finder(settings))
     client = MlflowClient(settings.tracking_uri)
     with tracked_step(settings, "register", "register") as run:
         phase(f"comparing {len(results)} experiments on the test set (bootstrap margins)")
@@ -403,7 +412,8 @@ def main(
             }
         )
         run.log_metrics({f"champion_{champion.metric}": champion.value, **margin_metrics(champion)})
-        run.clearml_task.set_user_properties(mlflow_champion_run_id=champion.mlflow_run_id)
+        best = next(result for result in results if result.name == champion.experiment)
+        run.clearml_task.set_user_properties(mlflow_champion_run_id=best.record.mlflow_run_id)
     if settings.parent_run_id:
         client.set_tag(settings.parent_run_id, "mlrig.champion", champion.experiment)
         client.log_metric(settings.parent_run_id, f"champion_{champion.metric}", champion.value)

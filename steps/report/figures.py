@@ -1,4 +1,4 @@
-"""The report's figures: metrics side by side, the decision's margins, ROC curves, fit times."""
+"""The report's figures: metrics side by side, the decision's margins, ROC curves."""
 
 from __future__ import annotations
 
@@ -129,18 +129,6 @@ def roc_figure(curves: dict[str, dict]) -> Figure:
     return figure
 
 
-def fit_time_figure(results: list[ExperimentResult]) -> Figure:
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 0.8 + 0.32 * len(results)))
-    axis.barh([r.name for r in results], [r.record.fit_seconds for r in results], color=BAR_COLOUR)
-    axis.invert_yaxis()
-    axis.set(xlabel="seconds", title="fit time")
-    axis.tick_params(labelsize=8)
-    figure.tight_layout()
-    return figure
-
-
 def build_figures(inputs: ReportInputs, evaluate_dir: Path) -> dict[str, Figure]:
     """The report's figures by file name."""
     import matplotlib
@@ -159,7 +147,6 @@ def build_figures(inputs: ReportInputs, evaluate_dir: Path) -> dict[str, Figure]
     curves = {name: curve for name, curve in curves.items() if curve}
     if curves:
         figures["roc.png"] = roc_figure(curves)
-    figures["fit_time.png"] = fit_time_figure(inputs.results)
     return figures
 
 

@@ -1,20 +1,24 @@
 """Report: a Markdown and a self-contained HTML report a lead can decide from.
 
-At the top the date, git commit and data version; then the decision (the champion, this run's
-best and runner-up, each margin with its bootstrap interval and why the champion changed or
-stayed), every experiment's params, held-out metrics and fit time, comparison plots, confusion
-matrices and per-class metrics, the data (each column as ingest found it, the class balance of
-the splits, the data files' md5), the latest `mlrig tune` search of each experiment, where to
-see the runs in MLflow, and each experiment's ClearML tasks.
+At the top the git commit of the code, its date, and the data version; then the decision (the
+champion, this run's best and runner-up, each margin with its bootstrap interval and why the
+champion changed or stayed), every experiment's params and held-out metrics, comparison plots,
+confusion matrices and per-class metrics, the data (each column as ingest found it, the class
+balance of the splits, the data files' md5), the latest `mlrig tune` search of each experiment,
+where to see the runs in MLflow, and whether ClearML recorded the same values.
+
+The report is a DVC output: it holds what the inputs decide and nothing a run adds (no time of
+writing, no run or task id, no fit time: those are in MLflow, `mlrig results` and the run's
+summary), so a fresh run of the same inputs writes the same bytes and leaves dvc.lock as it was.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from urllib.parse import quote
 
 import typer
 from pydantic import BaseModel
@@ -26,6 +30,7 @@ from mlrig.experiments.results import Champion, ExperimentResult, load_results, 
 from mlrig.experiments.tables import TABLE_FILE, TableMeta, read_meta, read_output, require_output
 from mlrig.lineage import file_md5
 from mlrig.progress import phase
+from mlrig.tracking.step_run import TAG_EXPERIMENT
 from mlrig.tracking.tuned import TunedSearch
 from steps.evaluate import PER_CLASS_FILE
 from steps.report.data import DataSection, data_section
@@ -81,8 +86,8 @@ class ReportInputs(BaseModel):
     experiment_id: str  # the pipeline's MLflow experiment
     mlflow_server: str | None  # the MLflow server's address; None for a local store
     mlflow_ui_command: str  # what opens the UI (a local store has no server to link to)
-    generated: str = ""  # when the report was written (UTC)
-    git_commit: str | None = None
+    git_commit: str | None = None  # of the code the results come from (lineage.code_commit)
+    code_date: str | None = None  # that commit's date: the report holds no time of its own
     data: DataSection | None = None
     per_class: dict[str, PerClass] = {}
     tuning: list[TunedSearch] = []
@@ -146,6 +151,9 @@ def render(inputs: ReportInputs, figures: dict[str, bytes], out_dir: Path) -> tu
         "run_link": lambda run_id, experiment_id: run_link(
             inputs.mlflow_server, experiment_id, run_id
         ),
+        "experiment_runs_link": lambda experiment: experiment_runs_link(
+            inputs.mlflow_server, inputs.experiment_id, experiment
+        ),
         "tuning_applied": {
             search.experiment: tuning_applied(search, inputs.results) for search in inputs.tuning
         },
@@ -180,6 +188,15 @@ def decision_context(inputs: ReportInputs) -> dict[str, Any]:
 def run_link(server: str | None, experiment_id: str, run_id: str) -> str | None:
     """A run's page on the MLflow server; None for a local store, which has no server."""
     return f"{server}/#/experiments/{experiment_id}/runs/{run_id}" if server else None
+
+
+def experiment_runs_link(server: str | None, experiment_id: str, experiment: str) -> str | None:
+    """The MLflow UI's list of an experiment's runs (the report names no run: its bytes
+    depend on the results only, and a fresh run of the same inputs writes the same report)."""
+    if not server:
+        return None
+    search = quote(f"tags.`{TAG_EXPERIMENT}` = '{experiment}'")
+    return f"{server}/#/experiments/{experiment_id}?searchFilter={search}"
 
 
 def tuning_applied(search: TunedSearch, results: list[ExperimentResult]) -> bool:
@@ -274,9 +291,10 @@ def gather_inputs(
 ) -> ReportInputs:
     """What the report shows, from the steps' outputs, the settings and the MLflow store
     (`out_dir`: where the report goes, which its links are relative to)."""
-    from mlrig.lineage import git_commit
+    from mlrig.lineage import code_commit
     from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command
     from mlrig.tracking.step_run import setup_mlflow
+    from mlrig.tracking.train_runs import run_finder
     from mlrig.tracking.tuned import latest_searches
 
     names = list(load_section(params, "train", TrainParams).experiments)
@@ -289,8 +307,9 @@ def gather_inputs(
             (folders.split, TEST_FILE),
         )
     }
-    results = load_results(folders.train, folders.evaluate, names)
     experiment_id = setup_mlflow(settings)
+    results = load_results(folders.train, folders.evaluate, names, run_finder(settings))
+    commit, code_date = code_commit(settings.root)
     train_md5 = data_versions[f"{folders.split.name}/{TRAIN_FILE}"]
     return ReportInputs(
         title=load_section(params, "report", ReportParams).title,
@@ -302,8 +321,9 @@ def gather_inputs(
         experiment_id=experiment_id,
         mlflow_server=mlflow_server(settings),
         mlflow_ui_command=mlflow_ui_command(settings),
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        git_commit=settings.git_commit or git_commit(settings.root),
+        # a step container has no checkout: the executor names the commit, without its date
+        git_commit=settings.git_commit or commit,
+        code_date=None if settings.git_commit else code_date,
         data=data_section(folders.split, meta),
         per_class=read_per_class(folders.evaluate, names),
         tuning=latest_searches(settings, names, train_md5),

@@ -16,7 +16,7 @@ import typer
 
 from mlrig.errors import ParamsError, exits_cleanly
 from mlrig.experiments.params import load_section
-from mlrig.experiments.results import RUN_FILE, TrainRecord
+from mlrig.experiments.results import RUN_FILE, TrainOutput
 from mlrig.experiments.tables import TableMeta, read_meta, read_parquet
 from mlrig.progress import phase
 from steps.split import TRAIN_FILE
@@ -88,6 +88,8 @@ def save_and_log_model(
     import mlflow
     from mlflow.models import infer_signature
 
+    from mlrig.tracking.train_runs import TAG_MODEL_MD5, TAG_MODEL_URI
+    from steps.train.canonical import canonical_model_dir, content_md5
     from steps.train.model_format import log_model, model_format, save_model
 
     example = raw_features(train_table.head(EXAMPLE_ROWS), meta)
@@ -95,8 +97,9 @@ def save_and_log_model(
     fmt = model_format(pipeline, family)
     shutil.rmtree(model_dir, ignore_errors=True)
     save_model(model_dir, pipeline=pipeline, fmt=fmt, signature=signature, input_example=example)
+    canonical_model_dir(model_dir)
     model_uri = log_model(pipeline, fmt, signature, example, name=MODEL_DIR)
-    mlflow.set_tags(fmt.tags())
+    mlflow.set_tags({**fmt.tags(), TAG_MODEL_MD5: content_md5(model_dir), TAG_MODEL_URI: model_uri})
     return model_uri, fmt
 
 
@@ -133,6 +136,8 @@ def main(
     from mlrig.lineage import file_md5
     from mlrig.settings import load_settings
     from mlrig.tracking.step_run import TAG_DATA_MD5, TAG_EXPERIMENT, tracked_step
+    from mlrig.tracking.train_runs import FIT_SECONDS
+    from steps.train.canonical import content_md5
 
     section = load_section(params, "train", TrainParams)
     meta = read_meta(split_dir)
@@ -147,23 +152,20 @@ def main(
     ) as run:
         phase("saving the model and logging it to MLflow")
         flat = log_training(run, experiment, section, meta)
-        run.log_metrics({"fit_seconds": fit_seconds, **found})
-        model_uri, fmt = save_and_log_model(
+        run.log_metrics({FIT_SECONDS: fit_seconds, **found})
+        _, fmt = save_and_log_model(
             pipeline, flat["family"], train_table, meta, out_dir / MODEL_DIR
         )
-        record = TrainRecord(
+        output = TrainOutput(
             experiment=experiment,
             family=flat["family"],
             params=section.experiments[experiment].params.model_dump(),
             task=meta.task,
             dataset=meta.dataset,
             train_md5=train_md5,
-            fit_seconds=round(fit_seconds, 4),
-            mlflow_run_id=run.mlflow_run_id or "",
-            mlflow_model_uri=model_uri,
-            clearml_task_id=run.clearml_task_id,
+            model_md5=content_md5(out_dir / MODEL_DIR),
         )
-        (out_dir / RUN_FILE).write_text(json.dumps(record.model_dump(), indent=2) + "\n")
+        (out_dir / RUN_FILE).write_text(json.dumps(output.model_dump(), indent=2) + "\n")
     stopped = (
         f" ({found['best_iteration']:.0f} rounds, stopped early)"
         if "best_iteration" in found
@@ -172,7 +174,7 @@ def main(
     flavors = f"{' and '.join(fmt.flavors)} flavor{'s' if len(fmt.flavors) > 1 else ''}"
     typer.echo(
         f"train@{experiment}: fitted in {fit_seconds:.2f}s{stopped}, MLflow run "
-        f"{record.mlflow_run_id}; model in the {flavors}, saved with {fmt.serialization}"
+        f"{run.mlflow_run_id}; model in the {flavors}, saved with {fmt.serialization}"
     )
     if fmt.reason:
         typer.echo(f"train@{experiment}: {fmt.reason}")

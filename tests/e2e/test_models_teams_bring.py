@@ -121,7 +121,7 @@ def test_a_booster_becomes_the_champion(project: Project, champion: dict) -> Non
     assert champion["experiment"] == best and best in BOOSTERS
     assert champion["registered"] is True
     version = project.client().get_model_version_by_alias(MODEL_NAME, "champion")
-    assert version.run_id == champion["mlflow_run_id"]
+    assert version.tags["mlrig.experiment"] == champion["experiment"]
 
 
 def test_the_registered_champion_loads_with_its_flavor(project: Project, champion: dict) -> None:

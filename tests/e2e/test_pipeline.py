@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mlrig.stacks.local.processes import free_port
-from tests.support.project import clean_environment, copy_repository
+from tests.support.project import REPO_ROOT, clean_environment, copy_repository
 
 pytestmark = pytest.mark.e2e
 
@@ -75,10 +75,21 @@ class Project:
         return self.client().search_model_versions(f"name = '{name}'")
 
 
+def clean_checkout() -> bool:
+    """True when the repository has nothing uncommitted: a clone of it is this checkout."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    return status.returncode == 0 and not status.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("clone")
-    copy_repository(root)
+    if clean_checkout():  # a real clone: the same commits, as a new user's
+        subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(root)], check=True)
+    else:  # the work in progress, committed in a scratch repository
+        copy_repository(root)
     env = clean_environment(root)
     yield Project(root=root, env=env)
 
@@ -100,6 +111,19 @@ def test_first_run_prints_where_everything_is(project: Project, first_run) -> No
     assert "6 experiment runs recorded by this pipeline run" in out
     assert f"{MODEL_NAME} v1 @champion" in out
     assert "mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db" in out
+
+
+def test_a_fresh_clones_first_run_leaves_dvc_lock_as_committed(project: Project, first_run) -> None:
+    """Every output is what the committed inputs decide (canonical model files, run ids in
+    MLflow, a report with no time of its own): the run writes the lock that was committed."""
+    if not clean_checkout():
+        pytest.skip("the checkout has uncommitted changes: its dvc.lock cannot match them yet")
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True
+    )
+    assert status.stdout == "", status.stdout
+    diff = subprocess.run(["git", "diff", "HEAD"], cwd=project.root, capture_output=True, text=True)
+    assert diff.stdout == "", diff.stdout[:3000]
 
 
 def test_the_printed_mlflow_ui_command_opens_the_ui_without_uv(project: Project, first_run) -> None:
@@ -173,7 +197,9 @@ def test_champion_alias_points_at_the_best_experiment(project: Project, first_ru
     )
     assert champion["experiment"] == best
     version = project.client().get_model_version_by_alias(MODEL_NAME, "champion")
-    assert version.run_id == champion["mlflow_run_id"]
+    output = json.loads((project.root / f"outputs/train/{best}/run.json").read_text())
+    assert version.tags["mlrig.model.md5"] == output["model_md5"]
+    assert project.client().get_run(version.run_id).data.tags["mlrig.experiment"] == best
     assert len(project.versions()) == 1
 
 
@@ -185,13 +211,14 @@ def test_report_compares_every_experiment(project: Project, first_run) -> None:
     assert html.count("data:image/png;base64,") >= 3
     assert "<img" in html and 'src="http' not in html
     champion = json.loads((project.root / "outputs/register/champion.json").read_text())
-    assert champion["mlflow_run_id"] in html
     assert champion["reason"] in markdown
+    for run in project.runs():  # a run's ids are MLflow's: the same inputs, the same report
+        assert run.info.run_id not in html + markdown
     # the comparison in ClearML: the values each evaluate task's session holds equal MLflow's
     clearml = markdown.split("## ClearML", 1)[1].split("## Plots", 1)[0]
     rows = [line for line in clearml.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == len(EXPERIMENTS)
-    assert all(row.endswith("| yes |") and "`offline-" in row for row in rows), rows
+    assert all(row.endswith("| yes |") and "| offline session |" in row for row in rows), rows
     report_session = next(
         path
         for path in (project.root / ".mlrig/clearml/offline").glob("offline-*.zip")
@@ -203,7 +230,7 @@ def test_report_compares_every_experiment(project: Project, first_run) -> None:
         ]
     plots = {(event["metric"], event["type"]) for event in events}
     assert ("experiments", "plot") in plots  # the experiments table, as ClearML shows tables
-    assert {"metrics", "fit_time"} <= {metric for metric, _ in plots}
+    assert {"metrics", "margins", "roc"} <= {metric for metric, _ in plots}
 
 
 def test_clearml_sessions_link_back_to_mlflow(project: Project, first_run) -> None:
@@ -556,7 +583,7 @@ def test_regression_dataset_runs_end_to_end(project: Project, first_run) -> None
     metrics = json.loads((project.root / "outputs/evaluate/linear_c10/metrics.json").read_text())
     assert set(metrics) == {"rmse", "mae", "r2"}
     version = project.client().get_model_version_by_alias("mlrig-diabetes", "champion")
-    assert version.run_id == summary["champion"]["mlflow_run_id"]
+    assert version.tags["mlrig.experiment"] == summary["champion"]["experiment"]
     report = (project.root / "reports/report.md").read_text()
     assert "rmse" in report and "roc_auc" not in report
 
@@ -574,7 +601,10 @@ def test_a_new_tracking_store_gets_every_run(project: Project, first_run, tmp_pa
     version = MlflowClient(store).get_model_version_by_alias(
         summary["champion"]["registered_model"], "champion"
     )
-    assert (str(version.version), version.run_id) == ("1", summary["champion"]["mlflow_run_id"])
+    assert str(version.version) == "1"
+    assert version.tags["mlrig.experiment"] == summary["champion"]["experiment"]
+    # registered from a run of this store, made again for it
+    assert MlflowClient(store).get_run(version.run_id).data.tags["mlrig.step"] == "train"
     assert len(project.runs()) == runs_before  # the first store is left as it was
     again = json.loads(other.run("run", "--json", check=True).stdout)
     assert again["up_to_date"] is True

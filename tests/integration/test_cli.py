@@ -8,9 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from rich.cells import cell_len
 
-from mlrig.experiments.results import Champion, Margin, TrainRecord
+from mlrig.experiments.results import Champion, Margin, TrainOutput
+from mlrig.tracking.step_run import TAG_EXPERIMENT, TAG_STEP
+from mlrig.tracking.train_runs import TAG_MODEL_MD5
 from tests.support.project import REPO_ROOT, clean_environment, copy_repository, run_mlrig
 
 
@@ -65,21 +68,24 @@ def write_results(project: Path, names: list[str]) -> None:
     shutil.copy(REPO_ROOT / "steps" / "train" / "params.py", schema)
     experiments = "".join(f"    {name}:\n      family: knn\n" for name in names)
     (project / "params.yaml").write_text(f"train:\n  experiments:\n{experiments}")
+    # the runs that logged the models, in the project's own store, where compare finds them
+    client = MlflowClient(f"sqlite:///{project / '.mlrig/mlflow.db'}")
+    experiment_id = client.create_experiment("mlrig")
     for number, name in enumerate(names):
-        record = TrainRecord(
+        output = TrainOutput(
             experiment=name,
             family="knn",
             params={"n_neighbors": 15, "weights": "distance"},
             task="classification",
             dataset="d",
             train_md5="0" * 32,
-            fit_seconds=0.05,
-            mlflow_run_id=f"{number}" * 32,
-            mlflow_model_uri=f"models:/m-{number}",
-            clearml_task_id=f"offline-{number}",
+            model_md5=f"{number}" * 32,
         )
+        tags = {TAG_STEP: "train", TAG_EXPERIMENT: name, TAG_MODEL_MD5: output.model_md5}
+        run = client.create_run(experiment_id, tags=tags)
+        client.log_metric(run.info.run_id, "fit_seconds", 0.05)
         (project / "outputs/train" / name).mkdir(parents=True)
-        (project / "outputs/train" / name / "run.json").write_text(record.model_dump_json())
+        (project / "outputs/train" / name / "run.json").write_text(output.model_dump_json())
         metrics = {"accuracy": 0.9 + number / 100, "f1": 0.8 + number / 100, "log_loss": 0.25}
         (project / "outputs/evaluate" / name).mkdir(parents=True)
         (project / "outputs/evaluate" / name / "metrics.json").write_text(json.dumps(metrics))
@@ -348,7 +354,6 @@ KEPT = Champion(
     experiment="linear_c0_1",
     metric="f1",
     value=0.9776,
-    mlflow_run_id="r" * 32,
     registered_model="mlrig-breast_cancer",
     registered=False,
     is_champion=False,

@@ -136,7 +136,7 @@ def test_a_local_run_first_still_records_every_run_on_the_server(
     assert len(finished) >= len(FEW_EXPERIMENTS)
     version = client.get_model_version_by_alias("mlrig-breast_cancer", "champion")
     # the summary describes the server's registry, not the local store's
-    assert version.run_id == stack_run["champion"]["mlflow_run_id"]
+    assert version.tags["mlrig.experiment"] == stack_run["champion"]["experiment"]
     assert str(version.version) == stack_run["champion"]["version"]
     assert {run.info.run_id for run in finished} >= {version.run_id}
     status = stack.dvc("status")
@@ -319,7 +319,12 @@ def test_mlflow_server_killed_mid_step_and_restarted(stack: Stack, stack_run: di
     os.environ.update(
         {key: env[key] for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     )
-    run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(record["mlflow_run_id"])
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs(  # the newest run that logged this model: this step's
+        [client.get_experiment_by_name("mlrig").experiment_id],
+        f"tags.`mlrig.model.md5` = '{record['model_md5']}'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
     assert run.info.status == "FINISHED"
     assert "fit_seconds" in run.data.metrics and run.data.params["n_neighbors"] == "15"
 

@@ -59,12 +59,15 @@ def compare(
     from mlrig.experiments.params import load_section, section_schema
     from mlrig.experiments.results import load_results, read_champion
     from mlrig.settings import load_settings
+    from mlrig.tracking.train_runs import run_finder
 
-    root = load_settings().root
+    settings = load_settings()
+    root = settings.root
     # the train step's section, by its schema in steps/train/params.py: one stage per experiment
     train = load_section(root / params_file, "train", section_schema(root, "train"))
     names = list(train.experiments)
-    results = load_results(root / "outputs/train", root / "outputs/evaluate", names)
+    finder = run_finder(settings)  # fit time and run ids are MLflow's, found by the model
+    results = load_results(root / "outputs/train", root / "outputs/evaluate", names, finder)
     champion = read_champion(root / "outputs/register")
     if as_json:
         rows = [

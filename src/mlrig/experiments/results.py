@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ METRICS_FILE = "metrics.json"
 CHAMPION_FILE = "champion.json"
 
 
-class TrainRecord(BaseModel):
-    """What the train step hands on: which run, which model, how long the fit took."""
+class TrainOutput(BaseModel):
+    """What the train step writes beside its model (run.json): only what its inputs decide, so
+    the same inputs write the same bytes and DVC sees the same output (the run's ids and times
+    are in MLflow, found by the experiment and the model's md5: tracking/train_runs.py)."""
 
     experiment: str
     family: str
@@ -26,10 +29,24 @@ class TrainRecord(BaseModel):
     task: str
     dataset: str
     train_md5: str
-    fit_seconds: float
+    model_md5: str  # of the model folder's files but MLmodel (steps/train/canonical.py)
+
+
+class TrainRun(BaseModel):
+    """The MLflow run that logged a train output's model, and what it recorded."""
+
     mlflow_run_id: str
     mlflow_model_uri: str
+    fit_seconds: float
     clearml_task_id: str
+
+
+class TrainRecord(TrainOutput, TrainRun):
+    """What the train step hands on: its output and the run that logged it."""
+
+
+#: finds the run that logged a train output's model (raises when the store has none)
+RunFinder = Callable[[TrainOutput], TrainRun]
 
 
 class ExperimentResult(BaseModel):
@@ -91,7 +108,6 @@ class Champion(BaseModel):
     experiment: str
     metric: str
     value: float
-    mlflow_run_id: str
     registered_model: str
     registered: bool
     is_champion: bool
@@ -107,8 +123,10 @@ class Champion(BaseModel):
     versus_runner_up: Margin | None = None
 
 
-def load_results(train_dir: Path, evaluate_dir: Path, names: list[str]) -> list[ExperimentResult]:
-    """Read each named experiment's run.json and metrics.json.
+def load_results(
+    train_dir: Path, evaluate_dir: Path, names: list[str], find_run: RunFinder
+) -> list[ExperimentResult]:
+    """Read each named experiment's run.json and metrics.json, with the run `find_run` finds.
 
     Raises:
         DataError: an experiment has no outputs yet (the pipeline has not run it).
@@ -121,11 +139,10 @@ def load_results(train_dir: Path, evaluate_dir: Path, names: list[str]) -> list[
                 f"Experiment {name!r} has no results ({run_path} or {metrics_path} is missing). "
                 "Run the pipeline first: mlrig run."
             )
+        output = TrainOutput.model_validate_json(run_path.read_text())
+        record = TrainRecord(**output.model_dump(), **find_run(output).model_dump())
         results.append(
-            ExperimentResult(
-                record=TrainRecord.model_validate_json(run_path.read_text()),
-                metrics=json.loads(metrics_path.read_text()),
-            )
+            ExperimentResult(record=record, metrics=json.loads(metrics_path.read_text()))
         )
     return results
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from mlrig.experiments.results import RUN_FILE, Champion, TrainRecord, read_champion
+from mlrig.experiments.results import RUN_FILE, Champion, TrainOutput, read_champion
 from mlrig.settings import Settings
-from mlrig.tracking.step_run import require_mlflow_run
+from mlrig.tracking.train_runs import find_train_run
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,18 +52,22 @@ def champion_in_store(client: MlflowClient, champion: Champion) -> bool:
 
 
 def train_stage_recorded(settings: Settings, stage: str) -> bool:
-    """False when the stage's outputs name an MLflow run the configured store does not have."""
+    """False when the configured store has no run that logged the stage's model (or the
+    output is from an older mlrig that wrote another run.json)."""
     experiment = stage.removeprefix(f"{TRAIN_STAGE}@")
     run_file = settings.root / TRAIN_DIR / experiment / RUN_FILE
     if not run_file.is_file():
         return True  # no outputs: DVC runs (or restores) the stage anyway
-    record = TrainRecord.model_validate_json(run_file.read_text())
-    return require_mlflow_run(settings, record.mlflow_run_id)
+    try:
+        output = TrainOutput.model_validate_json(run_file.read_text())
+    except ValidationError:
+        return False
+    return find_train_run(settings, output) is not None
 
 
 def unrecorded_train_stages(settings: Settings, stages: list[str]) -> list[str]:
     """The train stages (`train@<experiment>`, one per entry of dvc.yaml's foreach) among
-    `stages` whose outputs name an MLflow run the configured store does not have."""
+    `stages` whose model no run of the configured store logged."""
     train_stages = [stage for stage in stages if stage.startswith(f"{TRAIN_STAGE}@")]
     return [stage for stage in train_stages if not train_stage_recorded(settings, stage)]
 

@@ -271,16 +271,3 @@ def tracked_step(
             yield StepRun(step=step, clearml_task=task, mlflow_run_id=run.info.run_id)
     finally:
         task.close()
-
-
-def require_mlflow_run(settings: Settings, run_id: str) -> bool:
-    """True when the run exists in the configured store (a cached stage may point elsewhere)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    try:
-        mlflow.get_run(run_id)
-    except MlflowException:
-        return False
-    return True

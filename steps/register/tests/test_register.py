@@ -3,6 +3,7 @@ MLflow registry (the SQLite store of `project_settings`)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Callable
@@ -87,6 +88,7 @@ def train(project_settings: Settings, client: MlflowClient) -> TrainFn:
             task=data.meta.task,
             dataset=data.meta.dataset,
             train_md5="0" * 32,
+            model_md5=hashlib.md5(run.info.run_id.encode()).hexdigest(),  # one model per run
             fit_seconds=fit_seconds,
             mlflow_run_id=run.info.run_id,
             mlflow_model_uri=model_uri,
@@ -124,7 +126,6 @@ def test_first_champion_is_registered_as_version_one(
     assert champion.experiment == "forest"
     assert champion.metric == "f1"
     assert champion.value == forest.metrics["f1"]
-    assert champion.mlflow_run_id == forest.record.mlflow_run_id
     assert champion.registered_model == "mlrig-breast_cancer"
     assert (champion.registered, champion.version, champion.previous_version) == (True, "1", None)
     assert champion.reason == "first champion of mlrig-breast_cancer"
@@ -140,6 +141,7 @@ def test_first_champion_is_registered_as_version_one(
     version = client.get_model_version_by_alias("mlrig-breast_cancer", CHAMPION_ALIAS)
     assert (str(version.version), version.run_id) == ("1", forest.record.mlflow_run_id)
     assert version.tags["mlrig.experiment"] == "forest"
+    assert version.tags["mlrig.model.md5"] == forest.record.model_md5
     assert version.tags["mlrig.pipeline_run_id"] == "pipe-1"
     assert version.tags["mlrig.decision"] == "first champion of mlrig-breast_cancer"
     assert float(version.tags["mlrig.metric.f1"]) == pytest.approx(forest.metrics["f1"], abs=1e-6)
@@ -272,6 +274,26 @@ def test_tie_keeps_the_incumbent(client: MlflowClient, train: TrainFn, breast_ca
     assert version_count(client, "mlrig-breast_cancer") == 1
     champion_version = client.get_model_version_by_alias("mlrig-breast_cancer", CHAMPION_ALIAS)
     assert champion_version.run_id == first.record.mlflow_run_id
+
+
+def test_the_same_model_from_a_later_run_is_already_the_champion(
+    client: MlflowClient, train: TrainFn, breast_cancer: Data
+) -> None:
+    """A fresh clone, or `--force`, fits the same bytes again in a new run: that is the
+    champion's model, not a challenger to re-score."""
+    first = train(breast_cancer, "linear", "linear")
+    decide(client, breast_cancer, [first])
+    again = train(breast_cancer, "linear", "linear")
+    same_bytes = again.model_copy(
+        update={"record": again.record.model_copy(update={"model_md5": first.record.model_md5})}
+    )
+
+    champion = decide(client, breast_cancer, [same_bytes])
+
+    assert (champion.registered, champion.is_champion, champion.version) == (False, True, "1")
+    assert champion.reason == "linear is already the champion (version 1)"
+    assert champion.versus_champion is None  # not re-scored
+    assert version_count(client, "mlrig-breast_cancer") == 1
 
 
 def test_same_run_twice_is_already_the_champion(
@@ -421,6 +443,7 @@ def result(name: str, **metrics: float) -> ExperimentResult:
         task="classification",
         dataset="d",
         train_md5="0" * 32,
+        model_md5=hashlib.md5(name.encode()).hexdigest(),
         fit_seconds=0.0,
         mlflow_run_id=f"run-{name}",
         mlflow_model_uri=f"runs:/run-{name}/model",

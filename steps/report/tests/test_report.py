@@ -96,7 +96,8 @@ def experiment_result(name: str, family: str, params: dict, metrics: dict) -> Ex
         task="classification" if "f1" in metrics else "regression",
         dataset="d",
         train_md5="0" * 32,
-        fit_seconds=0.25,
+        model_md5="1" * 32,
+        fit_seconds=7.7777,
         mlflow_run_id=f"{name:0<32}"[:32],
         mlflow_model_uri=f"models:/m-{name}",
         clearml_task_id=f"offline-{name}",
@@ -191,7 +192,6 @@ def report_inputs(task: str, title: str = "mlrig experiment report") -> ReportIn
         experiment=winner.name,
         metric=metric,
         value=winner.metrics[metric],
-        mlflow_run_id=winner.record.mlflow_run_id,
         registered_model=f"mlrig-{meta.dataset}",
         registered=True,
         is_champion=True,
@@ -213,7 +213,7 @@ def report_inputs(task: str, title: str = "mlrig experiment report") -> ReportIn
         experiment_id="1",
         mlflow_server=None,
         mlflow_ui_command="cd /p && .venv/bin/mlflow ui --backend-store-uri sqlite:///.mlrig/mlflow.db",
-        generated="2026-12-07 12:00 UTC",
+        code_date="2026-12-07 12:00 UTC",
         git_commit="0bdfc57a1b2c3d4e5f60718293a4b5c6d7e8f901",
         data=TWO_CLASSES if classification else None,
         per_class=PER_CLASS if classification else {},
@@ -256,7 +256,6 @@ def test_html_report_is_self_contained(tmp_path: Path) -> None:
 
     page = HtmlReport(html)
     assert sorted(image["alt"] or "" for image in page.images) == [
-        "fit_time.png",
         "margins.png",
         "metrics.png",
         "roc.png",
@@ -274,7 +273,6 @@ def test_markdown_report_links_figures_written_beside_it(tmp_path: Path) -> None
 
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert sorted(links) == [
-        "figures/fit_time.png",
         "figures/margins.png",
         "figures/metrics.png",
         "figures/roc.png",
@@ -290,7 +288,7 @@ def test_table_lists_every_experiment_with_its_metrics(tmp_path: Path) -> None:
     header, separator, *rows = markdown_table(markdown, "experiment | family")
     assert header[:3] == ["experiment", "family", "params"]
     assert header[3:9] == HEADERS
-    assert header[9:] == ["fit (s)", "MLflow run"]  # ClearML's ids are in the ClearML section
+    assert header[9:] == []  # a local store has no server to link to
     assert len(separator) == len(header)
     assert all(len(row) == len(header) for row in rows)
     html_header, *html_rows = experiments_table(html)
@@ -305,9 +303,9 @@ def test_table_lists_every_experiment_with_its_metrics(tmp_path: Path) -> None:
         assert html_row[0].startswith(result.name)
         assert html_row[1] == result.record.family + row[2]
         assert html_row[2:8] == expected_metrics
-        assert html_row[-1] == result.record.mlflow_run_id[:8]
-        assert f'<code title="{result.record.mlflow_run_id}">' in html  # the whole id on hover
-        assert result.record.clearml_task_id not in html_row + row
+        # what a run adds is MLflow's: a fresh run of the same inputs writes the same report
+        for added in (result.record.mlflow_run_id, result.record.clearml_task_id, "7.77"):
+            assert added not in markdown and added not in html
     assert rows[0][2] == "C=0.1, max_iter=1000"
     assert rows[1][2] == "n_estimators=200, min_samples_leaf=1"  # None is left out
     assert rows[2][2] == "defaults"
@@ -400,9 +398,9 @@ def test_the_top_says_when_from_which_commit_and_data(tmp_path: Path) -> None:
     inputs = report_inputs("classification")
     markdown, html, _ = render_report(tmp_path, inputs)
 
-    top = "2026-12-07 12:00 UTC · git commit `0bdfc57a1b2c` · data version `aaaaaaaa`"
+    top = "git commit `0bdfc57a1b2c` of 2026-12-07 12:00 UTC · data version `aaaaaaaa`"
     assert markdown.splitlines()[2].startswith(top)
-    assert "2026-12-07 12:00 UTC · git commit <code>0bdfc57a1b2c</code>" in html
+    assert "git commit <code>0bdfc57a1b2c</code> of 2026-12-07 12:00 UTC" in html
     dirty = inputs.model_copy(update={"git_commit": "0bdfc57a1b2c3d4e-dirty"})
     markdown, _, _ = render_report(tmp_path / "dirty", dirty)
     assert "git commit `0bdfc57a1b2c (uncommitted changes)`" in markdown
@@ -451,14 +449,8 @@ def test_regression_report_has_its_metrics_and_no_roc_figure(tmp_path: Path) -> 
     assert header[3:6] == ["rmse ↓", "mae ↓", "r2 ↑"]
     assert not {name.split()[0] for name in header} & set(CLASSIFICATION)
     assert "roc" not in markdown.lower()
-    assert sorted(image["alt"] or "" for image in HtmlReport(html).images) == [
-        "fit_time.png",
-        "metrics.png",
-    ]
-    assert sorted(path.name for path in (out_dir / "figures").iterdir()) == [
-        "fit_time.png",
-        "metrics.png",
-    ]
+    assert sorted(image["alt"] or "" for image in HtmlReport(html).images) == ["metrics.png"]
+    assert sorted(path.name for path in (out_dir / "figures").iterdir()) == ["metrics.png"]
     assert "**ridge** with rmse = 53.8500" in markdown
     assert "Per class" not in markdown
 
@@ -508,13 +500,14 @@ def test_clearml_section_shows_each_task_and_whether_clearml_agrees(tmp_path: Pa
     )
     markdown, html, _ = render_report(tmp_path, inputs)
 
-    rows = markdown_table(markdown, "experiment | train task")
-    assert rows[0][:3] == ["experiment", "train task", "evaluate task"]
-    assert rows[2][2] == "[e-1](https://app.clearml.example/projects/*/experiments/e-1)"
-    assert rows[2][3 + CLASSIFICATION.index("f1")] == "0.9774"
+    rows = markdown_table(markdown, "experiment | evaluate task")
+    assert rows[0][:2] == ["experiment", "evaluate task"]
+    assert rows[2][1] == "[open](https://app.clearml.example/projects/*/experiments/e-1)"
+    assert rows[2][2 + CLASSIFICATION.index("f1")] == "0.9774"
     assert [row[-1] for row in rows[2:]] == ["yes", "not readable here", "**no**"]
-    assert rows[3][3] == "-"  # no value where ClearML could not be read
-    (table,) = [t for t in HtmlReport(html).tables if t[0][:2] == ["experiment", "train task"]]
+    assert rows[3][2] == "-"  # no value where ClearML could not be read
+    assert "t-1" not in markdown  # a task id is the tracker's, not the report's
+    (table,) = [t for t in HtmlReport(html).tables if t[0][:2] == ["experiment", "evaluate task"]]
     assert [row[-1] for row in table[1:]] == ["yes", "not readable here", "no"]
     assert "on https://app.clearml.example" in markdown
 
@@ -652,18 +645,20 @@ def test_a_local_store_gets_the_command_that_opens_the_ui_not_a_dead_link(
         assert ":5000" not in text.replace(command, "")
         assert command in text
         assert "which has no server to link to" in text
-    assert f"`{inputs.results[0].record.mlflow_run_id[:8]}`" in markdown
+    assert "filter the runs by the tag `mlrig.experiment`" in markdown
 
 
-def test_a_server_gets_links_to_its_runs(tmp_path: Path) -> None:
+def test_a_server_gets_links_to_each_experiments_runs(tmp_path: Path) -> None:
     inputs = report_inputs("classification")
     inputs.mlflow_server = "https://mlflow.example:8443"
     markdown, html, _ = render_report(tmp_path, inputs)
 
-    run_id = inputs.results[0].record.mlflow_run_id
-    link = f"https://mlflow.example:8443/#/experiments/1/runs/{run_id}"
+    header = markdown_table(markdown, "experiment | family")[0]
+    assert header[-1] == "MLflow"
+    search = "tags.%60mlrig.experiment%60%20%3D%20%27linear_c0_1%27"
+    link = f"https://mlflow.example:8443/#/experiments/1?searchFilter={search}"
     assert link in hrefs(html)
-    assert f"[{run_id[:8]}]({link})" in markdown
+    assert f"[runs]({link})" in markdown
     assert "mlflow ui" not in html
 
 
