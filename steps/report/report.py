@@ -292,7 +292,7 @@ def gather_inputs(
     """What the report shows, from the steps' outputs, the settings and the MLflow store
     (`out_dir`: where the report goes, which its links are relative to)."""
     from mlrig.lineage import code_commit
-    from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command
+    from mlrig.tracking.mlflow_ui import mlflow_server, project_mlflow_ui_command
     from mlrig.tracking.step_run import setup_mlflow
     from mlrig.tracking.train_runs import run_finder
     from mlrig.tracking.tuned import latest_searches
@@ -309,7 +309,10 @@ def gather_inputs(
     }
     experiment_id = setup_mlflow(settings)
     results = load_results(folders.train, folders.evaluate, names, run_finder(settings))
+    # the commit a step container names (it has no checkout), else the checkout's own
     commit, code_date = code_commit(settings.root)
+    if commit == "unknown" and settings.git_commit:
+        commit = settings.git_commit
     train_md5 = data_versions[f"{folders.split.name}/{TRAIN_FILE}"]
     return ReportInputs(
         title=load_section(params, "report", ReportParams).title,
@@ -320,10 +323,9 @@ def gather_inputs(
         validation=json.loads(read_output(folders.validation / "report.json")),
         experiment_id=experiment_id,
         mlflow_server=mlflow_server(settings),
-        mlflow_ui_command=mlflow_ui_command(settings),
-        # a step container has no checkout: the executor names the commit, without its date
-        git_commit=settings.git_commit or commit,
-        code_date=None if settings.git_commit else code_date,
+        mlflow_ui_command=project_mlflow_ui_command(settings),
+        git_commit=commit,
+        code_date=code_date,
         data=data_section(folders.split, meta),
         per_class=read_per_class(folders.evaluate, names),
         tuning=latest_searches(settings, names, train_md5),

@@ -22,7 +22,16 @@ def mlflow_server(settings: Settings) -> str | None:
 def mlflow_ui_command(settings: Settings) -> str:
     """The command that opens the MLflow UI on the runs: the server's address, or `mlflow ui`
     on a store without a server (the project's own, or one MLFLOW_TRACKING_URI names, as a
-    pipeline's stages get it)."""
+    pipeline's stages get it), from any folder."""
+    command = project_mlflow_ui_command(settings)
+    if settings.tracking_uri.startswith(SERVER_SCHEMES):
+        return command
+    return f"cd {shlex.quote(str(settings.root))} && {command}"
+
+
+def project_mlflow_ui_command(settings: Settings) -> str:
+    """`mlflow_ui_command` as typed in the project folder: no path of this checkout in it, so
+    the report that shows it reads the same in every clone."""
     if settings.tracking_uri.startswith(SERVER_SCHEMES):
         return f"open {redact(settings.tracking_uri)}"
     store = redact(settings.tracking_uri).replace(str(settings.root) + "/", "")
@@ -30,5 +39,4 @@ def mlflow_ui_command(settings: Settings) -> str:
     mlflow = Path(sys.executable).parent / "mlflow"
     if mlflow.is_relative_to(settings.root):
         mlflow = mlflow.relative_to(settings.root)
-    command = [str(mlflow), "ui", "--backend-store-uri", store, "--port", "5000"]
-    return f"cd {shlex.quote(str(settings.root))} && {shlex.join(command)}"
+    return shlex.join([str(mlflow), "ui", "--backend-store-uri", store, "--port", "5000"])
