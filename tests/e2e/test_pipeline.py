@@ -118,12 +118,12 @@ def test_a_fresh_clones_first_run_leaves_dvc_lock_as_committed(project: Project,
     MLflow, a report with no time of its own): the run writes the lock that was committed."""
     if not clean_checkout():
         pytest.skip("the checkout has uncommitted changes: its dvc.lock cannot match them yet")
+    diff = subprocess.run(["git", "diff", "HEAD"], cwd=project.root, capture_output=True, text=True)
+    assert diff.stdout == "", diff.stdout[:3000]
     status = subprocess.run(
         ["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True
     )
     assert status.stdout == "", status.stdout
-    diff = subprocess.run(["git", "diff", "HEAD"], cwd=project.root, capture_output=True, text=True)
-    assert diff.stdout == "", diff.stdout[:3000]
 
 
 def test_the_printed_mlflow_ui_command_opens_the_ui_without_uv(project: Project, first_run) -> None:

@@ -23,17 +23,24 @@ def mlflow_ui_command(settings: Settings) -> str:
     """The command that opens the MLflow UI on the runs: the server's address, or `mlflow ui`
     on a store without a server (the project's own, or one MLFLOW_TRACKING_URI names, as a
     pipeline's stages get it), from any folder."""
-    command = project_mlflow_ui_command(settings)
     if settings.tracking_uri.startswith(SERVER_SCHEMES):
-        return command
-    return f"cd {shlex.quote(str(settings.root))} && {command}"
+        return f"open {redact(settings.tracking_uri)}"
+    return f"cd {shlex.quote(str(settings.root))} && {local_ui_command(settings)}"
 
 
 def project_mlflow_ui_command(settings: Settings) -> str:
-    """`mlflow_ui_command` as typed in the project folder: no path of this checkout in it, so
-    the report that shows it reads the same in every clone."""
+    """`mlflow_ui_command` as typed in the project folder, with no path of this checkout or
+    its environment in it (`make ui` for the project's own store), so the report that shows it
+    reads the same in every clone."""
     if settings.tracking_uri.startswith(SERVER_SCHEMES):
         return f"open {redact(settings.tracking_uri)}"
+    if settings.tracking_uri == f"sqlite:///{settings.state_dir / 'mlflow.db'}":
+        return "make ui"  # the project's own store, which a stage gets by MLFLOW_TRACKING_URI
+    return local_ui_command(settings)
+
+
+def local_ui_command(settings: Settings) -> str:
+    """`mlflow ui` on the configured store, as typed in the project folder."""
     store = redact(settings.tracking_uri).replace(str(settings.root) + "/", "")
     # the mlflow of this environment, as it can be typed: no uv, no activated venv needed
     mlflow = Path(sys.executable).parent / "mlflow"

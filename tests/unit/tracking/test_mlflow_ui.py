@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlrig.settings import Settings
-from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command
+from mlrig.tracking.mlflow_ui import mlflow_server, mlflow_ui_command, project_mlflow_ui_command
 
 
 def test_the_project_store_is_opened_with_mlflow_ui(project_settings: Settings) -> None:
@@ -26,6 +26,18 @@ def test_a_store_named_by_uri_as_a_stage_gets_it_is_opened_the_same_way(
 
     assert mlflow_ui_command(settings) == mlflow_ui_command(project_settings)
     assert mlflow_server(settings) is None
+
+
+def test_the_report_names_a_command_with_no_path_of_this_checkout(
+    project_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The report is a DVC output: the same in every clone, wherever its venv is."""
+    assert project_mlflow_ui_command(project_settings) == "make ui"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_settings.root}/.mlrig/mlflow.db")
+    assert project_mlflow_ui_command(Settings()) == "make ui"  # as a stage gets the store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    other = project_mlflow_ui_command(Settings())
+    assert other.endswith(f"ui --backend-store-uri sqlite:///{tmp_path}/other.db --port 5000")
 
 
 def test_a_server_is_its_address_without_credentials(
