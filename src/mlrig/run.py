@@ -21,6 +21,7 @@ from mlrig import stopping
 from mlrig.doctor import require_services
 from mlrig.dvc.code_deps import require_code_deps
 from mlrig.dvc.commands import push_outputs
+from mlrig.dvc.dag import with_descendants
 from mlrig.dvc.integrity import repair_outputs
 from mlrig.dvc.repo import changed_stages, require_checkout, require_dvc_unlocked
 from mlrig.errors import EXIT_FAILED, MlrigError, Stopped
@@ -168,9 +169,11 @@ def unrecorded_stages(settings: Settings, graph: dict[str, set[str]]) -> list[st
     """Stages of the planned graph to run again because the configured MLflow store lacks
     their runs or champion."""
     train_stages = unrecorded_train_stages(settings, list(graph))
-    if not train_stages and champion_missing(settings):
-        return [REGISTER_STAGE]
-    return train_stages
+    if train_stages:
+        # they fit the same bytes again, so DVC alone would skip what follows them: the
+        # evaluate, register and report records this store lacks too
+        return sorted(with_descendants(graph, train_stages))
+    return [REGISTER_STAGE] if champion_missing(settings) else []
 
 
 @contextmanager

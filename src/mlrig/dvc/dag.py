@@ -93,3 +93,14 @@ def downstream(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return {
         stage: {child for child, parents in graph.items() if stage in parents} for stage in graph
     }
+
+
+def with_descendants(graph: dict[str, set[str]], stages: list[str]) -> set[str]:
+    """The stages, and every stage that depends on them, directly or not."""
+    children = downstream(graph)
+    found, waiting = set(stages), list(stages)
+    while waiting:
+        for child in children.get(waiting.pop(), set()) - found:
+            found.add(child)
+            waiting.append(child)
+    return found
