@@ -2,8 +2,10 @@
 
 - **Phases and the heartbeat.** A step names what it is doing (`phase("fitting knn on 20000
   rows")`); while a stage runs, a heartbeat thread writes `<stage>: <phase> (<s> s, <cpu> s CPU,
-  peak <MB> MB)` to its stderr every `HEARTBEAT_SECONDS`, so a stage that runs longer than that
-  says in its log what it is doing. A stage that ends sooner writes no line.
+  peak <MB> MB)` to its stderr every `heartbeat_seconds()` (10 s), so a stage that runs longer
+  than that says in its log what it is doing. A stage that ends sooner writes no line. The run
+  reads the newest line back from the stage's log (`newest_heartbeat`) to show it on the
+  console.
 - **Its process title.** The stage's process is named after it (`mlrig stage train@knn` in
   `ps`, `train@knn` in `top`): in the warm server every step is a fork of the same process.
 - **Its usage.** `own_usage` is the CPU time and peak RSS of the stage's process itself (and of
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import threading
@@ -31,7 +34,16 @@ from pathlib import Path
 STAGE_VARIABLE = "MLRIG_STAGE"
 #: where the command DVC started writes its stage's usage (JSON), when set
 USAGE_VARIABLE = "MLRIG_STAGE_USAGE"
+#: how often a running stage says what it is doing, in seconds (tests shorten it)
+HEARTBEAT_VARIABLE = "MLRIG_HEARTBEAT_SECONDS"
 HEARTBEAT_SECONDS = 10.0
+#: a heartbeat line as `heartbeat_line` writes it
+HEARTBEAT_LINE = re.compile(
+    r"^(?P<stage>\S+): (?P<phase>.*) \((?P<seconds>\d+) s, (?P<cpu>\d+) s CPU, "
+    r"peak (?P<mb>\d+) MB\)$"
+)
+#: how much of the end of a stage's log is searched for its newest heartbeat
+LOG_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ def write_usage(usage: StageUsage, environment: dict[str, str] | None = None) ->
     """Write the stage's usage where `USAGE_VARIABLE` says (nowhere when it is unset)."""
     target = (environment if environment is not None else os.environ).get(USAGE_VARIABLE)
     if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text(json.dumps(asdict(usage)) + "\n")
 
 
@@ -93,14 +106,65 @@ def name_process(stage: str, title: str | None = None) -> None:
 
 
 class _Phase:
-    """What the stage is doing now, and since when (one per process)."""
+    """What the stage is doing now (one per process); None: this process says nothing."""
 
-    text = "starting"
+    text: str | None = "starting"
 
 
-def phase(text: str) -> None:
-    """Say what the stage is doing now: the next heartbeat line names it."""
+def phase(text: str | None) -> None:
+    """Say what the stage is doing now: the next heartbeat line names it. None: say nothing
+    until the next phase (a process this one waits for says what the stage is doing)."""
     _Phase.text = text
+
+
+def heartbeat_seconds(environment: dict[str, str] | None = None) -> float:
+    """How often a running stage says what it is doing: `MLRIG_HEARTBEAT_SECONDS`, else 10 s."""
+    value = (environment if environment is not None else os.environ).get(HEARTBEAT_VARIABLE)
+    try:
+        seconds = float(value) if value else HEARTBEAT_SECONDS
+    except ValueError:
+        return HEARTBEAT_SECONDS
+    return seconds if seconds > 0 else HEARTBEAT_SECONDS
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One heartbeat line, read back: what the stage was doing, and what it had cost."""
+
+    stage: str
+    phase: str
+    seconds: int  # since the step's process started
+    cpu_seconds: int
+    peak_rss_mb: int
+
+
+def read_heartbeat(line: str) -> Heartbeat | None:
+    """The heartbeat a log line holds; None when it is another line."""
+    match = HEARTBEAT_LINE.match(line.rstrip("\r\n"))
+    if match is None:
+        return None
+    return Heartbeat(
+        stage=match["stage"],
+        phase=match["phase"],
+        seconds=int(match["seconds"]),
+        cpu_seconds=int(match["cpu"]),
+        peak_rss_mb=int(match["mb"]),
+    )
+
+
+def newest_heartbeat(log_path: Path, stage: str) -> Heartbeat | None:
+    """The last heartbeat of `stage` in the end of its log; None when there is none (yet)."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            tail = log.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        beat = read_heartbeat(line)
+        if beat is not None and beat.stage == stage:
+            return beat
+    return None
 
 
 def heartbeat_line(stage: str, started: float) -> str:
@@ -113,16 +177,19 @@ def heartbeat_line(stage: str, started: float) -> str:
 
 
 @contextmanager
-def heartbeat(stage: str, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
-    """While the block runs, write what the stage is doing to stderr every `interval` s."""
+def heartbeat(stage: str, interval: float | None = None) -> Iterator[None]:
+    """While the block runs, write what the stage is doing to stderr every `interval` s
+    (`heartbeat_seconds()` by default), unless its phase is None."""
     done = threading.Event()
     started = time.monotonic()
+    every = interval if interval is not None else heartbeat_seconds()
     _Phase.text = "starting"
 
     def beat() -> None:
-        while not done.wait(interval):
-            sys.stderr.write(heartbeat_line(stage, started) + "\n")
-            sys.stderr.flush()
+        while not done.wait(every):
+            if _Phase.text is not None:
+                sys.stderr.write(heartbeat_line(stage, started) + "\n")
+                sys.stderr.flush()
 
     thread = threading.Thread(target=beat, name="mlrig-heartbeat", daemon=True)
     thread.start()

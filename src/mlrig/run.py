@@ -25,7 +25,7 @@ from mlrig.dvc.dag import with_descendants
 from mlrig.dvc.integrity import repair_outputs
 from mlrig.dvc.repo import changed_stages, require_checkout, require_dvc_unlocked
 from mlrig.errors import EXIT_FAILED, MlrigError, Stopped
-from mlrig.executors.base import StageExecutor, StageRequest
+from mlrig.executors.base import OnProgress, StageExecutor, StageRequest, no_progress
 from mlrig.executors.registry import stage_executor
 from mlrig.experiments.params import PARAMS_FILE
 from mlrig.experiments.preflight import preflight, prepare_params
@@ -207,6 +207,7 @@ def run_pipeline(
     jobs: int = 2,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_phase: Callable[[str], None] = lambda phase: None,
+    on_progress: OnProgress = no_progress,
 ) -> RunSummary:
     """Run the whole pipeline once.
 
@@ -219,6 +220,8 @@ def run_pipeline(
         jobs: how many independent stages run at once.
         on_stage: called with each stage name as DVC starts it (for progress).
         on_phase: called with what is happening between stages (for progress).
+        on_progress: called about every 10 s with each stage running that long, its seconds
+            so far and the newest heartbeat of its step (`mlrig.progress`).
 
     Returns:
         What ran, what was recorded, and where the results are.
@@ -228,7 +231,7 @@ def run_pipeline(
         return run_unlocked(
             settings,
             overrides,
-            RunOptions(force=force, push=push, jobs=jobs, on_stage=on_stage, on_phase=on_phase),
+            RunOptions(force, push, jobs, on_stage, on_phase, on_progress),
             stages_executor,
         )
 
@@ -242,6 +245,7 @@ class RunOptions:
     jobs: int
     on_stage: Callable[[str], None]
     on_phase: Callable[[str], None]
+    on_progress: OnProgress = no_progress
 
 
 def run_unlocked(
@@ -288,6 +292,7 @@ def run_unlocked(
                 jobs=options.jobs,
                 log_path=log_path,
                 on_stage=options.on_stage,
+                on_progress=options.on_progress,
             )
             stage_seconds = run_under_parent_run(
                 settings, parent_run_id, executor, request, servers

@@ -59,8 +59,16 @@ def run_stage_here(name: str | None, force: bool) -> None:
     timeline.mark("imports")
     settings = load_settings()
     with exclusive_run(settings, "mlrig stage"):
-        run_stage(settings, name, force=force, on_phase=typer.echo, timeline=timeline)
+        run_stage(settings, name, force=force, on_phase=say_phase, timeline=timeline)
     timeline.save(settings.root / WORKSPACE_TIMELINE)
+
+
+def say_phase(text: str) -> None:
+    """Print what the stage does now, and let its heartbeat name it (`mlrig.progress`)."""
+    from mlrig import progress
+
+    typer.echo(text)
+    progress.phase(text)
 
 
 def serve_stages(socket_path: Path) -> None:
@@ -96,7 +104,10 @@ def main() -> None:
     MLRIG_WARM_SOCKET names one that answers, else run here."""
     from mlrig.executors.warm import SOCKET_VARIABLE, run_in_server
 
-    code = run_in_server(os.environ.get(SOCKET_VARIABLE), "mlrig.entrypoints.stage")
+    # the usage the summary shows is the step's own (its command writes it), not DVC's pull,
+    # run and push around it
+    socket_path = os.environ.get(SOCKET_VARIABLE)
+    code = run_in_server(socket_path, "mlrig.entrypoints.stage", keep_usage=False)
     if code is not None:
         sys.exit(code)
     app()

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # the CLI imports this module for --executor's choices: it stays light
     from contextlib import ExitStack
-    from pathlib import Path
 
+    from mlrig.progress import Heartbeat
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # DVC loads inside functions
-    pass
+#: called with a running stage, its seconds so far and the newest heartbeat of its step
+OnProgress = Callable[[str, float, "Heartbeat"], None]
+
+
+def no_progress(stage: str, seconds: float, beat: Heartbeat) -> None:
+    """Show nothing of a running stage."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class StageRequest:
     jobs: int  # how many stages run at once
     log_path: Path  # the pipeline run's log
     on_stage: Callable[[str], None]  # called with each stage as it starts
+    on_progress: OnProgress = no_progress  # about every 10 s, with each stage running that long
 
 
 class StageRunner(Protocol):
@@ -52,6 +56,10 @@ class StageRunner(Protocol):
         Raises:
             MlrigError: the stage failed; nothing downstream of it is started.
         """
+        ...
+
+    def stage_log(self, stage: str) -> Path:
+        """Where the stage's output goes while it runs (its heartbeat lines included)."""
         ...
 
 

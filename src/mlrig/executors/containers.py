@@ -48,11 +48,14 @@ from mlrig.executors.timeline import (
 )
 from mlrig.images.build import current_step_images, no_image_error
 from mlrig.images.engine import Engine, find_engine
+from mlrig.progress import HEARTBEAT_VARIABLE, STAGE_VARIABLE, USAGE_VARIABLE, usage_path
 from mlrig.settings import Settings
 
 LOG_TAIL_LINES = 25
 #: what `dvc repro` says of a stage it restores from the run-cache instead of running it
 RESTORED_FROM_RUN_CACHE = "is cached - skipping run"
+#: where a stage's step writes its usage in its workspace (`mlrig.progress`), for the host
+WORKSPACE_USAGE = Path(".mlrig") / "stage-usage.json"
 #: a stage's share of the CPUs (mlrig.run.thread_limits), which libraries read at import
 THREAD_SETTINGS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: settings a stage gets when they are set here; values travel in the environment of the
@@ -71,6 +74,7 @@ PASSED_SETTINGS = (
     "MLRIG_PIPELINE_RUN_ID",
     "MLRIG_GIT_COMMIT",
     "MLRIG_DVC_REMOTE_URL",
+    HEARTBEAT_VARIABLE,
     *THREAD_SETTINGS,
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -142,6 +146,7 @@ class ContainerRun:
     graph: dict[str, set[str]]
     forced: set[str]  # stages to run even if DVC finds them unchanged
     host_lock: threading.Lock
+    log_path: Path  # the pipeline run's log: each stage's usage is kept beside it
     unchecked: list[str] = field(default_factory=list)  # finished, outputs not checked out
 
     @property
@@ -170,6 +175,21 @@ class ContainerRun:
         hand_over(path, self.containers.engine)
         return path
 
+    def stage_log(self, stage: str) -> Path:
+        """The stage's log in the run's folder: the engine streams the container's output
+        into it while the stage runs."""
+        return self.run_dir / f"{stage.replace('@', '-')}.log"
+
+    def stage_settings(self, stage: str, workspace: Path) -> dict[str, str]:
+        """What a stage's processes in the container are told besides the run's settings: its
+        image, its name (its heartbeat's), and where its step writes its usage."""
+        in_container = self.containers.container_path(workspace)
+        return {
+            "MLRIG_IMAGE": self.containers.images[step_of(stage)],
+            STAGE_VARIABLE: stage,
+            USAGE_VARIABLE: f"{in_container}/{WORKSPACE_USAGE}",
+        }
+
     def run_stage(self, stage: str) -> float | None:
         """Run one stage in its step's container.
 
@@ -187,9 +207,10 @@ class ContainerRun:
         image = self.containers.images[step_of(stage)]  # its container may be another step's
         container = self.containers.ready(step_of(stage), stage)
         timeline.mark("start step container")
-        log_path = self.run_dir / f"{stage.replace('@', '-')}.log"
-        environment = self.environment | {"MLRIG_IMAGE": image}
-        names = [name for name in (*PASSED_SETTINGS, "MLRIG_IMAGE") if environment.get(name)]
+        log_path = self.stage_log(stage)
+        own = self.stage_settings(stage, workspace)
+        environment = self.environment | own
+        names = [name for name in (*PASSED_SETTINGS, *own) if environment.get(name)]
         command = self.containers.stage_command(
             container, stage, workspace, names, force=self.must_force(stage)
         )
@@ -219,6 +240,10 @@ class ContainerRun:
         at a time.
         """
         entry = lock_entry(workspace, stage)
+        if (workspace / WORKSPACE_USAGE).is_file():  # read into the summary (`mlrig.run`)
+            kept = usage_path(self.log_path, stage)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(workspace / WORKSPACE_USAGE, kept)
         sessions = workspace / ".mlrig" / "clearml" / "offline"
         self.settings.clearml_sessions_dir.mkdir(parents=True, exist_ok=True)
         for session in sessions.glob("*.zip") if sessions.is_dir() else []:
@@ -375,8 +400,9 @@ class ContainersExecutor:
             graph=request.graph,
             forced=request.forced,
             host_lock=threading.Lock(),
+            log_path=request.log_path,
         )
         try:
-            return schedule(request.graph, run, request.jobs, request.on_stage)
+            return schedule(request.graph, run, request.jobs, request.on_stage, request.on_progress)
         finally:  # however it ends, what finished is here, as after a local run
             run.check_out_results()

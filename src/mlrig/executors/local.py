@@ -72,7 +72,7 @@ class LocalExecutor:
             candidates=request.changed | request.forced,
             forced=request.forced,
         )
-        return schedule(request.graph, run, request.jobs, request.on_stage)
+        return schedule(request.graph, run, request.jobs, request.on_stage, request.on_progress)
 
 
 def warm_log(log_path: Path) -> Path:
@@ -100,6 +100,10 @@ class LocalRun:
         with self.lock:
             return stage in self.candidates
 
+    def stage_log(self, stage: str) -> Path:
+        """The stage's log in the run's log folder, written while it runs."""
+        return self.log_path.with_suffix("") / f"{stage.replace('@', '-')}.log"
+
     def run_stage(self, stage: str) -> float | None:
         """`dvc repro --single-item` of one stage.
 
@@ -120,7 +124,7 @@ class LocalRun:
         return seconds
 
     def repro(self, stage: str, *, force: bool) -> float | None:
-        stage_log = self.log_path.with_suffix("") / f"{stage.replace('@', '-')}.log"
+        stage_log = self.stage_log(stage)
         stage_log.parent.mkdir(parents=True, exist_ok=True)
         flags = ["--single-item", *(["--force"] if force else [])]
         arguments = ["--wait-for-lock", "repro", *flags, stage]

@@ -191,6 +191,10 @@ class StepContainers:
             raise StepContainerFailed(stage, self.images[step], why, container.log_path)
         return container
 
+    def container_path(self, workspace: Path) -> str:
+        """Where a workspace folder of this run is, as its containers see it."""
+        return f"{CONTAINER_WORKSPACES}/{workspace.relative_to(self.workspaces)}"
+
     def stage_command(
         self,
         container: StepContainer,
@@ -205,7 +209,7 @@ class StepContainers:
         values come from the engine's environment)."""
         return self.engine.command(
             "exec",
-            "--workdir", f"{CONTAINER_WORKSPACES}/{workspace.relative_to(self.workspaces)}",
+            "--workdir", self.container_path(workspace),
             "--env", f"{SOCKET_VARIABLE}={container.container_socket}",
             *(flag for name in settings for flag in ("--env", name)),
             container.name,

@@ -103,8 +103,12 @@ def run_step(module: str) -> None:
     sys.exit(code)
 
 
-def run_in_server(socket_path: str | None, module: str) -> int | None:
-    """The step's exit code from the warm server; None when no server answers (run it here)."""
+def run_in_server(socket_path: str | None, module: str, *, keep_usage: bool = True) -> int | None:
+    """The step's exit code from the warm server; None when no server answers (run it here).
+
+    Args:
+        keep_usage: write the usage of the server's fork where `MLRIG_STAGE_USAGE` says.
+    """
     if not socket_path:
         return None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -121,7 +125,8 @@ def run_in_server(socket_path: str | None, module: str) -> int | None:
         sys.stderr.write(f"error: the warm step process of {module} ended without a result\n")
         return 1
     result = json.loads(reply)  # the step's exit code, and its usage as its process counted it
-    progress.write_usage(progress.StageUsage(**result["usage"]))
+    if keep_usage:
+        progress.write_usage(progress.StageUsage(**result["usage"]))
     return int(result["code"])
 
 

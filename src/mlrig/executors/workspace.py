@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from mlrig import progress
 from mlrig.dvc.commands import dvc_in_process
 from mlrig.dvc.remote import STAGE_REMOTE_NAME, is_s3_url, stage_remote, write_workspace_config
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
@@ -112,6 +113,7 @@ def run_stage(
     pull_inputs(settings, name, on_phase)
     marks.mark("pull inputs")
     on_phase(f"running {name}")
+    progress.phase(None)  # the step's own process says what it does, and what it costs
     # --pull: a stage in the remote run-cache is restored instead of run; a forced stage is
     # not restored, and --pull would download the remote's whole run-cache for nothing
     repro = ["repro", "--single-item", *(["--force"] if force else ["--pull"]), name]
