@@ -22,11 +22,15 @@ from mlrig.dvc.dag import stage_graph
 from mlrig.executors.step_containers import RUN_LABEL
 from mlrig.images.build import ImageBuild
 from mlrig.images.engine import Engine
+from mlrig.progress import HEARTBEAT_VARIABLE, read_heartbeat
 from tests.support.executors import assert_runs_its_plan
 from tests.support.project import FEW_EXPERIMENTS, REPO_ROOT, clean_environment, copy_repository
 from tests.support.stack import Stack, start_stack
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
+
+#: how often a stage of the shared run says what it is doing, in seconds
+HEARTBEAT = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,9 @@ def container_run(stack: Stack) -> dict:
     result = subprocess.run(
         [str(venv_mlrig), "run", "--stack", "local", "--executor", "containers", "--json"],
         cwd=stack.root,
-        env=stack.env | {"PATH": path_without_uv(stack.env["PATH"])},
+        # stages say what they do every HEARTBEAT s (10 s by default): some stages take longer
+        env=stack.env
+        | {"PATH": path_without_uv(stack.env["PATH"]), HEARTBEAT_VARIABLE: str(HEARTBEAT)},
         capture_output=True,
         text=True,
         timeout=900,
@@ -323,3 +329,30 @@ def test_a_scaffolded_step_runs_in_its_own_image(stack: Stack, container_run: di
     assert "featurize: copied" in log.read_text()
     copied = stack.root / "outputs/featurize/table.parquet"
     assert copied.read_bytes() == (stack.root / "outputs/ingest/table.parquet").read_bytes()
+
+
+def test_the_summary_gives_each_stage_its_steps_own_usage(container_run: dict) -> None:
+    """The step's CPU time and peak RSS, counted in its container for its forked process,
+    come back to the host's summary."""
+    usage = container_run["stage_usage"]
+    assert set(usage) == set(container_run["stages_run"])
+    for stage, cost in usage.items():
+        assert cost["cpu_seconds"] > 0, stage
+        # a fork of a server that imported pandas, scikit-learn, MLflow, ClearML and DVC
+        assert cost["peak_rss_mb"] > 100, stage
+
+
+def test_a_stage_says_what_it_does_in_its_log_under_its_own_name(
+    stack: Stack, container_run: dict
+) -> None:
+    """The heartbeat lines the run shows on the console (not with --json) come back in each
+    stage's log while it runs, named after the stage; its step's say what the step does."""
+    run_dir = stack.root / ".mlrig/containers" / container_run["pipeline_run_id"]
+    beats = {}
+    for stage in container_run["stages_run"]:
+        lines = (run_dir / f"{stage.replace('@', '-')}.log").read_text().splitlines()
+        found = [beat for line in lines if (beat := read_heartbeat(line))]
+        assert all(beat.stage == stage for beat in found), found
+        beats[stage] = found
+    assert any(beats.values())
+    assert not any(beat.phase == "running " + stage for stage in beats for beat in beats[stage])
