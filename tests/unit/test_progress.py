@@ -150,3 +150,44 @@ def test_usage_is_read_back_and_a_missing_file_is_none(tmp_path: Path) -> None:
     assert path.name == "train-knn.usage.json"
     assert progress.read_usage(path) == progress.StageUsage(1.5, 300.0)
     assert progress.read_usage(tmp_path / "none.json") is None
+
+
+def test_a_heartbeat_line_is_read_back_and_other_lines_are_not(tmp_path: Path) -> None:
+    line = "train@knn: fitting knn on 20000 rows (20 s, 19 s CPU, peak 812 MB)"
+    beat = progress.read_heartbeat(line + "\n")
+
+    assert beat == progress.Heartbeat("train@knn", "fitting knn on 20000 rows", 20, 19, 812)
+    assert progress.read_heartbeat("Running stage 'train@knn':") is None
+    log = tmp_path / "train-knn.log"
+    log.write_text(
+        f"{line}\nsplit: writing (10 s, 9 s CPU, peak 300 MB)\n"
+        "train@knn: logging the model (30 s, 25 s CPU, peak 900 MB)\nsome output\n"
+    )
+    newest = progress.newest_heartbeat(log, "train@knn")
+    assert newest is not None and newest.phase == "logging the model"  # its own, the last
+    assert progress.newest_heartbeat(log, "evaluate@knn") is None
+    assert progress.newest_heartbeat(tmp_path / "none.log", "train@knn") is None
+
+
+def test_the_heartbeat_writes_what_it_reads(capsys: pytest.CaptureFixture) -> None:
+    with progress.heartbeat("evaluate@knn", interval=0.2):
+        progress.phase("predicting (250000 rows)")
+        time.sleep(0.5)
+
+    beat = progress.read_heartbeat(capsys.readouterr().err.splitlines()[-1])
+    assert beat is not None and beat.phase == "predicting (250000 rows)"
+
+
+def test_a_stage_whose_phase_is_none_says_nothing(capsys: pytest.CaptureFixture) -> None:
+    with progress.heartbeat("stage", interval=0.1):
+        progress.phase(None)  # a process it waits for says what the stage does
+        time.sleep(0.35)
+
+    assert capsys.readouterr().err == ""
+
+
+def test_the_interval_comes_from_the_environment() -> None:
+    assert progress.heartbeat_seconds({}) == 10.0
+    assert progress.heartbeat_seconds({progress.HEARTBEAT_VARIABLE: "0.5"}) == 0.5
+    assert progress.heartbeat_seconds({progress.HEARTBEAT_VARIABLE: "soon"}) == 10.0
+    assert progress.heartbeat_seconds({progress.HEARTBEAT_VARIABLE: "0"}) == 10.0

@@ -146,7 +146,12 @@ def run_with_progress(
 
         def on_progress(stage: str, seconds: float, beat: Heartbeat) -> None:
             if not quiet:
-                console.print(progress_line(stage, seconds, beat), markup=False, highlight=False)
+                console.print(
+                    progress_line(stage, seconds, beat),
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
 
         return run_pipeline(
             settings,

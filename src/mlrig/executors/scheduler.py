@@ -126,13 +126,8 @@ def schedule(
                     stage = running.pop(future)
                     if watch:
                         watch.end(stage)
-                    try:
-                        if (took := future.result()) is not None:
-                            seconds[stage] = took
-                        done.add(stage)
-                        finished.append(stage)
-                    except MlrigError as error:
-                        failure = failure or error
+                    error = take_result(future, stage, seconds, done, finished)
+                    failure = failure or error
         except StopRequested as stop:
             # the signal stopped the stages' processes: their threads end now, failing
             stop.finished = finished
@@ -142,6 +137,25 @@ def schedule(
     if failure is not None:
         raise failure
     return seconds
+
+
+def take_result(
+    future: Future[float | None],
+    stage: str,
+    seconds: dict[str, float],
+    done: set[str],
+    finished: list[str],
+) -> MlrigError | None:
+    """Count a stage that ended as done (with its wall time when it ran); its error if it
+    failed."""
+    try:
+        if (took := future.result()) is not None:
+            seconds[stage] = took
+    except MlrigError as error:
+        return error
+    done.add(stage)
+    finished.append(stage)
+    return None
 
 
 def wait_for_one(
