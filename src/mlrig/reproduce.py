@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -38,6 +38,9 @@ from mlrig.tracking.registered import (
     model_lineage,
 )
 from mlrig.tracking.step_run import TAG_EXPERIMENT, TAG_IMAGE, TAG_STEP
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 #: how far a reproduced metric or prediction may be from the registered one, relative to its
 #: size (at least 1): sklearn's families are seeded and exact on one machine; xgboost and
@@ -409,19 +412,36 @@ def compare_predictions(
     )
 
 
-def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
-    """The rerun's logged params against the registered run's."""
+def rerun_train_run(worktree: Path, experiment: str) -> Run | None:
+    """The rerun's train run of the experiment, in the throwaway store (which holds the
+    rerun's runs only)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{worktree / RERUN_STORE}")
-    # the throwaway store holds the rerun's runs only: its newest train run of the experiment
     runs = client.search_runs(
         [experiment.experiment_id for experiment in client.search_experiments()],
         filter_string=f"tags.`{TAG_STEP}` = 'train' and tags.`{TAG_EXPERIMENT}` = '{experiment}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    rerun = runs[0].data.params if runs else {}
+    return runs[0] if runs else None
+
+
+def ran_in_link(choice: ImageChoice, worktree: Path, experiment: str) -> Link:
+    """The image link of a rerun in the images: held when the rerun's train run names the
+    recorded image (what its step container set), as the registered run does."""
+    run = rerun_train_run(worktree, experiment)
+    ran_in = run.data.tags.get(TAG_IMAGE) if run else None
+    if ran_in == choice.link.recorded:
+        return choice.link
+    note = f"the rerun's train run names {ran_in or 'no image'}"
+    return choice.link.model_copy(update={"state": "differs", "note": note})
+
+
+def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
+    """The rerun's logged params against the registered run's."""
+    run = rerun_train_run(worktree, experiment)
+    rerun = run.data.params if run else {}
     keys = sorted(set(rerun) | set(lineage.params))
     changed = [key for key in keys if rerun.get(key) != lineage.params.get(key)]
     if not changed:
@@ -474,27 +494,44 @@ def reproduce(
     result.notice = choice.notice
     if choice.notice:
         on_notice(choice.notice)
-    with scratch_worktree(settings.root, commit_to_use) as worktree:
+    rerun_and_compare(settings, lineage, (version, commit_to_use), choice, result)
+    return result
+
+
+def rerun_and_compare(
+    settings: Settings,
+    lineage: ModelLineage,
+    at: tuple[DataVersion, str],
+    choice: ImageChoice,
+    result: Reproduction,
+) -> None:
+    """In a scratch worktree at the commit, on the data version (`at`), run the experiment's
+    stages again where `choice` says, and write the comparison into `result`."""
+    version, commit = at
+    experiment = lineage.experiment
+    assert experiment is not None
+    with scratch_worktree(settings.root, commit) as worktree:
         place_split(version, worktree)
         result.rerun_tracking = (
             f"a throwaway SQLite store in the scratch worktree ({RERUN_STORE}, experiment "
             f"{RERUN_EXPERIMENT}), deleted with it"
         )
         if choice.in_image:
-            failure = rerun_stages_in_images(choice, worktree, lineage.experiment, commit_to_use)
+            result.rerun_tracking += "; the step containers logged through an MLflow server over it"
+            failure = rerun_stages_in_images(choice, worktree, experiment, commit)
         else:
-            failure = rerun_stages(worktree, lineage.experiment, commit_to_use)
+            failure = rerun_stages(worktree, experiment, commit)
         if failure is not None:
             result.log = failure
-            return result
-        experiment = lineage.experiment
+            return
+        if choice.in_image:
+            result.links[2] = ran_in_link(choice, worktree, experiment)
         result.links.append(params_link(lineage, worktree, experiment))
         metrics = worktree / EVALUATE_OUTPUTS / experiment / METRICS_FILE
-        result.compared = compare_metrics(lineage, metrics, tolerance)
+        result.compared = compare_metrics(lineage, metrics, tolerance=result.tolerance)
         result.compared.append(
-            compare_predictions(settings, lineage, worktree, experiment, tolerance)
+            compare_predictions(settings, lineage, worktree, experiment, result.tolerance)
         )
-    return result
 
 
 def require_reproduced(result: Reproduction) -> None:
