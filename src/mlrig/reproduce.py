@@ -4,9 +4,11 @@ The model version's training run recorded every link: the git commit (`mlrig.git
 training split's MD5 (`mlrig.data.md5`, found again in a DVC data version), the step image
 (`mlrig.image`, when it ran in one) and its params. In a scratch git worktree at that commit, the
 split of that data version is fetched (DVC cache or remote) and the model's train and evaluate
-stages run again with `dvc repro`, tracked in a throwaway MLflow store inside the worktree: the
-configured store and its registry are only read. The new metrics and the new model's predictions
-on the test split are compared with the registered ones.
+stages run again, tracked in a throwaway MLflow store inside the worktree: the configured store
+and its registry are only read. They run in the step images they ran in when the run recorded
+them and the container engine has them (`choose_image`; the containers executor's way,
+`mlrig.executors.rerun`), else locally with `dvc repro`, saying why. The new metrics and the new
+model's predictions on the test split are compared with the registered ones.
 """
 
 from __future__ import annotations
