@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def lineage_with(image: str | None, evaluate_image: str | None = None) -> ModelL
     )
 
 
+@functools.cache  # the engine lists its images slowly on a busy machine: once per module
 def a_local_image() -> str:
     """An image this machine's engine has (a step image where the image tier built them)."""
     settings = Settings(project_dir=REPO_ROOT)
