@@ -4,9 +4,11 @@ The model version's training run recorded every link: the git commit (`mlrig.git
 training split's MD5 (`mlrig.data.md5`, found again in a DVC data version), the step image
 (`mlrig.image`, when it ran in one) and its params. In a scratch git worktree at that commit, the
 split of that data version is fetched (DVC cache or remote) and the model's train and evaluate
-stages run again with `dvc repro`, tracked in a throwaway MLflow store inside the worktree: the
-configured store and its registry are only read. The new metrics and the new model's predictions
-on the test split are compared with the registered ones.
+stages run again, tracked in a throwaway MLflow store inside the worktree: the configured store
+and its registry are only read. They run in the step images they ran in when the run recorded
+them and the container engine has them (`choose_image`; the containers executor's way,
+`mlrig.executors.rerun`), else locally with `dvc repro`, saying why. The new metrics and the new
+model's predictions on the test split are compared with the registered ones.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from mlrig.dvc.versions import DataVersion, fetch_version_file, find_data_version
-from mlrig.errors import EXIT_FAILED, MlrigError
+from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
+from mlrig.images.engine import Engine, find_engine
 from mlrig.settings import Settings
 from mlrig.tracking.registered import (
     SPLIT_DIR,
@@ -35,7 +39,10 @@ from mlrig.tracking.registered import (
     ModelLineage,
     model_lineage,
 )
-from mlrig.tracking.step_run import TAG_EXPERIMENT, TAG_STEP
+from mlrig.tracking.step_run import TAG_EXPERIMENT, TAG_IMAGE, TAG_STEP
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 #: how far a reproduced metric or prediction may be from the registered one, relative to its
 #: size (at least 1): sklearn's families are seeded and exact on one machine; xgboost and
@@ -45,6 +52,11 @@ TOLERANCES = {"xgboost": 1e-6, "lightgbm": 1e-6, "estimator": 1e-6}
 #: the MLflow experiment of the rerun, in the worktree's own SQLite store
 RERUN_EXPERIMENT = "mlrig-reproduce"
 RERUN_STORE = ".mlrig/reproduce.db"
+#: the artifacts and log of the MLflow server a rerun in step images logs through
+RERUN_ARTIFACTS = ".mlrig/reproduce-artifacts"
+RERUN_SERVER_LOG = ".mlrig/reproduce-mlflow.log"
+SERVER_START_SECONDS = 120.0
+SERVER_STOP_SECONDS = 10.0
 TRAIN_OUTPUTS = "outputs/train"
 EVALUATE_OUTPUTS = "outputs/evaluate"
 MODEL_DIR = "model"
@@ -66,7 +78,7 @@ INHERITED_SETTINGS = (
 )
 
 LinkName = Literal["commit", "data", "image", "params", "experiment"]
-LinkState = Literal["ok", "missing", "not used", "differs"]
+LinkState = Literal["ok", "missing", "not checked", "differs"]
 
 
 class Link(BaseModel):
@@ -97,11 +109,12 @@ class Reproduction(BaseModel):
     compared: list[Difference] = []
     rerun_tracking: str = "none: no stage ran"
     log: str | None = None  # the rerun's output, kept when it failed
+    notice: str | None = None  # why a recorded image was not used
 
     @property
     def reproduced(self) -> bool:
         """Every link held and everything compared is equal within the tolerance."""
-        links_held = all(link.state in ("ok", "not used") for link in self.links)
+        links_held = all(link.state in ("ok", "not checked") for link in self.links)
         return links_held and bool(self.compared) and all(item.equal for item in self.compared)
 
 
@@ -143,16 +156,51 @@ def data_link(root: Path, lineage: ModelLineage) -> tuple[Link, DataVersion | No
     return Link(name="data", recorded=lineage.data_md5, state="ok", note=note), version
 
 
-def image_link(image: str | None) -> Link:
-    """The step image: this version runs the stages locally, with this checkout's libraries."""
-    if not image:
-        return Link(name="image", recorded=None, state="ok", note="none recorded: it ran locally")
-    return Link(
-        name="image",
-        recorded=image,
-        state="not used",
-        note="the stages ran locally, not in the recorded image: library versions may differ",
-    )
+@dataclass(frozen=True)
+class ImageChoice:
+    """Where the stages run again: in the recorded step images (`engine` set), else locally."""
+
+    link: Link
+    engine: Engine | None = None
+    images: dict[str, str] = field(default_factory=dict)  # step -> its recorded image
+    notice: str | None = None  # one line: why a recorded image is not used
+
+    @property
+    def in_image(self) -> bool:
+        return self.engine is not None
+
+
+def locally(recorded: str, why: str) -> ImageChoice:
+    """The local rerun of stages that ran in an image: the link is not checked, and why."""
+    note = f"{why}: the stages ran locally, with this checkout's libraries"
+    link = Link(name="image", recorded=recorded, state="not checked", note=note)
+    return ImageChoice(link=link, notice=f"The recorded image {recorded} is not used ({note}).")
+
+
+def choose_image(settings: Settings, lineage: ModelLineage, *, local: bool) -> ImageChoice:
+    """Whether train and evaluate run again in the images they ran in: only when both are
+    recorded, `--local` was not given, a container engine is here and has the images (or
+    pulls them)."""
+    if not lineage.image:
+        return ImageChoice(
+            link=Link(name="image", recorded=None, state="ok", note="none recorded: it ran locally")
+        )
+    if local:
+        return locally(lineage.image, "--local")
+    if not lineage.evaluate_image:
+        return locally(lineage.image, f"evaluate's image is not recorded ({TAG_IMAGE}.evaluate)")
+    try:
+        engine = find_engine(settings)
+    except ConfigError as error:
+        return locally(lineage.image, f"no container engine ({str(error).split('. ')[0]})")
+    images = {"train": lineage.image, "evaluate": lineage.evaluate_image}
+    for image in dict.fromkeys(images.values()):
+        why_not = None if engine.image_exists(image) else engine.pull(image)
+        if why_not is not None:
+            return locally(lineage.image, f"{image} is not here and was not pulled: {why_not}")
+    note = f"train and evaluate ran in their recorded images ({engine.name})"
+    link = Link(name="image", recorded=lineage.image, state="ok", note=note)
+    return ImageChoice(link=link, engine=engine, images=images)
 
 
 def experiment_link(lineage: ModelLineage) -> Link:
@@ -224,6 +272,93 @@ def rerun_stages(worktree: Path, experiment: str, commit: str) -> str | None:
     return None
 
 
+@contextmanager
+def rerun_mlflow_server(worktree: Path) -> Iterator[str]:
+    """An MLflow server on 127.0.0.1 over the rerun's throwaway SQLite store (a step container
+    logs through a server; its image has no SQLite store), stopped afterwards.
+
+    Yields:
+        Its URI.
+
+    Raises:
+        StackError: it did not start.
+    """
+    from mlrig import stopping
+    from mlrig.stacks.local.processes import free_port, wait_until
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{worktree / RERUN_STORE}",
+        "--artifacts-destination", str(worktree / RERUN_ARTIFACTS),
+        "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1], "--workers", "1",
+    ]  # fmt: skip
+    environment = {key: value for key, value in os.environ.items() if key not in INHERITED_SETTINGS}
+    log_path = worktree / RERUN_SERVER_LOG
+    with log_path.open("w") as log:
+        server = stopping.start(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+    try:
+        wait_until(lambda: answers(uri), SERVER_START_SECONDS, "The rerun's MLflow server",
+                   log_path, server.pid)  # fmt: skip
+        yield uri
+    finally:
+        stopping.stop_groups([server.pid], SERVER_STOP_SECONDS, {server.pid: server})
+        server.wait()
+        stopping.GROUPS.forget(server.pid)
+
+
+def answers(uri: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{uri}/health", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def rerun_stages_in_images(
+    choice: ImageChoice, worktree: Path, experiment: str, commit: str
+) -> str | None:
+    """The experiment's train and evaluate stages in their recorded images, the way the
+    containers executor runs a stage (`mlrig.executors.rerun`), tracked by a throwaway server
+    over the rerun's store; their outputs come back into the worktree.
+
+    Returns:
+        None when both ran, else what failed.
+    """
+    from mlrig.errors import MlrigError
+    from mlrig.executors.rerun import Rerun, rerun_in_images
+
+    assert choice.engine is not None
+    (worktree / RERUN_STORE).parent.mkdir(parents=True, exist_ok=True)
+    given = {
+        f"{SPLIT_DIR}/{name}": worktree / SPLIT_DIR / name
+        for name in (TRAIN_SPLIT_FILE, TEST_SPLIT_FILE, SPLIT_META_FILE)
+    }
+    try:
+        with rerun_mlflow_server(worktree) as tracking_uri:
+            rerun = Rerun(
+                engine=choice.engine,
+                images=choice.images,
+                source=worktree,
+                given=given,
+                environment={
+                    "MLFLOW_TRACKING_URI": tracking_uri,
+                    "MLRIG_EXPERIMENT": RERUN_EXPERIMENT,
+                    "MLRIG_GIT_COMMIT": commit,
+                },
+                run_dir=worktree.parent / "containers",
+            )
+            return rerun_in_images(rerun, [f"train@{experiment}", f"evaluate@{experiment}"])
+    except MlrigError as error:  # the server did not start
+        return str(error)
+
+
 def close(registered: float, reproduced: float, tolerance: float) -> bool:
     return abs(registered - reproduced) <= tolerance * max(1.0, abs(registered))
 
@@ -279,19 +414,36 @@ def compare_predictions(
     )
 
 
-def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
-    """The rerun's logged params against the registered run's."""
+def rerun_train_run(worktree: Path, experiment: str) -> Run | None:
+    """The rerun's train run of the experiment, in the throwaway store (which holds the
+    rerun's runs only)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{worktree / RERUN_STORE}")
-    # the throwaway store holds the rerun's runs only: its newest train run of the experiment
     runs = client.search_runs(
         [experiment.experiment_id for experiment in client.search_experiments()],
         filter_string=f"tags.`{TAG_STEP}` = 'train' and tags.`{TAG_EXPERIMENT}` = '{experiment}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    rerun = runs[0].data.params if runs else {}
+    return runs[0] if runs else None
+
+
+def ran_in_link(choice: ImageChoice, worktree: Path, experiment: str) -> Link:
+    """The image link of a rerun in the images: held when the rerun's train run names the
+    recorded image (what its step container set), as the registered run does."""
+    run = rerun_train_run(worktree, experiment)
+    ran_in = run.data.tags.get(TAG_IMAGE) if run else None
+    if ran_in == choice.link.recorded:
+        return choice.link
+    note = f"the rerun's train run names {ran_in or 'no image'}"
+    return choice.link.model_copy(update={"state": "differs", "note": note})
+
+
+def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
+    """The rerun's logged params against the registered run's."""
+    run = rerun_train_run(worktree, experiment)
+    rerun = run.data.params if run else {}
     keys = sorted(set(rerun) | set(lineage.params))
     changed = [key for key in keys if rerun.get(key) != lineage.params.get(key)]
     if not changed:
@@ -302,13 +454,26 @@ def params_link(lineage: ModelLineage, worktree: Path, experiment: str) -> Link:
     return Link(name="params", recorded=f"{len(lineage.params)} params", state="differs", note=note)
 
 
-def reproduce(settings: Settings, uri: str, tolerance: float | None = None) -> Reproduction:
+def reproduce(
+    settings: Settings,
+    uri: str,
+    tolerance: float | None = None,
+    *,
+    local: bool = False,
+    on_notice: Callable[[str], None] = lambda line: None,
+) -> Reproduction:
     """Train the model version `uri` names again from its lineage, and compare.
+
+    The stages run again in the step images they ran in when the run recorded them and the
+    engine has them (`choose_image`), else locally; `on_notice` is told, in one line, why a
+    recorded image is not used.
 
     Args:
         settings: the project and the MLflow store holding the registry (only read).
         uri: `models:/<name>/<version>` or `models:/<name>@<alias>`.
         tolerance: the relative tolerance; default by the model's family (`TOLERANCES`).
+        local: run the stages locally even when an image is recorded (`--local`).
+        on_notice: told why a recorded image is not used.
 
     Raises:
         MlrigError: the URI is malformed or names no version the store has.
@@ -317,30 +482,58 @@ def reproduce(settings: Settings, uri: str, tolerance: float | None = None) -> R
     tolerance = tolerance_of(lineage.family, tolerance)
     commit, commit_to_use = commit_link(settings.root, lineage.commit)
     data, version = data_link(settings.root, lineage)
-    links = [commit, data, image_link(lineage.image), experiment_link(lineage)]
+    links = [commit, data, experiment_link(lineage)]
     result = Reproduction(
         model=lineage.label, experiment=lineage.experiment, tolerance=tolerance, links=links
     )
     if commit_to_use is None or version is None or lineage.experiment is None:
+        state = "not checked" if lineage.image else "ok"
+        image = Link(name="image", recorded=lineage.image, state=state, note="nothing ran")
+        result.links.insert(2, image)
         return result  # a link is missing: nothing to run
-    with scratch_worktree(settings.root, commit_to_use) as worktree:
+    choice = choose_image(settings, lineage, local=local)
+    result.links.insert(2, choice.link)
+    result.notice = choice.notice
+    if choice.notice:
+        on_notice(choice.notice)
+    rerun_and_compare(settings, lineage, (version, commit_to_use), choice, result)
+    return result
+
+
+def rerun_and_compare(
+    settings: Settings,
+    lineage: ModelLineage,
+    at: tuple[DataVersion, str],
+    choice: ImageChoice,
+    result: Reproduction,
+) -> None:
+    """In a scratch worktree at the commit, on the data version (`at`), run the experiment's
+    stages again where `choice` says, and write the comparison into `result`."""
+    version, commit = at
+    experiment = lineage.experiment
+    assert experiment is not None
+    with scratch_worktree(settings.root, commit) as worktree:
         place_split(version, worktree)
         result.rerun_tracking = (
             f"a throwaway SQLite store in the scratch worktree ({RERUN_STORE}, experiment "
             f"{RERUN_EXPERIMENT}), deleted with it"
         )
-        failure = rerun_stages(worktree, lineage.experiment, commit_to_use)
+        if choice.in_image:
+            result.rerun_tracking += "; the step containers logged through an MLflow server over it"
+            failure = rerun_stages_in_images(choice, worktree, experiment, commit)
+        else:
+            failure = rerun_stages(worktree, experiment, commit)
         if failure is not None:
             result.log = failure
-            return result
-        experiment = lineage.experiment
+            return
+        if choice.in_image:
+            result.links[2] = ran_in_link(choice, worktree, experiment)
         result.links.append(params_link(lineage, worktree, experiment))
         metrics = worktree / EVALUATE_OUTPUTS / experiment / METRICS_FILE
-        result.compared = compare_metrics(lineage, metrics, tolerance)
+        result.compared = compare_metrics(lineage, metrics, tolerance=result.tolerance)
         result.compared.append(
-            compare_predictions(settings, lineage, worktree, experiment, tolerance)
+            compare_predictions(settings, lineage, worktree, experiment, result.tolerance)
         )
-    return result
 
 
 def require_reproduced(result: Reproduction) -> None:

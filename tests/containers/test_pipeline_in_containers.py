@@ -164,6 +164,35 @@ def test_runs_on_the_server_name_their_image_and_commit(
         assert run.data.metrics
 
 
+def test_reproduce_reruns_the_champion_in_the_images_it_ran_in(
+    stack: Stack, container_run: dict, step_images: tuple[Engine, list[ImageBuild]]
+) -> None:
+    champion = json.loads((stack.root / "outputs/register/champion.json").read_text())
+    uri = f"models:/{champion['registered_model']}@champion"
+
+    in_images = stack.mlrig("reproduce", uri, "--json", **stack.client_env())
+
+    assert in_images.returncode == 0, in_images.stdout + in_images.stderr
+    result = json.loads(in_images.stdout)
+    image = next(link for link in result["links"] if link["name"] == "image")
+    # the rerun's own train run names the image: only a stage in a step container sets it
+    assert image["recorded"].startswith("localhost/mlrig/train:")
+    assert (image["state"], result["notice"]) == ("ok", None), image
+    assert "logged through an MLflow server" in result["rerun_tracking"]
+    assert result["reproduced"] is True, result
+    leftover = step_images[0].command("ps", "--all", "--format", "{{.Names}}")
+    names = subprocess.run(leftover, capture_output=True, text=True).stdout.split()
+    assert not [name for name in names if name.startswith("mlrig-reproduce-")]
+
+    here = stack.mlrig("reproduce", uri, "--local", "--json", **stack.client_env())
+
+    assert here.returncode == 0, here.stdout + here.stderr
+    local = json.loads(here.stdout)
+    image = next(link for link in local["links"] if link["name"] == "image")
+    assert image["state"] == "not checked" and local["reproduced"] is True
+    assert f"The recorded image {image['recorded']} is not used (--local" in here.stderr
+
+
 def test_the_result_matches_a_local_run(
     stack: Stack, container_run: dict, local_outputs: Path
 ) -> None:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlrig.errors import EXIT_BAD_INPUT, MlrigError
-from mlrig.reproduce import Difference, Link, Reproduction, commit_link, tolerance_of
-from mlrig.tracking.registered import parse_model_uri
+from mlrig.images.engine import engine_if_any
+from mlrig.reproduce import (
+    Difference,
+    Link,
+    Reproduction,
+    choose_image,
+    commit_link,
+    tolerance_of,
+)
+from mlrig.settings import Settings
+from mlrig.tracking.registered import ModelLineage, parse_model_uri
+from tests.support.project import REPO_ROOT
 
 IDENTITY = ["-c", "user.name=test", "-c", "user.email=test@mlrig.invalid"]
 
@@ -55,7 +66,7 @@ def test_the_commit_link_holds_is_dirty_or_is_missing(tmp_path: Path) -> None:
 def test_reproduced_needs_every_link_and_every_comparison() -> None:
     links = [
         Link(name="commit", recorded="c", state="ok"),
-        Link(name="image", recorded="i", state="not used"),
+        Link(name="image", recorded="i", state="not checked"),
     ]
     equal = Difference(what="f1", registered="0.9", reproduced="0.9", equal=True)
     unequal = Difference(what="f1", registered="0.9", reproduced="0.8", equal=False)
@@ -89,3 +100,104 @@ def test_the_command_refuses_a_malformed_uri_in_one_line_with_exit_2() -> None:
     assert result.exit_code == EXIT_BAD_INPUT
     assert "'mlrig-wine' names no registered model version" in result.output
     assert "Traceback" not in result.output
+
+
+# where the stages run again: the decision, with the real engine detection of this machine
+
+
+def lineage_with(image: str | None, evaluate_image: str | None = None) -> ModelLineage:
+    return ModelLineage(
+        name="mlrig-wine",
+        version="1",
+        run_id="r",
+        model_uri="models:/mlrig-wine/1",
+        experiment="linear",
+        family="linear",
+        data_md5="d",
+        commit="c",
+        image=image,
+        evaluate_image=evaluate_image,
+    )
+
+
+@functools.cache  # the engine lists its images slowly on a busy machine: once per module
+def a_local_image() -> str:
+    """An image this machine's engine has (a step image where the image tier built them)."""
+    settings = Settings(project_dir=REPO_ROOT)
+    engine = engine_if_any(settings)
+    if engine is None:
+        pytest.skip("no container engine here")
+    listing = subprocess.run(
+        engine.command("images", "--format", "{{.Repository}}:{{.Tag}}"),
+        capture_output=True,
+        text=True,
+    )
+    images = [line for line in listing.stdout.split() if "<none>" not in line]
+    if not images:
+        pytest.skip(f"{engine.name} has no image here")
+    return images[0]
+
+
+def test_no_recorded_image_runs_locally_and_the_link_holds() -> None:
+    choice = choose_image(Settings(project_dir=REPO_ROOT), lineage_with(None), local=False)
+
+    assert (choice.in_image, choice.link.state, choice.notice) == (False, "ok", None)
+
+
+def test_local_runs_here_and_says_the_image_is_not_checked() -> None:
+    image = a_local_image()
+    choice = choose_image(Settings(project_dir=REPO_ROOT), lineage_with(image, image), local=True)
+
+    assert not choice.in_image
+    assert (choice.link.state, choice.link.recorded) == ("not checked", image)
+    assert choice.notice == (
+        f"The recorded image {image} is not used (--local: the stages ran locally, with this "
+        "checkout's libraries)."
+    )
+
+
+def test_a_present_image_with_an_engine_runs_the_stages_in_it() -> None:
+    image = a_local_image()
+    choice = choose_image(Settings(project_dir=REPO_ROOT), lineage_with(image, image), local=False)
+
+    assert choice.in_image and choice.notice is None
+    assert choice.images == {"train": image, "evaluate": image}
+    assert choice.link.state == "ok"
+
+
+def test_without_an_engine_the_stages_run_here_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither docker nor podman is found
+    monkeypatch.delenv("MLRIG_CONTAINER_ENGINE", raising=False)
+    image = "localhost/mlrig/train:0123456789abcdef"
+    choice = choose_image(Settings(project_dir=REPO_ROOT), lineage_with(image, image), local=False)
+
+    assert not choice.in_image
+    assert choice.link.state == "not checked"
+    assert choice.notice is not None and "\n" not in choice.notice
+    assert "no container engine (No container engine: neither a running docker nor podman" in (
+        choice.notice
+    )
+
+
+def test_an_image_the_engine_lacks_and_cannot_pull_runs_here_saying_why() -> None:
+    present = a_local_image()
+    absent = "localhost/mlrig/train:00000000000000ff"
+    choice = choose_image(
+        Settings(project_dir=REPO_ROOT), lineage_with(absent, present), local=False
+    )
+
+    assert not choice.in_image
+    assert choice.link.state == "not checked"
+    assert f"{absent} is not here and was not pulled: a localhost/ image is built" in (
+        choice.link.note
+    )
+
+
+def test_a_run_without_evaluate_s_image_runs_here() -> None:
+    image = a_local_image()
+    choice = choose_image(Settings(project_dir=REPO_ROOT), lineage_with(image), local=False)
+
+    assert not choice.in_image
+    assert "evaluate's image is not recorded (mlrig.image.evaluate)" in choice.link.note

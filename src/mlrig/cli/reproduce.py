@@ -30,22 +30,36 @@ def reproduce(
             "for xgboost, lightgbm and a team's own estimator class).",
         ),
     ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Run the stages here, with this checkout's libraries, even when the run "
+            "recorded the step images they ran in (the image link is then not checked).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train a registered model version again, in a scratch git worktree at its recorded commit
-    on its recorded DVC data version, and compare metrics and test predictions; exit 1 when
-    they differ or a link of its lineage is missing. The registry is only read."""
+    on its recorded DVC data version, in the step images it ran in when recorded (else here),
+    and compare metrics and test predictions; exit 1 when they differ or a link of its
+    lineage is missing. The registry is only read."""
     from mlrig.reproduce import as_dict, reproduce, require_reproduced
     from mlrig.settings import load_settings
 
     settings = load_settings()
     with console.status(f"Reproducing {model} in a scratch worktree"):
-        result = reproduce(settings, model, tolerance)
+        # on stderr, beside the status: --json's output stays the result alone
+        result = reproduce(settings, model, tolerance, local=local, on_notice=tell)
     if as_json:
         typer.echo(json.dumps(as_dict(result), indent=2))
     else:
         print_result(result)
     require_reproduced(result)
+
+
+def tell(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_result(result: Reproduction) -> None:

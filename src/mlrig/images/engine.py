@@ -50,6 +50,27 @@ class Engine:
     def image_exists(self, reference: str) -> bool:
         return self.inspect(reference, "{{.Id}}") is not None
 
+    def pull(self, reference: str) -> str | None:
+        """Pull an image from its registry (the engine's own credentials).
+
+        Returns:
+            None when it is here now, else the engine's last line of why not.
+        """
+        if is_local_reference(reference):
+            return "a localhost/ image is built on a machine, no registry has it"
+        result = subprocess.run(
+            self.command("pull", "--quiet", reference), capture_output=True, text=True
+        )
+        if result.returncode == 0:
+            return None
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return lines[-1] if lines else f"{self.name} pull exited with {result.returncode}"
+
+
+def is_local_reference(reference: str) -> bool:
+    """An image named under podman's `localhost/`: built here, in no registry."""
+    return reference.startswith("localhost/")
+
 
 def find_engine(settings: Settings) -> Engine:
     """The engine to use: MLRIG_CONTAINER_ENGINE, else a docker that answers, else podman.

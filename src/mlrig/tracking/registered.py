@@ -52,6 +52,8 @@ class ModelLineage:
     image: str | None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the image evaluate ran in, tagged on the run it resumed (`mlrig.image.evaluate`)
+    evaluate_image: str | None = None
 
     @property
     def label(self) -> str:
@@ -119,6 +121,7 @@ def model_lineage(settings: Settings, uri: str) -> ModelLineage:
         data_md5=tags.get(TAG_DATA_MD5) or model_version.tags.get(TAG_DATA_MD5),
         commit=tags.get(TAG_GIT_COMMIT),
         image=tags.get(TAG_IMAGE),
+        evaluate_image=tags.get(f"{TAG_IMAGE}.evaluate"),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
     )

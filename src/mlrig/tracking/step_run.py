@@ -267,6 +267,8 @@ def tracked_step(
                 mlflow.set_tags({**all_tags, TAG_CLEARML_TASK: str(task.id)})
             else:  # a resumed run keeps the lineage of the step that created it
                 mlflow.set_tag(f"{TAG_CLEARML_TASK}.{step}", str(task.id))
+                if settings.image:  # and names the image this step ran in beside its own
+                    mlflow.set_tag(f"{TAG_IMAGE}.{step}", settings.image)
             task.set_user_properties(mlflow_run_id=run.info.run_id)
             yield StepRun(step=step, clearml_task=task, mlflow_run_id=run.info.run_id)
     finally:

@@ -19,6 +19,7 @@ from mlrig.tracking.step_run import (
     TAG_CLEARML_TASK,
     TAG_EXPERIMENT,
     TAG_EXPERIMENT_KIND,
+    TAG_IMAGE,
     TAG_PIPELINE_RUN,
     TAG_STEP,
     setup_mlflow,
@@ -120,6 +121,21 @@ def test_resumed_run_gains_the_second_steps_task(project_settings: Settings) -> 
     assert tags[f"{TAG_CLEARML_TASK}.evaluate"] == evaluate.clearml_task_id
     task = session_task(project_settings, evaluate.clearml_task_id)
     assert user_property(task, "mlflow_run_id") == train.mlflow_run_id
+
+
+def test_a_resumed_run_names_the_image_each_step_ran_in(project_settings: Settings) -> None:
+    train_settings = project_settings.model_copy(update={"image": "localhost/mlrig/train:1"})
+    evaluate_settings = project_settings.model_copy(update={"image": "localhost/mlrig/evaluate:2"})
+    with tracked_step(train_settings, "train", "train@probe", new_mlflow_run=True) as train:
+        pass
+    with tracked_step(
+        evaluate_settings, "evaluate", "evaluate@probe", mlflow_run_id=train.mlflow_run_id
+    ):
+        pass
+
+    tags = MlflowClient(project_settings.tracking_uri).get_run(train.mlflow_run_id).data.tags
+    assert tags[TAG_IMAGE] == "localhost/mlrig/train:1"  # the creating step keeps its own
+    assert tags[f"{TAG_IMAGE}.evaluate"] == "localhost/mlrig/evaluate:2"
 
 
 def test_run_started_inside_a_pipeline_run_is_its_child(
