@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from mlrig.settings import Settings
+from mlrig.tracking.step_run import experiment_runs
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -71,21 +72,14 @@ def latest_checks(
     Returns:
         The checks; none when drift never ran on that version.
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(settings.tracking_uri)
-    experiment = client.get_experiment_by_name(drift_experiment_name(settings))
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_MODEL_VERSION}` = '{version}' "
-            "and attributes.status = 'FINISHED'"
-        ),
+    runs = experiment_runs(
+        settings,
+        drift_experiment_name(settings),
+        f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_MODEL_VERSION}` = '{version}' "
+        "and attributes.status = 'FINISHED'",
         # the run id breaks a tie of start times: the same store always gives the same order
-        order_by=["attributes.start_time DESC", "attributes.run_id ASC"],
-        max_results=limit,
+        ["attributes.start_time DESC", "attributes.run_id ASC"],
+        limit,
     )
     return [check_of(run) for run in runs if METRIC_SHARE in run.data.metrics]
 

@@ -22,6 +22,7 @@ from mlrig.settings import Settings
 if TYPE_CHECKING:  # heavy imports stay inside functions so `mlrig --help` is fast
     from clearml import Task
     from matplotlib.figure import Figure
+    from mlflow.entities import Run
 
 TAG_PIPELINE_RUN = "mlrig.pipeline_run_id"
 TAG_GIT_COMMIT = "mlrig.git_commit"
@@ -273,3 +274,24 @@ def tracked_step(
             yield StepRun(step=step, clearml_task=task, mlflow_run_id=run.info.run_id)
     finally:
         task.close()
+
+
+def experiment_runs(
+    settings: Settings, experiment_name: str, filter_string: str, order_by: list[str], limit: int
+) -> list[Run]:
+    """The runs of a named experiment of the configured store that the filter keeps, in the
+    given order; none when the experiment does not exist (nothing was ever logged to it)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    return list(
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=limit,
+        )
+    )

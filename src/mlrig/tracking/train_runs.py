@@ -12,7 +12,7 @@ from __future__ import annotations
 from mlrig.errors import DataError, redact
 from mlrig.experiments.results import RunFinder, TrainOutput, TrainRun
 from mlrig.settings import Settings
-from mlrig.tracking.step_run import TAG_CLEARML_TASK, TAG_EXPERIMENT, TAG_STEP
+from mlrig.tracking.step_run import TAG_CLEARML_TASK, TAG_EXPERIMENT, TAG_STEP, experiment_runs
 
 TAG_MODEL_MD5 = "mlrig.model.md5"
 TAG_MODEL_URI = "mlrig.model.uri"
@@ -21,23 +21,16 @@ FIT_SECONDS = "fit_seconds"
 
 def find_train_run(settings: Settings, output: TrainOutput) -> TrainRun | None:
     """The newest run of the configured store that logged this output's model, if any."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(settings.tracking_uri)
     try:
-        experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-        if experiment is None:
-            return None
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_STEP}` = 'train' and tags.`{TAG_EXPERIMENT}` = '{output.experiment}' "
-                f"and tags.`{TAG_MODEL_MD5}` = '{output.model_md5}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
+        runs = experiment_runs(
+            settings,
+            settings.mlflow_experiment,
+            f"tags.`{TAG_STEP}` = 'train' and tags.`{TAG_EXPERIMENT}` = '{output.experiment}' "
+            f"and tags.`{TAG_MODEL_MD5}` = '{output.model_md5}'",
+            ["attributes.start_time DESC"],
+            1,
         )
     except MlflowException:
         return None

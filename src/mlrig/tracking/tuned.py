@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from mlrig.settings import Settings
-from mlrig.tracking.step_run import TAG_DATA_MD5, TAG_EXPERIMENT
+from mlrig.tracking.step_run import TAG_DATA_MD5, TAG_EXPERIMENT, experiment_runs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -64,15 +64,13 @@ def latest_searches(settings: Settings, experiments: list[str], data_md5: str) -
     """
     from mlflow import MlflowClient
 
-    client = MlflowClient(settings.tracking_uri)
-    experiment = client.get_experiment_by_name(tune_experiment_name(settings))
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_DATA_MD5}` = '{data_md5}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
+    client = MlflowClient(settings.tracking_uri)  # reads each search's best trial
+    runs = experiment_runs(
+        settings,
+        tune_experiment_name(settings),
+        f"tags.`{TAG_DATA_MD5}` = '{data_md5}' and attributes.status = 'FINISHED'",
+        ["attributes.start_time DESC"],
+        1000,
     )
     latest = {}
     for run in runs:  # newest first: the first search of an experiment is its latest
