@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from mlrig.lineage import file_md5
+
 SKOPS_SCHEMA = "schema.json"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 MLMODEL = "MLmodel"
@@ -81,7 +83,7 @@ def content_md5(model_dir: Path) -> str:
     for file in sorted(model_dir.rglob("*")):
         if file.is_file() and file.name != MLMODEL:
             digest.update(f"{file.relative_to(model_dir).as_posix()}\0".encode())
-            digest.update(hashlib.md5(file.read_bytes()).digest())
+            digest.update(file_md5(file).encode())
     return digest.hexdigest()
 
 
