@@ -43,6 +43,10 @@ CONTAINER_UID = 1001
 READY_SECONDS = 600.0
 #: how long a container gets to stop at the run's end before it is killed
 STOP_GRACE_SECONDS = 10.0
+#: how long `close` keeps looking for the run's containers to remove: an engine process stopped
+#: while it was creating one leaves it "Created", listed a moment after that process ended
+SWEEP_SECONDS = 10.0
+SWEEP_PAUSE_SECONDS = 0.25
 LOG_TAIL_LINES = 25
 #: the label every container of a run carries, with the run's id
 RUN_LABEL = "io.mlrig.run"
@@ -229,13 +233,9 @@ class StepContainers:
         for group, process in leaders.items():
             process.wait()
             stopping.GROUPS.forget(group)
-        if containers:  # the engine's own cleanup, in case one outlived its engine process
-            names = [container.name for container in containers]
-            subprocess.run(
-                self.engine.command("rm", "--force", *names),
-                capture_output=True,
-                check=False,
-            )
+        # by the run's label, not by the names started: a stop signal can end an engine
+        # process half-way through creating its container, before it was recorded
+        remove_run_containers(self.engine, self.run_id)
         shutil.rmtree(self.servers, ignore_errors=True)
         if self.workspaces.is_dir() and not any(self.workspaces.iterdir()):
             os.rmdir(self.workspaces)
@@ -300,6 +300,20 @@ def remove_workspace(path: Path, engine: Engine) -> None:
     if os.geteuid() != 0 and engine.name == "podman":
         subprocess.run(["podman", "unshare", "rm", "-rf", str(path)], check=False)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_run_containers(engine: Engine, run_id: str) -> None:
+    """Remove every container of run `run_id`, until two listings a pause apart find none (for
+    SWEEP_SECONDS at most)."""
+    deadline = time.monotonic() + SWEEP_SECONDS
+    found_none_before = False
+    while (names := run_containers(engine, run_id)) or not found_none_before:
+        if names:
+            subprocess.run(engine.command("rm", "--force", *names), capture_output=True)
+        found_none_before = not names
+        if time.monotonic() > deadline:
+            return
+        time.sleep(SWEEP_PAUSE_SECONDS)
 
 
 def run_containers(engine: Engine, run_id: str) -> list[str]:
