@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from mlrig.settings import Settings
 from tests.support.mlflow_uris import mlflow_uris_kept
 from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
 from tests.support.s3 import S3Server, s3_answers
-from tests.support.scheduling import priority_of_tier, set_priority
+from tests.support.scheduling import priority_of_tier, record_timeline, set_priority
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -109,6 +110,14 @@ SCHEDULE = (
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Each test (its fixtures and what they start) at its tier's CPU priority."""
     set_priority(priority_of_tier(tier_of(item.nodeid)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Each test's span on its worker, in MLRIG_TEST_TIMELINE when set."""
+    start = time.time()
+    yield
+    record_timeline(item.nodeid, start, time.time())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

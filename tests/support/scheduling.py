@@ -9,6 +9,7 @@ worker raise its priority (as root), that chain runs first and the others fill t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,3 +40,18 @@ def on_the_critical_path() -> Iterator[None]:
         yield
     finally:
         set_priority(before)
+
+
+#: a file that, when set, gets one JSON line per test: its worker, start and end (epoch
+#: seconds, fixtures included), to see where CI time goes across the workers
+TIMELINE_VARIABLE = "MLRIG_TEST_TIMELINE"
+
+
+def record_timeline(nodeid: str, start: float, end: float) -> None:
+    """Append the test's span to the timeline file, when one is asked for."""
+    path = os.environ.get(TIMELINE_VARIABLE)
+    if not path:
+        return
+    line = {"test": nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+    with open(path, "a") as timeline:  # one short line per write: workers never interleave
+        timeline.write(json.dumps(line | {"start": start, "end": end}) + "\n")
