@@ -328,6 +328,8 @@ def test_the_glue_starts_a_trusted_step_image_with_the_templates_credentials(
     variables = {variable["name"]: variable for variable in container["env"]}
     assert variables["MLRIG_STAGE"]["value"] == "train@xgboost"
     assert variables["CLEARML_TASK_ID"]["value"] == TASK_ID
+    # the image its step's MLflow run records, from the glue (a task may not set it)
+    assert variables["MLRIG_IMAGE"]["value"] == TRUSTED_IMAGE
     # the pipeline's own identity (test_chart_access.py), never the store's root keys
     secrets = {
         name: variable["valueFrom"]["secretKeyRef"]["name"]
@@ -380,6 +382,7 @@ def test_the_glue_refuses_an_untrusted_image_and_fails_the_task_saying_why(
         ("MLFLOW_TRACKING_URI", "which the pod template sets"),
         ("HTTPS_PROXY", "which a task may not set (allowed: MLRIG_INPUT_KEY, MLRIG_STAGE"),
         ("CLEARML_TASK_ID", "which a task may not set"),
+        ("MLRIG_IMAGE", "which a task may not set"),  # the glue names the image it checked
     ],
 )
 def test_a_task_cannot_set_the_pods_credentials_or_other_environment(

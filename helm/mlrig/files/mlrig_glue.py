@@ -12,6 +12,9 @@ again in `_kubectl_apply`, the one place a pod is applied):
   and never a name the pod template sets (its credentials and endpoints);
 - it has no setup script (never run: the pod runs its image's own entrypoint).
 
+The pod's environment then names its image (`MLRIG_IMAGE`), so the step's MLflow run records
+the image it ran in.
+
 A refused task gets no pod: it is marked failed with the reason as its status reason (and in
 its log). The pod always runs the image's own entrypoint, whatever K8S_GLUE_POD_USE_IMAGE_ENTRYPOINT
 says, so a task's script is never run. The glue refuses to start when clearml-agent lacks a
@@ -42,6 +45,8 @@ HOOKED_METHODS = (
     "get_default_docker_image",
 )
 ENVIRONMENT_FLAGS = ("-e", "--env")
+#: the variable that names the pod's image to its step (mlrig's settings read it)
+IMAGE_VARIABLE = "MLRIG_IMAGE"
 #: a repository path component and a tag, as the OCI distribution spec writes them
 PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
@@ -189,7 +194,12 @@ class TrustedImageGlue(K8sIntegration):
         )
         if refusal:
             return "", "refused by the mlrig glue: " + refusal, None
-        return super()._kubectl_apply(*args, **kwargs)
+        # the image the step runs in, for its MLflow run (mlrig.image, what `mlrig reproduce`
+        # reruns it in): the glue's word for the image it checked, which no task may set
+        arguments = {name: value for name, value in call.items() if name != "self"}
+        image = f"{IMAGE_VARIABLE}={arguments['docker_image']}"
+        arguments["docker_args"] = [*(arguments["docker_args"] or []), "-e", image]
+        return super()._kubectl_apply(**arguments)
 
     def refuse_task(self, session: Any, task_session: Any, task_id: str, reason: str) -> None:
         """Mark a task failed with the reason (its status reason, and a line in its log), and
