@@ -1,14 +1,19 @@
 """The chart's own pods, started with `podman kube play` here: MLflow, SeaweedFS and PostgreSQL,
 the hooks that make the buckets and the pipeline's MLflow user, the pipeline run with the
-pipeline's identity (never an admin's), and the pods the ClearML agent's glue makes from the
-chart's step pod template."""
+pipeline's identity (never an admin's), the serving pod on the champion it registered and its
+rollout to the next champion, and the pods the ClearML agent's glue makes from the chart's step
+pod template."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -31,19 +36,23 @@ from mlrig.executors.clearml.submit import (
     take_results,
     with_records,
 )
-from mlrig.images.build import ImageBuild, build_server_images
+from mlrig.images.build import ImageBuild, build_serve_image, build_server_images
 from mlrig.images.engine import Engine
+from mlrig.serving.rollout import version_patch
+from mlrig.serving.server import NAME_HEADER, VERSION_HEADER
 from mlrig.settings import Settings
 from mlrig.stacks.chart import (
     CHART,
     LOCAL_VALUES,
     Played,
     PlayLayout,
+    create_secret,
     local_image_digests,
     merged_values,
     play_down,
     playable_pod_spec,
     podman,
+    render_chart,
     up,
 )
 from tests.chart.conftest import KubeTools
@@ -54,6 +63,17 @@ from tests.support.project import (
     checkout_lock,
     clean_environment,
     copy_repository,
+)
+from tests.support.serving import (
+    Client,
+    ServiceStandIn,
+    ServingPod,
+    on_port,
+    play_serving,
+    pod_logs,
+    take_down,
+    take_down_played,
+    wait_until_ready,
 )
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration]
@@ -187,9 +207,11 @@ def test_mlflows_metrics_sidecar_serves_the_servers_counters(played: Played) -> 
     assert requests.get(f"{uri}/metrics", auth=pipeline_auth(played), timeout=30).status_code == 403
 
 
-def chart_project(played: Played, project: Path) -> dict[str, str]:
+def chart_project(
+    played: Played, project: Path, experiments: tuple[str, ...] = FEW_EXPERIMENTS
+) -> dict[str, str]:
     """A fresh copy of the repository whose DVC remote is the chart's S3; its environment."""
-    copy_repository(project, FEW_EXPERIMENTS)
+    copy_repository(project, experiments)
     endpoint = played.environment["AWS_ENDPOINT_URL"]
     for arguments in (
         ["remote", "add", "--local", "chart", "s3://mlrig-dvc/dvc"],
@@ -218,14 +240,21 @@ def test_doctor_passes_against_the_chart_pods(played: Played, tmp_path: Path) ->
     assert f"s3://mlrig-dvc/dvc at {endpoint}" in doctor.stdout + doctor.stderr
 
 
-def test_the_whole_pipeline_runs_in_containers_against_the_chart_pods(
-    played: Played, step_images: tuple[Engine, list[ImageBuild]], tmp_path: Path
-) -> None:
-    """Runs and the champion land in the chart's MLflow and the data in its S3, written with the
-    pipeline's identity alone (client.env: its MLflow user, its DVC-bucket keys); no process
-    stack."""
-    project = tmp_path / "project"
-    environment = chart_project(played, project)
+@dataclass(frozen=True)
+class PipelineRun:
+    """A `mlrig run --executor containers` of a project against the chart pods."""
+
+    project: Path
+    environment: dict[str, str]
+    summary: dict[str, Any]
+
+    @property
+    def champion(self) -> dict[str, Any]:
+        return json.loads((self.project / "outputs/register/champion.json").read_text())
+
+
+def run_in_containers(project: Path, environment: dict[str, str]) -> dict[str, Any]:
+    """`mlrig run --executor containers --json` in `project`; its summary."""
     result = subprocess.run(
         [sys.executable, "-m", "mlrig", "run", "--executor", "containers", "--json"],
         cwd=project,
@@ -235,26 +264,68 @@ def test_the_whole_pipeline_runs_in_containers_against_the_chart_pods(
         timeout=1500,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    played: Played, step_images: tuple[Engine, list[ImageBuild]], tmp_path_factory: Any
+) -> PipelineRun:
+    """The baseline alone: its model becomes the first champion (v1), for a challenger later."""
+    project = tmp_path_factory.mktemp("pipeline") / "project"
+    environment = chart_project(played, project, ("baseline",))
+    return PipelineRun(project, environment, run_in_containers(project, environment))
+
+
+def add_experiment(project: Path, name: str) -> None:
+    """Add the repository's params.yaml entry of experiment `name` to the project's, committed."""
+    ours = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["train"]["experiments"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["experiments"][name] = ours[name]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "add", "-A"], ["git", "commit", "-qm", f"add {name}"]):
+        subprocess.run(command, cwd=project, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run: PipelineRun) -> PipelineRun:
+    """The same project run again with linear_c0_1 added: the challenger that moves the alias."""
+    add_experiment(first_run.project, "linear_c0_1")
+    summary = run_in_containers(first_run.project, first_run.environment)
+    return PipelineRun(first_run.project, first_run.environment, summary)
+
+
+def test_the_whole_pipeline_runs_in_containers_against_the_chart_pods(
+    played: Played, first_run: PipelineRun
+) -> None:
+    """Runs and the champion land in the chart's MLflow and the data in its S3, written with the
+    pipeline's identity alone (client.env: its MLflow user, its DVC-bucket keys); no process
+    stack."""
+    project, summary = first_run.project, first_run.summary
     assert set(summary["stages_run"]) == set(stage_graph(project))
     trained = [stage for stage in summary["stages_run"] if stage.startswith("train@")]
     assert trained and summary["runs_recorded"] == len(trained)
     champion = summary["champion"]
-    uri = played.environment["MLFLOW_TRACKING_URI"]
-    alias = requests.get(
-        f"{uri}/api/2.0/mlflow/registered-models/alias",
-        params={"name": champion["registered_model"], "alias": "champion"},
-        auth=pipeline_auth(played),
-        timeout=30,
-    )
-    assert alias.status_code == 200, alias.text
-    assert alias.json()["model_version"]["version"] == champion["version"]
+    assert champion_alias(played, champion["registered_model"]) == champion["version"]
     # the model the hook made and gave the pipeline's user EDIT on: a version, aliases moved
     assert champion["registered_model"] == "mlrig-breast_cancer"
     # the DVC bucket through the pipeline's keys, MLflow's through the server's own keys
     assert s3_client(played, "mlrig-s3-pipeline").list_objects_v2(Bucket="mlrig-dvc")["KeyCount"]
     assert s3_client(played, "mlrig-s3-mlflow").list_objects_v2(Bucket="mlrig-mlflow")["KeyCount"]
     assert not (project / ".mlrig" / "stack").exists()  # no process stack was started
+
+
+def champion_alias(played: Played, model: str) -> str:
+    """The version the registry's `champion` alias names, read with the pipeline's identity."""
+    uri = played.environment["MLFLOW_TRACKING_URI"]
+    alias = requests.get(
+        f"{uri}/api/2.0/mlflow/registered-models/alias",
+        params={"name": model, "alias": "champion"},
+        auth=pipeline_auth(played),
+        timeout=30,
+    )
+    assert alias.status_code == 200, alias.text
+    return str(alias.json()["model_version"]["version"])
 
 
 def test_the_step_identity_cannot_delete_a_model_or_read_another_bucket(played: Played) -> None:
@@ -310,6 +381,259 @@ def test_the_step_identity_cannot_delete_a_model_or_read_another_bucket(played: 
         admin.delete_object(Bucket="mlrig-mlflow", Key="probe/secret.txt")
         admin.delete_object(Bucket="mlrig-other", Key="secret.txt")
         admin.delete_bucket(Bucket="mlrig-other")
+
+
+# The chart's serving Deployment (serving.enabled), played once the pipeline registered a
+# champion, on that champion; then rolled out to the next champion.
+#: the registered model the pipeline's breast_cancer dataset registers
+SERVED_MODEL = "mlrig-breast_cancer"
+#: the Secret serving.existingSecret names (the chart never generates it: an operator makes it)
+SERVING_SECRET = "mlrig-serving"
+#: the serving pods' ports: on the host network each pod needs its own (apart from the chart's)
+SERVING_PORT, ROLLOUT_PORT = 28080, 28081
+#: the name the rollout's second pod is played under (its Deployment renamed: one pod per play)
+ROLLOUT_POD = "mlrig-serving-rollout"
+#: the largest difference allowed between a probability computed in the pod and here: the
+#: same libraries on the same CPU give the same bits (measured: 0); a summation order of
+#: another BLAS thread count may move the last bits, far below what flips a label
+PROBABILITY_TOLERANCE = 1e-12
+#: the served model's class probabilities, computed in the pod with its libraries, on the
+#: request body (stdin) parsed as MLflow's scoring server parses it
+PROBABILITIES_IN_THE_POD = """
+import glob, json, sys
+import mlflow.pyfunc
+from mlflow.pyfunc import scoring_server
+[mlmodel] = glob.glob("/tmp/mlrig-serve-*/**/MLmodel", recursive=True)
+model = mlflow.pyfunc.load_model(mlmodel.rsplit("/", 1)[0])
+frame = scoring_server.infer_and_parse_data(json.load(sys.stdin), model.metadata.get_input_schema())
+print(json.dumps(model.get_raw_model().predict_proba(frame).tolist()))
+"""
+
+
+@dataclass(frozen=True)
+class ServingPlay:
+    """The serving Deployment as the chart renders it, and its played pod."""
+
+    deployment: dict[str, Any]
+    pod: ServingPod
+    image: ImageBuild
+
+
+@pytest.fixture(scope="module")
+def serve_image(played: Played, step_images: tuple[Engine, list[ImageBuild]]) -> ImageBuild:
+    """The scoring server's image (built by `played` with the other server images: reused)."""
+    engine, _ = step_images
+    with checkout_lock("images"):
+        return build_serve_image(Settings(project_dir=REPO_ROOT), engine)
+
+
+def make_serving_identity(played: Played, model: str) -> dict[str, str]:
+    """An MLflow user that may only READ `model`, made as the admin (what an operator does for
+    serving.existingSecret); the Secret's values. No S3 keys: MLflow proxies the artifacts."""
+    uri, admin = played.environment["MLFLOW_TRACKING_URI"], admin_auth(played)
+    identity = {"mlflow-username": "serving", "mlflow-password": secrets.token_urlsafe(24)}
+    # the grant API the chart's mlflow-users hook uses (files/mlflow-users.py)
+    calls = (
+        ("2.0/mlflow/users/create",
+         {"username": "serving", "password": identity["mlflow-password"]}),
+        ("3.0/mlflow/users/permissions/grant",
+         {"username": "serving", "resource_type": "registered_model", "resource_id": model,
+          "permission": "READ"}),
+    )  # fmt: skip
+    for path, body in calls:
+        made = requests.post(f"{uri}/api/{path}", json=body, auth=admin, timeout=30)
+        assert made.status_code == 200, made.text
+    return identity
+
+
+def rendered_serving(helm: Path, image: ImageBuild) -> dict[str, Any]:
+    """The chart's serving Deployment, rendered with the local values and serving enabled."""
+    values = merged_values(REPO_ROOT / CHART / "values.yaml", REPO_ROOT / LOCAL_VALUES)
+    repository, tag = image.reference.rsplit(":", 1)
+    digest = podman("image", "inspect", "--format", "{{.Digest}}", image.reference).strip()
+    settings = local_image_digests(values) | {
+        "serving.enabled": "true",
+        "serving.model": SERVED_MODEL,
+        "serving.existingSecret": SERVING_SECRET,
+        "serving.image.repository": repository,
+        "serving.image.tag": tag,
+        "serving.image.digest": digest,
+        "serving.image.pullPolicy": "Never",
+        "serving.port": str(SERVING_PORT),
+        "serving.replicas": "1",
+    }
+    values_files = [REPO_ROOT / LOCAL_VALUES]
+    objects = render_chart(helm, REPO_ROOT / CHART, values_files, settings)
+    (deployment,) = [
+        item
+        for item in objects
+        if item["kind"] == "Deployment" and item["metadata"]["name"] == "mlrig-serving"
+    ]
+    return deployment
+
+
+@pytest.fixture(scope="module")
+def serving(
+    played: Played, first_run: PipelineRun, serve_image: ImageBuild, kube_tools: KubeTools
+) -> Iterator[ServingPlay]:
+    """The serving Deployment played on the first champion; removed afterwards, with its
+    Secret and whatever rollout pod a failed test left."""
+    layout = PlayLayout(REPO_ROOT)
+    identity = make_serving_identity(played, SERVED_MODEL)
+    create_secret(SERVING_SECRET, identity, layout.folder)
+    deployment = rendered_serving(kube_tools.helm, serve_image)
+    try:
+        pod = play_serving(layout, on_port(deployment, "mlrig-serving", SERVING_PORT))
+        wait_until_ready(pod)
+        yield ServingPlay(deployment, pod, serve_image)
+    finally:
+        for name in ("mlrig-serving", ROLLOUT_POD):
+            take_down_played(layout, name)
+        podman("secret", "rm", SERVING_SECRET, check=False)
+
+
+def split_rows(run: PipelineRun) -> tuple[Any, bytes]:
+    """The run's test split (its features only), and an /invocations body of it."""
+    import pandas as pd
+
+    meta = json.loads((run.project / "outputs/split/meta.json").read_text())
+    rows = pd.read_parquet(run.project / "outputs/split/test.parquet")[meta["features"]]
+    return rows, json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
+
+
+def served_probabilities(pod: ServingPod, body: bytes) -> list[list[float]]:
+    computed = subprocess.run(
+        ["podman", "exec", "--interactive", pod.container, "python", "-c",
+         PROBABILITIES_IN_THE_POD],
+        input=body, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert computed.returncode == 0, computed.stderr.decode()
+    return json.loads(computed.stdout)
+
+
+def test_the_serving_pod_answers_as_the_champion_loaded_here(
+    serving: ServingPlay, first_run: PipelineRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import numpy as np
+
+    registered = first_run.summary["champion"]
+    rows, body = split_rows(first_run)
+    request = urllib.request.Request(
+        f"{serving.pod.url}/invocations", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        served = json.loads(response.read())["predictions"]
+        name, version = response.headers[NAME_HEADER], response.headers[VERSION_HEADER]
+    assert (name, version) == (registered["registered_model"], registered["version"])
+
+    # the chart's registry by its URI, not by MLFLOW_TRACKING_URI alone: a URI set in this
+    # process (mlflow.set_tracking_uri) wins over the variable (issue 19)
+    for key, value in first_run.environment.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    mlflow.set_tracking_uri(first_run.environment["MLFLOW_TRACKING_URI"])
+    alias = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    assert str(alias.version) == version
+    local = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+    assert len(served) == len(rows) > 10
+    assert served == local.predict(rows).tolist()
+    in_the_pod = np.array(served_probabilities(serving.pod, body))
+    here = local.get_raw_model().predict_proba(rows)
+    assert np.abs(in_the_pod - here).max() <= PROBABILITY_TOLERANCE
+
+
+def test_status_names_the_version_the_serving_pod_serves(
+    serving: ServingPlay, first_run: PipelineRun
+) -> None:
+    status = subprocess.run(
+        [sys.executable, "-m", "mlrig", "serve", "status", "--url", serving.pod.url, "--json"],
+        cwd=first_run.project, env=first_run.environment,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    described = json.loads(status.stdout)
+    assert described["version"] == first_run.summary["champion"]["version"]
+    assert described["model"] == first_run.summary["champion"]["registered_model"]
+
+
+def test_the_serving_image_holds_no_credential_and_its_pod_runs_as_1001_read_only(
+    serving: ServingPlay,
+) -> None:
+    reference = serving.image.reference
+    environment = podman("image", "inspect", "--format", "{{json .Config.Env}}", reference)
+    assert not any(word in environment for word in ("PASSWORD", "SECRET", "ACCESS_KEY"))
+    assert podman("image", "inspect", "--format", "{{.Config.User}}", reference).strip() == "1001"
+    (inspected,) = json.loads(podman("inspect", serving.pod.container))
+    assert inspected["Config"]["User"].split(":")[0] == "1001"
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert "@sha256:" in inspected["ImageName"]
+
+
+def test_the_second_run_moves_the_champion_alias_to_the_linear_model(
+    played: Played, first_run: PipelineRun, second_run: PipelineRun
+) -> None:
+    """linear_c0_1 beats the baseline far beyond the bootstrap margin: v1 to v2."""
+    assert first_run.summary["champion"]["version"] == "1"
+    champion = second_run.summary["champion"]
+    assert champion["version"] == "2"
+    assert second_run.champion["version"] == "2"
+    assert champion_alias(played, SERVED_MODEL) == "2"
+    assert [s for s in second_run.summary["stages_run"] if s.startswith("train@")] == [
+        "train@linear_c0_1"
+    ]
+
+
+def rolled_out(deployment: dict[str, Any], version: str) -> dict[str, Any]:
+    """The Deployment with `mlrig serve rollout`'s patch applied (the pod template's pin)."""
+    patched = json.loads(json.dumps(deployment))
+    annotations = version_patch(version)["spec"]["template"]["metadata"]["annotations"]
+    patched["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
+    patched["spec"]["template"]["metadata"]["annotations"].update(annotations)
+    return patched
+
+
+def test_a_rollout_serves_the_new_champion_without_a_failed_request(
+    serving: ServingPlay, first_run: PipelineRun, second_run: PipelineRun
+) -> None:
+    """What Kubernetes does when `mlrig serve rollout` patches the Deployment, played here with
+    podman, which has no Deployment controller and no Service: the test stands in for both.
+    The patched Deployment is played as a second pod (its own port on the host network); a
+    client sends /invocations without pause through a stand-in Service that routes only to
+    pods whose rendered readinessProbe path answers; once the new pod is ready it replaces the
+    old one there, and the old pod is taken down (`podman kube down`)."""
+    layout = PlayLayout(REPO_ROOT)
+    old, new_version = serving.pod, second_run.champion["version"]
+    service = ServiceStandIn(endpoints=[old])
+    _, body = split_rows(second_run)
+    client = Client(service, body)
+    thread = threading.Thread(target=client.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)  # requests to the old pod before the rollout starts
+        patched = rolled_out(serving.deployment, new_version)
+        new = play_serving(layout, on_port(patched, ROLLOUT_POD, ROLLOUT_PORT))
+        assert service.roll_over(old, new, seconds=300), pod_logs(new)
+        take_down(layout, old)
+        time.sleep(1)  # requests to the new pod alone
+    finally:
+        client.stopped.set()
+        thread.join(timeout=60)
+
+    failed = [answer.error for answer in client.answers if answer.error]
+    assert not failed, failed[:5]
+    versions = [answer.version for answer in client.answers]
+    switch = versions.index(new_version)
+    assert switch > 0 and set(versions[:switch]) == {first_run.summary["champion"]["version"]}
+    assert set(versions[switch:]) == {new_version}  # never back to the old version
+    assert requests.get(f"{new.url}/version", timeout=30).json()["version"] == new_version
+    # not ready before its model was loaded: its readiness path failed first, and the moment
+    # it answered, the pod served the new version (uvicorn binds the port after the download)
+    assert not service.probes[0][1], service.probes[:3]
+    assert service.version_when_ready == new_version
+    assert "Uvicorn running" in pod_logs(new)
+    take_down(layout, new)
 
 
 # ClearML pipeline steps: the pod clearml-agent's k8s glue would create for a step, from the

@@ -15,6 +15,10 @@ What podman 4.3 cannot play is started the nearest real way, and named:
   volume; each emptyDir is renamed `<workload>-<volume>`.
 - Job (the post-install hooks: bucket-init, mlflow-users): no Jobs in kube play; each hook's
   pod is played as a Pod once MLflow answers, in the hooks' weight order, and must exit 0.
+- Downward API: podman 4.3 gives a `fieldRef` to `metadata.annotations['...']` an empty value
+  (checked: the pod template's annotations do not reach it), so each such variable is given
+  the template's annotation as its value, what the kubelet would read (the serving pods' pinned
+  model version).
 - Images: the chart runs every image by digest; the local images' digests are read from
   podman's store and set (`--set <component>.image.digest=...`).
 - ServiceAccount, Role, RoleBinding, Ingress, NetworkPolicy, PodDisruptionBudget,
@@ -140,7 +144,21 @@ def without_port_mappings(workload: dict[str, Any]) -> dict[str, Any]:
     """The workload as podman plays it on the host network (`playable_pod_spec`)."""
     workload = json.loads(json.dumps(workload))
     playable_pod_spec(workload["spec"]["template"]["spec"], workload["metadata"]["name"])
+    with_annotation_values(workload["spec"]["template"])
     return workload
+
+
+def with_annotation_values(template: dict[str, Any]) -> None:
+    """Give each variable read from a pod-template annotation by `fieldRef` that annotation's
+    value: podman 4.3 reads such a reference as empty."""
+    annotations = template.get("metadata", {}).get("annotations") or {}
+    for container in template["spec"]["containers"]:
+        for variable in container.get("env", []):
+            path = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+            if path.startswith("metadata.annotations["):
+                key = path.removeprefix("metadata.annotations[").removesuffix("]").strip("'\"")
+                variable.pop("valueFrom")
+                variable["value"] = annotations.get(key, "")
 
 
 def playable_pod_spec(pod: dict[str, Any], prefix: str) -> None:
