@@ -21,17 +21,17 @@ def test_every_container_of_the_run_is_removed_even_one_never_started(
     "Created" and never started, which no record of the run names; another run's stays."""
     engine, images = step_images
     run_id, other_run = f"test-{uuid.uuid4().hex[:8]}", f"test-{uuid.uuid4().hex[:8]}"
-    for run, name in ((run_id, "created"), (run_id, "exited"), (other_run, "other")):
-        subprocess.run(
-            engine.command(
-                "create", "--name", f"mlrig-{run}-{name}", *engine.host_flags(),
-                "--label", f"{RUN_LABEL}={run}",
-                "--entrypoint", "true", images[0].reference,
-            ),
-            check=True, capture_output=True,
-        )  # fmt: skip
-    subprocess.run(engine.command("start", "--attach", f"mlrig-{run_id}-exited"), check=True)
     try:
+        for run, name in ((run_id, "created"), (run_id, "exited"), (other_run, "other")):
+            subprocess.run(
+                engine.command(
+                    "create", "--name", f"mlrig-{run}-{name}", *engine.host_flags(),
+                    "--label", f"{RUN_LABEL}={run}",
+                    "--entrypoint", "true", images[0].reference,
+                ),
+                check=True, capture_output=True,
+            )  # fmt: skip
+        subprocess.run(engine.command("start", "--attach", f"mlrig-{run_id}-exited"), check=True)
         assert len(run_containers(engine, run_id)) == 2
 
         remove_run_containers(engine, run_id)

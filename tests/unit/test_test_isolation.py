@@ -1,6 +1,7 @@
 """A test worker runs many test files in one process: what one test sets as MLflow's store must
 not decide which store a later one reads (issue 19: the serving test compared the container
-with a register step test's model of the same name and version, and 1 of 143 labels differed)."""
+with a register step test's model of the same name and version, and 1 of 143 labels differed;
+the serving checks are in tests/chart/test_kube_play.py now)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mlrig.tracking.step_run import setup_mlflow
 def test_a_step_test_opens_its_own_store(project_settings):
     setup_mlflow(project_settings)
 """,
-    "tests/containers/test_serve_image.py": """
+    "tests/chart/test_kube_play.py": """
 import mlflow
 from mlflow import MlflowClient
 
