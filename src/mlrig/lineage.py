@@ -30,15 +30,18 @@ def git_commit(root: Path) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def code_commit(root: Path) -> tuple[str, str | None]:
-    """The newest commit that changed more than dvc.lock (the code, params and data the
-    results come from: a commit of the lock a run wrote changes none of them), `-dirty` like
-    `git_commit`, and its date in UTC; (`unknown`, None) outside a git checkout."""
+def code_commit(root: Path, inputs: list[str]) -> tuple[str, str | None]:
+    """The newest commit that changed one of the pipeline's `inputs` (git pathspecs: its code,
+    params and data, `mlrig.dvc.code_deps.pipeline_inputs`; a commit of docs, tests or the
+    lock a run wrote changes none of them), `-dirty` when one of them has uncommitted changes,
+    and its date in UTC; (`unknown`, None) outside a git checkout."""
     try:
         commit, _, timestamp = git_output(
-            root, "log", "-1", "--format=%H %ct", "--", ".", ":!dvc.lock"
+            root, "log", "-1", "--format=%H %ct", "--", *inputs
         ).partition(" ")
-        dirty = git_dirty(root)
+        dirty = bool(
+            git_output(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown", None
     if not commit:

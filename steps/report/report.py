@@ -291,6 +291,7 @@ def gather_inputs(
 ) -> ReportInputs:
     """What the report shows, from the steps' outputs, the settings and the MLflow store
     (`out_dir`: where the report goes, which its links are relative to)."""
+    from mlrig.dvc.code_deps import pipeline_inputs
     from mlrig.lineage import code_commit
     from mlrig.tracking.mlflow_ui import mlflow_server, project_mlflow_ui_command
     from mlrig.tracking.step_run import setup_mlflow
@@ -310,7 +311,7 @@ def gather_inputs(
     experiment_id = setup_mlflow(settings)
     results = load_results(folders.train, folders.evaluate, names, run_finder(settings))
     # the commit a step container names (it has no checkout), else the checkout's own
-    commit, code_date = code_commit(settings.root)
+    commit, code_date = code_commit(settings.root, pipeline_inputs(settings.root))
     if commit == "unknown" and settings.git_commit:
         commit = settings.git_commit
     train_md5 = data_versions[f"{folders.split.name}/{TRAIN_FILE}"]

@@ -18,6 +18,11 @@ from pathlib import Path, PurePosixPath
 from mlrig.errors import ConfigError
 
 DVC_YAML = "dvc.yaml"
+PARAMS_YAML = "params.yaml"
+#: where a templated part of a dep begins (`outputs/train/${key}`)
+TEMPLATE = "${"
+#: the files that track data with DVC, as a git pathspec
+DVC_FILES = ":(glob)**/*.dvc"
 #: a stage whose command runs a step's package: `python -m steps.<name> ...`
 STEP_COMMAND = re.compile(r"python(?:3)?\s+-m\s+(steps\.\w+)")
 
@@ -101,6 +106,20 @@ def stage_definitions(root: Path) -> dict[str, dict]:
         for name, body in stages.items()
         if isinstance(body, dict)
     }
+
+
+def pipeline_inputs(root: Path) -> list[str]:
+    """What a run's results come from, as git pathspecs: dvc.yaml, the params files, every
+    stage's deps (a templated one as the folder above its template) and the `.dvc` files.
+    Not the docs, the tests or dvc.lock: a commit of those changes no result."""
+    inputs = {DVC_YAML, PARAMS_YAML, DVC_FILES}
+    for body in stage_definitions(root).values():
+        for dep in body.get("deps") or []:
+            inputs.add(str(dep).split(TEMPLATE)[0].rstrip("/") or ".")
+        for entry in body.get("params") or []:
+            if isinstance(entry, dict):  # `- other.yaml: [keys]` names another params file
+                inputs |= {str(name) for name in entry}
+    return sorted(inputs)
 
 
 def missing_code_deps(root: Path) -> list[MissingCodeDeps]:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.dvc.code_deps import missing_code_deps, require_code_deps, step_code_files
+from mlrig.dvc.code_deps import (
+    missing_code_deps,
+    pipeline_inputs,
+    require_code_deps,
+    step_code_files,
+)
 from mlrig.errors import ConfigError
 
 REPO_ROOT = Path(__file__).parents[3]
@@ -68,3 +73,27 @@ def test_a_folder_dep_covers_the_files_below_it(project: Path) -> None:
     dvc_yaml(project, "steps", "src/lib")
 
     require_code_deps(project)
+
+
+def test_the_pipelines_inputs_are_its_deps_params_and_data_not_its_docs_or_lock(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  fit:\n"
+        "    cmd: python -m steps.fit\n"
+        "    deps: [steps/fit, src/lib/defaults.py, data/raw.csv]\n"
+        "    params: [seed, {other.yaml: [depth]}]\n"
+        "  score:\n"
+        "    foreach: [a, b]\n"
+        "    do:\n"
+        "      cmd: python -m steps.score ${item}\n"
+        "      deps: [\"outputs/fit/${item}\", steps/score]\n"
+    )
+
+    inputs = pipeline_inputs(tmp_path)
+
+    assert set(inputs) == {
+        "dvc.yaml", "params.yaml", "other.yaml", ":(glob)**/*.dvc",
+        "steps/fit", "src/lib/defaults.py", "data/raw.csv", "outputs/fit", "steps/score",
+    }  # fmt: skip
