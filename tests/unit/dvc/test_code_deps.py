@@ -88,7 +88,7 @@ def test_the_pipelines_inputs_are_its_deps_params_and_data_not_its_docs_or_lock(
         "    foreach: [a, b]\n"
         "    do:\n"
         "      cmd: python -m steps.score ${item}\n"
-        "      deps: [\"outputs/fit/${item}\", steps/score]\n"
+        '      deps: ["outputs/fit/${item}", steps/score]\n'
     )
 
     inputs = pipeline_inputs(tmp_path)
