@@ -92,7 +92,8 @@ def tier_of(nodeid: str) -> str:
 #: containers pipeline, the longest chain (it builds the step images, at a higher priority), on
 #: the first worker; the two long files that need no image on the others meanwhile; then, queued
 #: behind them, a short file for the first worker and the long files that wait for the images
-#: for the others; then the rest.
+#: for the others; then the other files of a minute or more, longest first (seconds of a CI
+#: run, MLRIG_TEST_TIMELINE), so that none of them starts last; then the rest.
 SCHEDULE = (
     "tests/containers/test_pipeline_in_containers.py",
     "tests/integration/test_stack.py",
@@ -100,9 +101,19 @@ SCHEDULE = (
     "tests/integration/test_cli.py",
     "tests/chart/test_kube_play.py",
     "tests/ci/test_gitlab_ci.py",
-    "tests/e2e/test_stopping.py",
-    "tests/containers/test_images.py",
-    "tests/e2e/test_secrets.py",
+    "tests/e2e/test_stopping.py",  # 445 s
+    "tests/e2e/test_drift_and_reproduce.py",  # 353
+    "tests/e2e/test_mixed_table.py",  # 201
+    "tests/e2e/test_models_teams_bring.py",  # 151
+    "tests/e2e/test_secrets.py",  # 131
+    "steps/register/tests/test_register.py",  # 119
+    "tests/e2e/test_executors.py",  # 119
+    "tests/integration/test_serving.py",  # 109
+    "tests/e2e/test_new_step.py",  # 91
+    "tests/unit/executors/clearml/test_submission.py",  # 90
+    "steps/register/tests/test_margin.py",  # 86
+    "tests/unit/cli/test_clearml.py",  # 68
+    "tests/containers/test_images.py",  # 51
 )
 
 
