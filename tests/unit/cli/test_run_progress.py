@@ -28,7 +28,10 @@ def test_the_run_prints_progress_on_stderr_unless_quiet(
         return "summary"
 
     monkeypatch.setattr("mlrig.run.run_pipeline", pipeline)
-    monkeypatch.setattr(run_command.console, "file", None)  # the console's stderr, captured
+    # the console's own stream (`_file`: None, so sys.stderr when it prints, which capsys
+    # captures): the `file` property would read the capture's stream and be set back to it,
+    # closed after the test, for every later test of this process
+    monkeypatch.setattr(run_command.console, "_file", None)
 
     summary = run_command.run_with_progress(
         None,
