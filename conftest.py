@@ -16,7 +16,7 @@ from mlrig.settings import Settings
 from tests.support.mlflow_uris import mlflow_uris_kept
 from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
 from tests.support.s3 import S3Server, s3_answers
-from tests.support.scheduling import priority_of_tier, record_timeline, set_priority
+from tests.support.scheduling import cpu_seconds, priority_of_tier, record_timeline, set_priority
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -126,9 +126,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     """Each test's span on its worker, in MLRIG_TEST_TIMELINE when set."""
-    start = time.time()
+    start, cpu = time.time(), cpu_seconds()
     yield
-    record_timeline(item.nodeid, start, time.time())
+    record_timeline(item.nodeid, start, time.time(), cpu_seconds() - cpu)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

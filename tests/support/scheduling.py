@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,15 +44,24 @@ def on_the_critical_path() -> Iterator[None]:
 
 
 #: a file that, when set, gets one JSON line per test: its worker, start and end (epoch
-#: seconds, fixtures included), to see where CI time goes across the workers
+#: seconds, fixtures included) and the CPU seconds of the worker and its waited-for children
+#: meanwhile, to see where CI time goes across the workers (the suite is CPU-bound on 2 cores)
 TIMELINE_VARIABLE = "MLRIG_TEST_TIMELINE"
 
 
-def record_timeline(nodeid: str, start: float, end: float) -> None:
-    """Append the test's span to the timeline file, when one is asked for."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (user and system)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def record_timeline(nodeid: str, start: float, end: float, cpu: float) -> None:
+    """Append the test's span and CPU seconds to the timeline file, when one is asked for."""
     path = os.environ.get(TIMELINE_VARIABLE)
     if not path:
         return
     line = {"test": nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
     with open(path, "a") as timeline:  # one short line per write: workers never interleave
-        timeline.write(json.dumps(line | {"start": start, "end": end}) + "\n")
+        timeline.write(json.dumps(line | {"start": start, "end": end, "cpu": round(cpu, 2)}) + "\n")
