@@ -75,8 +75,14 @@ GIT_IDENTITY = {
 }
 
 
+#: the dvc commands the tests type themselves (and the CI jobs they run) send DVC no usage
+#: report either: each would start a detached process for it, about 1 s of CPU (mlrig's own dvc
+#: commands never do: mlrig.dvc.commands.dvc_environment)
+QUIET_DVC = {"DVC_NO_ANALYTICS": "1"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for name, value in GIT_IDENTITY.items():
+    for name, value in (GIT_IDENTITY | QUIET_DVC).items():
         os.environ.setdefault(name, value)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from mlrig.dvc.commands import dvc_command, dvc_environment
 from mlrig.dvc.versions import DataVersion, fetch_version_file, find_data_version
 from mlrig.errors import EXIT_FAILED, ConfigError, MlrigError
 from mlrig.images.engine import Engine, find_engine
@@ -261,9 +262,9 @@ def rerun_stages(worktree: Path, experiment: str, commit: str) -> str | None:
     environment = rerun_environment(worktree, commit)
     for stage in (f"train@{experiment}", f"evaluate@{experiment}"):
         done = subprocess.run(
-            [sys.executable, "-m", "dvc", "repro", "--single-item", "--force", stage],
+            dvc_command(["repro", "--single-item", "--force", stage]),
             cwd=worktree,
-            env=environment,
+            env=dvc_environment(environment),
             capture_output=True,
             text=True,
         )

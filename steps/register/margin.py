@@ -1,10 +1,10 @@
 """How far apart two models are on the same test rows, and whether that is more than noise.
 
 A difference of 0.0002 in F1 on 143 test rows says nothing: a paired bootstrap (both models'
-predictions resampled on the same rows, the metric computed by the function evaluate reports
-it with) gives an interval of the difference at a stated confidence, seeded so it is the same
-on every run. A challenger replaces the champion only when it is better by at least
-`compare.min_improvement` and the whole interval is on its side of zero.
+predictions resampled on the same rows, the metric as evaluate reports it) gives an interval
+of the difference at a stated confidence, seeded so it is the same on every run. A challenger
+replaces the champion only when it is better by at least `compare.min_improvement` and the
+whole interval is on its side of zero.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from mlrig.experiments.metrics import LOWER_IS_BETTER
 from mlrig.experiments.results import Margin
-from steps.evaluate.evaluate import classification_metric
 from steps.register.params import CompareParams
 
 if TYPE_CHECKING:
@@ -109,21 +108,46 @@ def weighted_label_scorer(
     codes, distinct = pd.factorize(
         pd.MultiIndex.from_arrays([model.target, model.predicted, other.predicted])
     )
-    target, predicted, other_predicted = (
-        distinct.get_level_values(level).to_numpy() for level in range(3)
+    # each label's index, over the labels of all three (a model may predict one the test lacks)
+    labels, count = pd.factorize(
+        np.concatenate([distinct.get_level_values(level) for level in range(3)])
     )
+    target, predicted, other_predicted = labels.reshape(3, len(distinct))
 
     def on_weights(sample: np.ndarray) -> float:
-        weights = np.bincount(codes[sample], minlength=len(distinct))
-        drawn = weights > 0  # a row the resample did not draw must not bring its classes in
-        weight = weights[drawn]
-        return classification_metric(
-            metric, target[drawn], predicted[drawn], None, model.classes, weight
-        ) - classification_metric(
-            metric, target[drawn], other_predicted[drawn], None, other.classes, weight
+        weight = np.bincount(codes[sample], minlength=len(distinct)).astype(float)
+        return label_metric(metric, target, predicted, weight, len(count)) - label_metric(
+            metric, target, other_predicted, weight, len(count)
         )
 
     return on_weights
+
+
+def label_metric(
+    metric: str, target: np.ndarray, predicted: np.ndarray, weight: np.ndarray, labels: int
+) -> float:
+    """A metric of labels alone, as `classification_metric` gives it (macro over the labels
+    the weighted rows hold, 0 where a label's precision or recall is undefined), from the
+    weighted counts per label. With scikit-learn's metrics (their input checks, 2.5 ms a call)
+    1,000 resamples of two models took 4.9 s of CPU, with these 0.04 s, for the same interval
+    (steps/register/tests/test_margin.py holds the two equal)."""
+    import numpy as np
+
+    def per_label(indices: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(indices, weights=weights, minlength=labels)
+
+    right = target == predicted
+    true, said, hits = (
+        per_label(target, weight),
+        per_label(predicted, weight),
+        per_label(target[right], weight[right]),
+    )
+    if metric == "accuracy":
+        return float(hits.sum() / weight.sum())
+    held = (true > 0) | (said > 0)  # what scikit-learn's unique_labels finds in the drawn rows
+    denominator = {"precision": said, "recall": true, "f1": (true + said) / 2}[metric]
+    scores = np.divide(hits, denominator, out=np.zeros(labels), where=denominator > 0)
+    return float(scores[held].mean())
 
 
 def comparison(margin: Margin, verb: str) -> str:

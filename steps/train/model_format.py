@@ -17,7 +17,9 @@ team's own estimator class or function) is saved with cloudpickle, and the reaso
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,7 +120,7 @@ def requirements(pipeline: Pipeline, fmt: ModelFormat) -> list[str]:
     """The pip requirements of the model: scikit-learn, its serializer, and the installed
     distribution of every other package whose class the pipeline holds (xgboost-cpu, not the
     CUDA build MLflow's xgboost flavor would name; a team's own package)."""
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
     import mlflow.sklearn
 
@@ -128,11 +130,20 @@ def requirements(pipeline: Pipeline, fmt: ModelFormat) -> list[str]:
     if fmt.serialization == SKOPS:
         pinned.append(f"skops=={version('skops')}")
     packages = {type(part).__module__.partition(".")[0] for part in model_parts(pipeline)}
-    distributions = packages_distributions()
     for package in sorted(packages - {"sklearn"}):
-        for distribution in distributions.get(package, []):  # none: the standard library
+        for distribution in installed_distributions().get(package, []):  # none: the stdlib
             pinned.append(f"{distribution}=={version(distribution)}")
     return sorted(set(pinned))
+
+
+@functools.cache
+def installed_distributions() -> Mapping[str, list[str]]:
+    """Each importable top-level package's distributions. Reading every installed
+    distribution's file list takes about a second: done once, and only for a model that holds
+    more than scikit-learn (the model is saved, then logged: both ask)."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
 
 
 def model_parts(pipeline: Pipeline) -> list[Any]:

@@ -12,6 +12,10 @@ whatever PATH holds), and each need has one way, chosen for how it must stop:
   process group, so a Ctrl-C in the terminal reaches it with mlrig.
 - `dvc_in_process`: `dvc.cli.main` in this process, where a container or pod runs one stage:
   DVC is imported once for its pull, repro and push, and the container's end ends it.
+
+mlrig's own dvc processes send DVC no usage report (`dvc_environment`): for each command DVC
+would start a detached process to send one, about 1 s of CPU, and a pipeline run is twenty dvc
+commands and more. The dvc commands a user types follow the user's DVC configuration.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlrig import stopping
@@ -35,6 +39,12 @@ LOG_TAIL_LINES = 25
 def dvc_command(arguments: list[str]) -> list[str]:
     """The command line of a dvc process: this interpreter's DVC, whatever PATH holds."""
     return [sys.executable, "-m", "dvc", *arguments]
+
+
+def dvc_environment(environment: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a dvc process mlrig starts: `environment` (else this process's), with
+    DVC's usage report off."""
+    return {**(os.environ if environment is None else environment), "DVC_NO_ANALYTICS": "1"}
 
 
 def run_dvc(
@@ -60,7 +70,7 @@ def run_dvc(
         stopping.start(
             dvc_command(arguments),
             cwd=root,
-            env=environment,
+            env=dvc_environment(environment),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -95,7 +105,7 @@ def run_dvc_logged(
     Returns:
         dvc's exit code (the caller reads the log: it tells a stage run from one restored).
     """
-    return run_logged(dvc_command(arguments), log_path, cwd=root, env=environment)
+    return run_logged(dvc_command(arguments), log_path, cwd=root, env=dvc_environment(environment))
 
 
 def query_dvc(arguments: list[str], root: Path) -> subprocess.CompletedProcess[str]:
@@ -106,7 +116,9 @@ def query_dvc(arguments: list[str], root: Path) -> subprocess.CompletedProcess[s
     Returns:
         The finished process (the caller checks its return code).
     """
-    return subprocess.run(dvc_command(arguments), cwd=root, capture_output=True, text=True)
+    return subprocess.run(
+        dvc_command(arguments), cwd=root, env=dvc_environment(), capture_output=True, text=True
+    )
 
 
 def dvc_in_process(*arguments: str) -> int:

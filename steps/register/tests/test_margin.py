@@ -138,6 +138,21 @@ def test_a_weighted_resample_scores_as_the_drawn_rows_do(metric: str) -> None:
         assert weighted(sample) == pytest.approx(direct, abs=1e-12)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "precision", "recall", "f1"])
+def test_weighted_counts_score_binary_labels_and_a_label_the_test_lacks(metric: str) -> None:
+    """Whole-number labels, one model never right on class 1, the other predicting a label
+    (7) that no test row holds: as scikit-learn scores the drawn rows."""
+    generator = np.random.default_rng(11)
+    target, uniform = generator.integers(0, 2, 80), np.full((80, 2), 0.5)
+    model = HeldOutPredictions(target, np.zeros(80, dtype=int), uniform, [0, 1])
+    other = HeldOutPredictions(target, np.where(target == 1, 7, target), uniform, [0, 1])
+    weighted = weighted_label_scorer(model, other, metric)
+
+    for sample in [generator.integers(0, 80, 80) for _ in range(20)]:
+        direct = model.take(sample).metric(metric) - other.take(sample).metric(metric)
+        assert weighted(sample) == pytest.approx(direct, abs=1e-12)
+
+
 def test_resamples_where_the_metric_is_undefined_are_left_out() -> None:
     """ROC AUC needs both classes; on 4 rows some resamples hold one class only."""
     target = np.array([0, 1, 0, 1])

@@ -79,3 +79,12 @@ def test_a_stage_containers_commands_run_in_its_own_process(
     assert dvc_in_process("repro", "session") == 0
     assert session_of_stage(project) == os.getsid(0)
     assert dvc_in_process("repro", "failing") != 0
+
+
+def test_mlrigs_dvc_commands_send_dvc_no_usage_report(project: Path, tmp_path: Path) -> None:
+    """DVC would start a detached process per command to send one (about 1 s of CPU)."""
+    user_environment = {k: v for k, v in os.environ.items() if k != "DVC_NO_ANALYTICS"}
+    log_path = tmp_path / "status.log"
+    assert run_dvc_logged(["status", "-v"], project, user_environment, log_path) == 0
+    log = log_path.read_text()
+    assert "Analytics is disabled." in log and "daemon" not in log, log
