@@ -1,8 +1,8 @@
 """The chart's own pods, started with `podman kube play` here: MLflow, SeaweedFS and PostgreSQL,
 the hooks that make the buckets and the pipeline's MLflow user, the pipeline run with the
-pipeline's identity (never an admin's), the serving pod on the champion it registered and its
-rollout to the next champion, and the pods the ClearML agent's glue makes from the chart's step
-pod template."""
+pipeline's identity (never an admin's), the serving pod on the champion it registered (its
+read-only MLflow user made by the chart's hook from the Secret alone) and its rollout to the
+next champion, and the pods the ClearML agent's glue makes from the chart's step pod template."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from mlrig.stacks.chart import (
     playable_pod_spec,
     podman,
     render_chart,
+    run_hook,
     up,
 )
 from tests.chart.conftest import KubeTools
@@ -412,11 +413,14 @@ print(json.dumps(model.get_raw_model().predict_proba(frame).tolist()))
 
 @dataclass(frozen=True)
 class ServingPlay:
-    """The serving Deployment as the chart renders it, and its played pod."""
+    """The serving Deployment as the chart renders it, its played pod, the identity of the
+    Secret it reads, and the log of the mlflow-users hook that made its user."""
 
     deployment: dict[str, Any]
     pod: ServingPod
     image: ImageBuild
+    identity: dict[str, str] = field(repr=False)
+    users_hook_log: str
 
 
 @pytest.fixture(scope="module")
@@ -427,27 +431,9 @@ def serve_image(played: Played, step_images: tuple[Engine, list[ImageBuild]]) ->
         return build_serve_image(Settings(project_dir=REPO_ROOT), engine)
 
 
-def make_serving_identity(played: Played, model: str) -> dict[str, str]:
-    """An MLflow user that may only READ `model`, made as the admin (what an operator does for
-    serving.existingSecret); the Secret's values. No S3 keys: MLflow proxies the artifacts."""
-    uri, admin = played.environment["MLFLOW_TRACKING_URI"], admin_auth(played)
-    identity = {"mlflow-username": "serving", "mlflow-password": secrets.token_urlsafe(24)}
-    # the grant API the chart's mlflow-users hook uses (files/mlflow-users.py)
-    calls = (
-        ("2.0/mlflow/users/create",
-         {"username": "serving", "password": identity["mlflow-password"]}),
-        ("3.0/mlflow/users/permissions/grant",
-         {"username": "serving", "resource_type": "registered_model", "resource_id": model,
-          "permission": "READ"}),
-    )  # fmt: skip
-    for path, body in calls:
-        made = requests.post(f"{uri}/api/{path}", json=body, auth=admin, timeout=30)
-        assert made.status_code == 200, made.text
-    return identity
-
-
-def rendered_serving(helm: Path, image: ImageBuild) -> dict[str, Any]:
-    """The chart's serving Deployment, rendered with the local values and serving enabled."""
+def rendered_with_serving(helm: Path, image: ImageBuild) -> list[dict[str, Any]]:
+    """The chart rendered with the local values and serving enabled: what `helm upgrade
+    --set serving.enabled=true ...` applies."""
     values = merged_values(REPO_ROOT / CHART / "values.yaml", REPO_ROOT / LOCAL_VALUES)
     repository, tag = image.reference.rsplit(":", 1)
     digest = podman("image", "inspect", "--format", "{{.Digest}}", image.reference).strip()
@@ -462,14 +448,30 @@ def rendered_serving(helm: Path, image: ImageBuild) -> dict[str, Any]:
         "serving.port": str(SERVING_PORT),
         "serving.replicas": "1",
     }
-    values_files = [REPO_ROOT / LOCAL_VALUES]
-    objects = render_chart(helm, REPO_ROOT / CHART, values_files, settings)
-    (deployment,) = [
-        item
-        for item in objects
-        if item["kind"] == "Deployment" and item["metadata"]["name"] == "mlrig-serving"
-    ]
-    return deployment
+    return render_chart(helm, REPO_ROOT / CHART, [REPO_ROOT / LOCAL_VALUES], settings)
+
+
+def rendered_object(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def run_users_hook(layout: PlayLayout, objects: list[dict[str, Any]]) -> str:
+    """The mlflow-users hook of these objects, played as the played chart's hooks were (after
+    an upgrade, as Helm runs it), with the ConfigMaps it mounts; its log."""
+    job = rendered_object(objects, "Job", "mlrig-mlflow-users")
+    mounted = {
+        volume["configMap"]["name"]
+        for volume in job["spec"]["template"]["spec"]["volumes"]
+        if "configMap" in volume
+    }
+    configmaps = []
+    for item in objects:
+        if item["kind"] == "ConfigMap" and item["metadata"]["name"] in mounted:
+            path = layout.configmap(item["metadata"]["name"])
+            path.write_text(yaml.safe_dump(item))
+            configmaps.append(path)
+    return run_hook(layout, job, configmaps)
 
 
 @pytest.fixture(scope="module")
@@ -477,19 +479,66 @@ def serving(
     played: Played, first_run: PipelineRun, serve_image: ImageBuild, kube_tools: KubeTools
 ) -> Iterator[ServingPlay]:
     """The serving Deployment played on the first champion; removed afterwards, with its
-    Secret and whatever rollout pod a failed test left."""
+    Secret and whatever rollout pod a failed test left. As an operator would, only the
+    Secret of the serving identity is made here; the chart's mlflow-users hook makes the user."""
     layout = PlayLayout(REPO_ROOT)
-    identity = make_serving_identity(played, SERVED_MODEL)
+    identity = {"mlflow-username": "serving", "mlflow-password": secrets.token_urlsafe(24)}
     create_secret(SERVING_SECRET, identity, layout.folder)
-    deployment = rendered_serving(kube_tools.helm, serve_image)
     try:
+        objects = rendered_with_serving(kube_tools.helm, serve_image)
+        hook_log = run_users_hook(layout, objects)
+        deployment = rendered_object(objects, "Deployment", "mlrig-serving")
         pod = play_serving(layout, on_port(deployment, "mlrig-serving", SERVING_PORT))
         wait_until_ready(pod)
-        yield ServingPlay(deployment, pod, serve_image)
+        yield ServingPlay(deployment, pod, serve_image, identity, hook_log)
     finally:
         for name in ("mlrig-serving", ROLLOUT_POD):
             take_down_played(layout, name)
         podman("secret", "rm", SERVING_SECRET, check=False)
+
+
+def test_the_hook_made_the_serving_user_that_may_only_read_the_model(
+    played: Played, serving: ServingPlay
+) -> None:
+    """What the mlflow-users hook made of the Secret alone, read back as the admin: no admin,
+    READ on the served model and no other grant; and what MLflow refuses that user."""
+    uri, admin = played.environment["MLFLOW_TRACKING_URI"], admin_auth(played)
+    username = serving.identity["mlflow-username"]
+    assert f"user {username}: created" in serving.users_hook_log
+    assert serving.identity["mlflow-password"] not in serving.users_hook_log
+    user = requests.get(
+        f"{uri}/api/2.0/mlflow/users/get", params={"username": username}, auth=admin, timeout=30
+    )
+    assert user.status_code == 200, user.text
+    assert user.json()["user"]["is_admin"] is False
+    listed = requests.get(
+        f"{uri}/api/3.0/mlflow/users/permissions/list", params={"username": username},
+        auth=admin, timeout=30,
+    )  # fmt: skip
+    assert listed.status_code == 200, listed.text
+    grants = [
+        (row["resource_type"], row["resource_pattern"], row["permission"])
+        for row in listed.json()["permissions"]
+    ]
+    assert grants == [("registered_model", SERVED_MODEL, "READ")]
+
+    reader = (username, serving.identity["mlflow-password"])
+    experiment = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "mlrig"},
+        auth=reader, timeout=30,
+    )  # fmt: skip
+    assert experiment.status_code == 200, experiment.text
+    champion = champion_alias(played, SERVED_MODEL)
+    attempts = {
+        "move the alias": ("registered-models/alias",
+                           {"name": SERVED_MODEL, "alias": "champion", "version": champion}),
+        "create a run": ("runs/create",
+                         {"experiment_id": experiment.json()["experiment"]["experiment_id"]}),
+    }  # fmt: skip
+    for action, (path, body) in attempts.items():
+        refused = requests.post(f"{uri}/api/2.0/mlflow/{path}", json=body, auth=reader, timeout=30)
+        assert refused.status_code == 403, (action, refused.text)
+    assert champion_alias(played, SERVED_MODEL) == champion
 
 
 def split_rows(run: PipelineRun) -> tuple[Any, bytes]:

@@ -1,6 +1,9 @@
 """The mlflow-users hook: make the pipeline's MLflow user (never an admin, its password the
 Secret's), create the pipeline's experiments and registered models when missing, and grant the
-user PERMISSION on each. MLflow's auth REST API as its admin, the standard library only.
+user PERMISSION on each; then make each read-only identity (the scoring server's, the drift
+CronJob's: user name and password from the Secret the values name) a user that is no admin and
+may only READ its registered models. MLflow's auth REST API as its admin, the standard library
+only.
 
 The endpoints are those of the pinned server (mlflow[auth] 3.17.2): users/create,
 users/update-password and users/update-admin under /api/2.0, and the per-user grant API
@@ -15,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 
 URI = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
 WAIT_SECONDS = 600
@@ -134,8 +138,64 @@ def grant(username: str, resource_type: str, resource_id: str, permission: str) 
     print(f"{resource_type} {resource_id}: {username} may {permission}")
 
 
+@dataclass(frozen=True)
+class Reader:
+    """A read-only identity: its role, the Secret it comes from, and what it may READ."""
+
+    role: str
+    secret: str
+    username: str
+    password: str
+    registered_models: list[str]
+
+
+def readers() -> list[Reader]:
+    """The read-only identities of MLRIG_READERS, each one's user name and password from
+    MLRIG_<ROLE>_USERNAME and MLRIG_<ROLE>_PASSWORD (its Secret's keys)."""
+    return [
+        Reader(
+            role=described["role"],
+            secret=described["secret"],
+            username=os.environ[f"MLRIG_{described['role'].upper()}_USERNAME"],
+            password=os.environ[f"MLRIG_{described['role'].upper()}_PASSWORD"],
+            registered_models=described["registeredModels"],
+        )
+        for described in json.loads(os.environ.get("MLRIG_READERS", "[]"))
+    ]
+
+
+def reader_errors(found: list[Reader], pipeline_username: str, admin_username: str) -> list[str]:
+    """What makes the read-only identities unusable. Checked before any change: granting READ
+    to the pipeline's user would take its EDIT away, and to the admin would demote it."""
+    errors, passwords = [], {}
+    for reader in found:
+        source = f"mlflow-username of Secret {reader.secret} (the {reader.role} identity)"
+        if not reader.username or not reader.password:
+            errors.append(f"Secret {reader.secret} needs mlflow-username and mlflow-password")
+        elif reader.username == pipeline_username:
+            errors.append(
+                f"{source} is {reader.username!r}, the pipeline's user (mlflow.pipelineUser): "
+                "it needs a user of its own, which may only read"
+            )
+        elif reader.username == admin_username:
+            errors.append(
+                f"{source} is {reader.username!r}, MLflow's admin (mlflow.auth.adminUsername): "
+                "it needs a user of its own, which may only read"
+            )
+        elif passwords.setdefault(reader.username, reader.password) != reader.password:
+            errors.append(
+                f"{source} is {reader.username!r}, like another identity's Secret, with "
+                "another mlflow-password: one user has one password"
+            )
+    return errors
+
+
 def main() -> int:
     username, permission = os.environ["MLRIG_PIPELINE_USERNAME"], os.environ["MLRIG_PERMISSION"]
+    found = readers()
+    if errors := reader_errors(found, username, os.environ["MLFLOW_ADMIN_USERNAME"]):
+        print("mlrig: nothing changed in MLflow: " + "; ".join(errors) + ".", file=sys.stderr)
+        return 1
     wait_for_mlflow()
     try:
         ensure_user(username, os.environ["MLRIG_PIPELINE_PASSWORD"])
@@ -143,6 +203,10 @@ def main() -> int:
             grant(username, "experiment", experiment_id(name), permission)
         for name in json.loads(os.environ["MLRIG_REGISTERED_MODELS"]):
             grant(username, "registered_model", ensure_registered_model(name), permission)
+        for reader in found:
+            ensure_user(reader.username, reader.password)
+            for name in reader.registered_models:
+                grant(reader.username, "registered_model", ensure_registered_model(name), "READ")
     except ApiError as error:
         print(f"mlrig: MLflow at {URI} refused: {error}", file=sys.stderr)
         return 1

@@ -560,6 +560,27 @@ podSelector:
 {{- default .Values.serving.existingSecret .Values.drift.schedule.existingSecret }}
 {{- end }}
 
+{{/* The read-only MLflow identities the mlflow-users hook makes, each from its Secret (JSON list of {role, secret, registeredModels}): the scoring server's (KServe's reads S3 only) and the drift CronJob's, one identity when both name the same Secret. None when they read another MLflow (serving.trackingUri). */}}
+{{- define "mlrig.mlflow.readers" -}}
+{{- $readers := list }}
+{{- $serving := .Values.serving }}
+{{- $drift := .Values.drift.schedule.enabled }}
+{{- $driftSecret := include "mlrig.drift.mlflowSecretName" . }}
+{{- $servingReads := and $serving.enabled (not $serving.kserve.enabled) }}
+{{- $shared := and $servingReads $drift (eq $driftSecret $serving.existingSecret) }}
+{{- if not $serving.trackingUri }}
+{{- if $servingReads }}
+{{- $models := list $serving.model }}
+{{- if $shared }}{{ $models = append $models (include "mlrig.drift.model" .) | uniq }}{{ end }}
+{{- $readers = append $readers (dict "role" "serving" "secret" $serving.existingSecret "registeredModels" $models) }}
+{{- end }}
+{{- if and $drift (not $shared) }}
+{{- $readers = append $readers (dict "role" "drift" "secret" $driftSecret "registeredModels" (list (include "mlrig.drift.model" .))) }}
+{{- end }}
+{{- end }}
+{{- toJson $readers }}
+{{- end }}
+
 {{/* Fails with every error in the drift CronJob's values at once. */}}
 {{- define "mlrig.drift.validateValues" -}}
 {{- $schedule := .Values.drift.schedule }}
