@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,9 +40,7 @@ def code_commit(root: Path, inputs: list[str]) -> tuple[str, str | None]:
         commit, _, timestamp = git_output(
             root, "log", "-1", "--format=%H %ct", "--", *inputs
         ).partition(" ")
-        dirty = bool(
-            git_output(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
-        )
+        dirty = git_dirty(root, inputs)
     except (OSError, subprocess.CalledProcessError):
         return "unknown", None
     if not commit:
@@ -50,12 +49,13 @@ def code_commit(root: Path, inputs: list[str]) -> tuple[str, str | None]:
     return (f"{commit}-dirty" if dirty else commit), date
 
 
-def git_dirty(root: Path) -> bool:
-    """True when tracked files other than dvc.lock have uncommitted changes."""
-    # dvc.lock is rewritten by the run itself; it does not make the code dirty
-    return bool(
-        git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
-    )
+#: every tracked file but dvc.lock, which the run itself rewrites: it does not make code dirty
+ALL_BUT_THE_LOCK = (".", ":!dvc.lock")
+
+
+def git_dirty(root: Path, pathspecs: Sequence[str] = ALL_BUT_THE_LOCK) -> bool:
+    """True when tracked files under `pathspecs` have uncommitted changes."""
+    return bool(git_output(root, "status", "--porcelain", "--untracked-files=no", "--", *pathspecs))
 
 
 def git_output(root: Path, *arguments: str) -> str:
