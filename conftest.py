@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mlrig.dvc.commands import NO_USAGE_REPORT
 from mlrig.settings import Settings
 from tests.support.mlflow_uris import mlflow_uris_kept
 from tests.support.project import REPO_ROOT, TRACKING_VARIABLES
@@ -75,14 +76,11 @@ GIT_IDENTITY = {
 }
 
 
-#: the dvc commands the tests type themselves (and the CI jobs they run) send DVC no usage
-#: report either: each would start a detached process for it, about 1 s of CPU (mlrig's own dvc
-#: commands never do: mlrig.dvc.commands.dvc_environment)
-QUIET_DVC = {"DVC_NO_ANALYTICS": "1"}
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    for name, value in (GIT_IDENTITY | QUIET_DVC).items():
+    # the dvc commands the tests type themselves (and the CI jobs they run) send DVC no usage
+    # report either, as mlrig's own never do (mlrig.dvc.commands.dvc_environment): each would
+    # start a detached process for it, about 1 s of CPU
+    for name, value in (GIT_IDENTITY | NO_USAGE_REPORT).items():
         os.environ.setdefault(name, value)
 
 

@@ -41,10 +41,14 @@ def dvc_command(arguments: list[str]) -> list[str]:
     return [sys.executable, "-m", "dvc", *arguments]
 
 
+#: what turns DVC's usage report off for a dvc process
+NO_USAGE_REPORT = {"DVC_NO_ANALYTICS": "1"}
+
+
 def dvc_environment(environment: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a dvc process mlrig starts: `environment` (else this process's), with
     DVC's usage report off."""
-    return {**(os.environ if environment is None else environment), "DVC_NO_ANALYTICS": "1"}
+    return {**(os.environ if environment is None else environment), **NO_USAGE_REPORT}
 
 
 def run_dvc(
